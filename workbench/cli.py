@@ -1,0 +1,248 @@
+"""`workbench`: a thin command line over the library. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="Build, filter, inspect, label and export SFT and preference datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+_state: dict[str, Any] = {"workspace": None}
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", help="workspace folder (default: $WORKBENCH_HOME or ./workspace)"),
+]
+
+
+@app.callback()
+def _main(workspace: WorkspaceOpt = None) -> None:
+    _state["workspace"] = workspace
+
+
+def _ws(override: Path | None = None) -> Any:
+    from workbench.workspace import Workspace
+
+    return Workspace(override or _state["workspace"])
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False, default=str))
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline YAML file")],
+    workspace: WorkspaceOpt = None,
+    limit: Annotated[int | None, typer.Option(help="use only the first N input rows")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="retry quarantined model calls")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
+) -> None:
+    """Run a pipeline, or resume it from its last finished step."""
+    from workbench.pipeline import load_pipeline
+    from workbench.runner import run_pipeline
+
+    spec = load_pipeline(pipeline)
+    ws = _ws(workspace)
+    result = run_pipeline(spec, ws, limit=limit, progress=not no_progress and sys.stderr.isatty(),
+                          retry_failed=retry_failed)
+    for step in result.steps:
+        dropped = ", ".join(f"{k}: {v}" for k, v in step.dropped.items()) or "none dropped"
+        typer.echo(f"  step {step.index} {step.step:<16} {step.status:<8} {step.rows_in:>7} → "
+                   f"{step.rows_out:<7} ({dropped}) {step.seconds:.2f}s")
+    if result.output is None:
+        typer.echo(f"run {result.run_id} finished; no `output:` in the pipeline, last checkpoint: "
+                   f"{result.final_checkpoint}")
+        return
+    out = result.output
+    state = "up to date" if result.up_to_date else "written"
+    typer.echo(f"run {result.run_id} finished: dataset {out.name} version {out.version} {state} "
+               f"({out.rows} {out.kind} rows) in {ws.root}")
+    typer.echo(f"  look:   workbench -w {ws.root} show {out.name} --limit 5")
+    typer.echo(f"  browse: workbench -w {ws.root} ui")
+    typer.echo(f"  export: workbench -w {ws.root} export {out.name} --format hf --out exports/{out.name}")
+
+
+@app.command("import")
+def import_(
+    path: Annotated[str, typer.Argument(help="JSONL/JSON/Parquet/CSV file, HF save_to_disk folder or hub id")],
+    name: Annotated[str, typer.Option("--name", "-n", help="dataset name in the workspace")],
+    map_: Annotated[list[str] | None, typer.Option("--map", help="canonical=column, e.g. prompt=question")] = None,
+    layout: Annotated[str | None, typer.Option(help="force a layout instead of detecting it")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Import a file or HF dataset as a new dataset version."""
+    from workbench.errors import InputError
+    from workbench.io.importer import import_path
+
+    mapping = {}
+    for item in map_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise InputError(f"--map {item!r}: use canonical=column, e.g. --map prompt=question")
+        mapping[key] = value
+    version = import_path(_ws(workspace), path, name, mapping, layout)
+    layout_name = version.lineage.get("import", {}).get("layout")
+    typer.echo(f"imported {version.rows} {version.kind} rows as {version.name} version "
+               f"{version.version} (layout: {layout_name})")
+
+
+@app.command()
+def datasets(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON array")] = False,
+    all_versions: Annotated[bool, typer.Option("--all", help="every version, not just the latest")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """List datasets with their latest version, kind and row count."""
+    items = [d.as_json() for d in _ws(workspace).list_datasets(all_versions)]
+    if as_json:
+        _echo_json(items)
+        return
+    if not items:
+        typer.echo("no datasets yet: `workbench import FILE --name NAME` or `workbench run PIPELINE`")
+    for d in items:
+        typer.echo(f"{d['name']:<32} v{d['version']:<4} {d['kind']:<12} {d['rows']:>9} rows  {d['created_at']}")
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    limit: Annotated[int, typer.Option(help="rows to print")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON Lines")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Print rows of a dataset."""
+    import polars as pl
+
+    frame = _ws(workspace).scan(name).head(limit).collect()
+    if as_json:
+        for row in frame.iter_rows(named=True):
+            _echo_json(row)
+        return
+    with pl.Config(fmt_str_lengths=80, tbl_rows=limit, tbl_cols=12):
+        typer.echo(str(frame))
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="a read-only DuckDB query; datasets are views by name")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON Lines")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Run a read-only SQL query over the workspace's datasets (latest versions)."""
+    from workbench.query import run_query
+
+    frame = run_query(_ws(workspace), query)
+    if as_json:
+        for row in frame.iter_rows(named=True):
+            _echo_json(row)
+    else:
+        typer.echo(str(frame))
+
+
+@app.command()
+def transforms(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """List every registered transform with its kinds and config fields."""
+    from workbench.registry import describe
+
+    items = describe()
+    if as_json:
+        _echo_json(items)
+        return
+    for t in items:
+        typer.echo(f"{t['name']}  ({t['consumes']} → {t['produces']}, {t['scope']})  {t['summary']}")
+        for f in t["fields"]:
+            default = "required" if f["required"] else f"default {f['default']!r}"
+            typer.echo(f"    {f['name']}: {f['type']} ({default}) {f['description']}")
+
+
+@app.command()
+def runs(
+    run_id: Annotated[str | None, typer.Argument(help="a run id to show its step log")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """List recent runs, or the step log of one run."""
+    ws = _ws(workspace)
+    items = ws.step_logs(run_id) if run_id else ws.runs()
+    if as_json:
+        _echo_json(items)
+        return
+    for item in items:
+        typer.echo("  ".join(f"{k}={v}" for k, v in item.items() if k not in ("run_id",) or not run_id))
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
+    format_: Annotated[str, typer.Option("--format", "-f", help="hf, parquet or jsonl")] = "hf",
+    trl: Annotated[str, typer.Option(help="standard or conversational")] = "conversational",
+    split_test: Annotated[float | None, typer.Option("--split-test", help="share of rows for a test split")] = None,
+    labels: Annotated[bool, typer.Option("--labels", help="apply human labels")] = False,
+    seed: Annotated[int, typer.Option(help="seed of --split-test")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output folder")] = False,
+    push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="also push to this hub repo")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Export for training: TRL's preference or SFT layout, with a dataset card."""
+    from workbench.io.export import export_dataset
+
+    result = export_dataset(_ws(workspace), name, out, fmt=format_, trl=trl, split_test=split_test,
+                            labels=labels, seed=seed, overwrite=overwrite,
+                            push_to_hub=push_to_hub)
+    splits = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
+    typer.echo(f"exported {name} to {result['out']} ({result['format']}, TRL {result['trl']} "
+               f"{result['task']} layout; {splits})")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="port on localhost")] = 8501,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Start the Streamlit app on localhost."""
+    import subprocess
+
+    app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    root = (workspace or _state["workspace"] or Path(os.environ.get("WORKBENCH_HOME", "workspace")))
+    env = {**os.environ, "WORKBENCH_HOME": str(Path(root).resolve())}
+    typer.echo(f"workbench UI on http://localhost:{port} (workspace {root}); Ctrl-C stops it")
+    raise typer.Exit(subprocess.call(
+        [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", "localhost",
+         "--server.port", str(port), "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"], env=env))
+
+
+def main() -> None:
+    """Console entry point: any workbench error is one line on stderr and exit status 1."""
+    from workbench.errors import WorkbenchError
+
+    try:
+        app()
+    except WorkbenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        typer.echo(f"error: {type(exc).__name__}: {exc} (set WORKBENCH_DEBUG=1 for a traceback)",
+                   err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

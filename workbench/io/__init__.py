@@ -1,0 +1,1 @@
+"""Reading, importing and exporting datasets."""

@@ -1,0 +1,87 @@
+"""The README.md dataset card of an export: what is in it and where every row came from."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import polars as pl
+
+from workbench.workspace import DatasetVersion, Workspace
+
+
+def dataset_card(
+    workspace: Workspace,
+    version: DatasetVersion,
+    splits: dict[str, pl.DataFrame],
+    trl: str,
+    fmt: str,
+    label_stats: dict[str, int] | None,
+) -> str:
+    columns = next(iter(splits.values())).columns
+    sizes = "\n".join(f"- `{name}`: {part.height} rows" for name, part in splits.items())
+    lines = [
+        "---",
+        "tags: [preference-workbench, trl]",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        *[f"  - split: {name}\n    path: {name}.*" for name in splits],
+        "---",
+        f"# {version.name} (version {version.version})",
+        "",
+        f"Exported by preference-workbench as {fmt}, in TRL's {trl} layout "
+        f"({version.kind} rows); columns: {', '.join(f'`{c}`' for c in columns)}.",
+        "",
+        "## Splits",
+        sizes,
+        "",
+    ]
+    if label_stats is not None:
+        lines += ["## Human labels applied", "",
+                  *[f"- {k.replace('_', ' ')}: {v}" for k, v in label_stats.items()], ""]
+    lines += ["## Lineage", ""]
+    lines += _lineage(version.ref, version.lineage, depth=0)
+    models = _models(version.lineage)
+    lines += ["", "## Models used", ""]
+    lines += [f"- `{name}`: {json.dumps(spec)}" for name, spec in models.items()] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def _lineage(ref: str, lineage: dict[str, Any], depth: int) -> list[str]:
+    indent = "  " * depth
+    if "import" in lineage:
+        src = lineage["import"]
+        return [f"{indent}- `{ref}`: imported from `{src.get('source')}` "
+                f"({src.get('format')}, layout {src.get('layout')}, {src.get('rows')} rows, "
+                f"sha256 `{(src.get('sha256') or 'n/a')[:16]}`)"]
+    if "pipeline" in lineage:
+        pipe = lineage["pipeline"]
+        out = [f"{indent}- `{ref}`: pipeline `{pipe['name']}` (seed {pipe.get('seed')}, "
+               f"run {lineage.get('run_id')}), from:"]
+        source = lineage.get("input", {})
+        if "dataset" in source:
+            out += _lineage(source["dataset"], source.get("lineage", {}), depth + 1)
+        elif "import" in source:
+            out += _lineage(source.get("file", "file"), {"import": source["import"]}, depth + 1)
+        else:
+            out.append(f"{indent}  - no input: the pipeline created the rows")
+        out += ["", f"{indent}  | step | transform | rows in | rows out | dropped |",
+                f"{indent}  |---|---|---|---|---|"]
+        for step in lineage.get("steps", []):
+            dropped = "; ".join(f"{k}: {v}" for k, v in step["dropped"].items()) or "-"
+            out.append(f"{indent}  | {step['index']} | {step['step']} | {step['rows_in']} | "
+                       f"{step['rows_out']} | {dropped} |")
+        out += ["", f"{indent}  Pipeline YAML:", "", f"{indent}  ```yaml",
+                *[f"{indent}  {line}" for line in pipe.get("yaml", "").rstrip().splitlines()],
+                f"{indent}  ```", ""]
+        return out
+    return [f"{indent}- `{ref}`: no lineage recorded"]
+
+
+def _models(lineage: dict[str, Any]) -> dict[str, Any]:
+    found = dict(lineage.get("models", {}))
+    inner = lineage.get("input", {}).get("lineage")
+    if inner:
+        found.update({k: v for k, v in _models(inner).items() if k not in found})
+    return found

@@ -1,0 +1,114 @@
+"""The one interface every model backend implements.
+
+Transforms never talk to transformers, vLLM or HTTP directly: they call these batched methods
+(through the call cache), so a pipeline can switch backend in YAML without code changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+# A prompt is chat messages (rendered with the model's chat template) or raw text (sent as is,
+# e.g. Magpie's pre-query templates).
+Message = dict[str, str]
+Prompt = str | Sequence[Message]
+
+CAPABILITIES = ("generate", "logprobs", "next_token_distribution", "hidden_states")
+
+
+class CapabilityError(RuntimeError):
+    """A backend was asked for something it cannot do (raised at pipeline validation)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling options shared by all backends; temperature 0 means greedy decoding."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "stop": list(self.stop),
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """Log-probabilities of a continuation's tokens given its prompt."""
+
+    total: float
+    tokens: list[str] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CallFailed:
+    """Stands in for one item's result when that item failed after retries.
+
+    Backends that call per item (HTTP) return it in place of a result so one bad row does not
+    lose the batch; the call cache quarantines these rows.
+    """
+
+    error: str
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model. Every method is batched: one result per input, in input order."""
+
+    backend: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this model's outputs in the call cache (backend, model, revision)."""
+        ...
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[list[Generation] | CallFailed]:
+        """`params.n` samples per prompt."""
+        ...
+
+    def logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenLogprobs | CallFailed]: ...
+
+    def next_token_distribution(
+        self, prompts: Sequence[Prompt], candidates: Sequence[str]
+    ) -> list[dict[str, float] | CallFailed]:
+        """Log-probability of each candidate string as the next token after each prompt."""
+        ...
+
+    def hidden_states(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[Any | CallFailed]:
+        """Last-layer hidden states (numpy float32, tokens x dim) over the continuation."""
+        ...
+
+
+def require(backend: Backend, capability: str) -> None:
+    if capability not in backend.capabilities:
+        raise CapabilityError(
+            f"backend {backend.backend!r} cannot do {capability!r} "
+            f"(it offers: {', '.join(sorted(backend.capabilities))})"
+        )

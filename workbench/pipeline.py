@@ -1,0 +1,165 @@
+"""Pipeline specs: YAML (or the same structure in Python), validated as a whole before a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from workbench import registry
+from workbench.errors import PipelineError
+from workbench.models.spec import BACKEND_CAPABILITIES, ModelSpec
+
+
+class PipelineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    input: str | None = None
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    steps: list[dict[Any, Any]] = Field(min_length=1)
+    output: str | None = None
+    batch_size: int = Field(1000, ge=1, description="rows per batch for row-local steps")
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int  # 1-based, as users count
+    name: str
+    transform: Any  # an instance of a registered Transform class
+
+    @property
+    def label(self) -> str:
+        return f"step {self.index} ({self.name})"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    spec: PipelineSpec
+    steps: tuple[Step, ...]
+    source: str  # file path, or "<python>"
+    yaml_text: str
+    base_dir: Path  # where relative input paths are also looked up
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such pipeline file") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PipelineError(f"{path}{where}: invalid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: a pipeline is a YAML mapping with name, steps, ...")
+    return build_pipeline(data, source=str(path), yaml_text=text, base_dir=path.parent)
+
+
+def build_pipeline(
+    data: dict[str, Any],
+    source: str = "<python>",
+    yaml_text: str | None = None,
+    base_dir: Path | None = None,
+) -> Pipeline:
+    """Validate names, options and model references of every step; raise one clear error."""
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise PipelineError(f"{source}: {_first_error(exc)}") from None
+    steps = []
+    for index, entry in enumerate(spec.steps, start=1):
+        if len(entry) != 1:
+            raise PipelineError(
+                f"{source}: step {index}: write each step as `- name: {{options}}`, got keys "
+                f"{', '.join(entry) or 'none'}"
+            )
+        ((name, options),) = entry.items()
+        if not isinstance(options, dict | None):
+            raise PipelineError(f"{source}: step {index} ({name}): options must be a mapping, "
+                                f"got {type(options).__name__}")
+        for key in options or {}:
+            if not isinstance(key, str):  # YAML 1.1 reads on/off/yes/no as booleans
+                raise PipelineError(f"{source}: step {index} ({name}): option {key!r} is not a "
+                                    "name (quote it if YAML read it as a boolean)")
+        try:
+            cls = registry.get(name)
+        except PipelineError as exc:
+            raise PipelineError(f"{source}: step {index}: {exc}") from None
+        try:
+            instance = cls(options or {})
+        except ValidationError as exc:
+            raise PipelineError(f"{source}: step {index} ({name}): {_first_error(exc)}") from None
+        step = Step(index, name, instance)
+        _check_models(source, spec, step)
+        steps.append(step)
+    return Pipeline(
+        spec=spec,
+        steps=tuple(steps),
+        source=source,
+        yaml_text=yaml_text if yaml_text is not None else yaml.safe_dump(data, sort_keys=False),
+        base_dir=base_dir or Path.cwd(),
+    )
+
+
+def _check_models(source: str, spec: PipelineSpec, step: Step) -> None:
+    needs = getattr(step.transform, "needs", ())
+    for field, model_name in step.transform.models().items():
+        if model_name not in spec.models:
+            known = ", ".join(spec.models) or "none defined"
+            raise PipelineError(
+                f"{source}: {step.label}: field {field!r}: no model {model_name!r} under "
+                f"`models:` ({known})"
+            )
+        backend = spec.models[model_name].backend
+        missing = [c for c in needs if c not in BACKEND_CAPABILITIES[backend]]
+        if missing:
+            raise PipelineError(
+                f"{source}: {step.label}: model {model_name!r} uses backend {backend!r}, "
+                f"which cannot do {', '.join(missing)}"
+            )
+
+
+def check_kinds(pipeline: Pipeline, input_kind: str | None) -> list[str]:
+    """The kind after each step; a step that receives the wrong kind is an error."""
+    kinds = []
+    current = input_kind
+    for step in pipeline.steps:
+        consumes = step.transform.consumes
+        if consumes == "none":
+            if current is not None:
+                raise PipelineError(
+                    f"{pipeline.source}: {step.label} creates rows and takes no input, but it "
+                    f"receives {current!r} rows"
+                )
+        elif current is None:
+            raise PipelineError(
+                f"{pipeline.source}: {step.label} needs input rows, but the pipeline has no "
+                "`input` and no earlier step creates rows"
+            )
+        elif consumes != "any" and consumes != current:
+            raise PipelineError(
+                f"{pipeline.source}: {step.label} consumes {consumes!r} rows but receives "
+                f"{current!r} rows"
+            )
+        current = step.transform.output_kind(current) if current else step.transform.produces
+        kinds.append(current)
+    return kinds
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    message = err["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"field {loc!r}: {message}{more}" if loc else f"{message}{more}"

@@ -1,0 +1,145 @@
+"""Dataset kinds, their canonical columns, validation and stable content-hash ids."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import polars as pl
+
+from workbench.errors import SchemaError
+
+Kind = Literal["instruction", "sft", "candidates", "preference"]
+KINDS: tuple[str, ...] = ("instruction", "sft", "candidates", "preference")
+
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+MESSAGES = pl.List(MESSAGE)
+
+# Required columns and their types, per kind (extra columns are always carried along).
+REQUIRED: dict[str, dict[str, pl.DataType]] = {
+    "instruction": {"id": pl.String, "prompt": MESSAGES},
+    "sft": {"id": pl.String, "prompt": MESSAGES, "response": pl.String},
+    "candidates": {"id": pl.String, "prompt": MESSAGES, "responses": pl.List(pl.String)},
+    "preference": {"id": pl.String, "prompt": MESSAGES, "chosen": pl.String, "rejected": pl.String},
+}
+# The columns that make a row what it is: the id hashes these.
+CONTENT: dict[str, tuple[str, ...]] = {
+    "instruction": ("prompt",),
+    "sft": ("prompt", "response"),
+    "candidates": ("prompt", "responses"),
+    "preference": ("prompt", "chosen", "rejected"),
+}
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise SchemaError(f"unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
+    return kind
+
+
+def validate(frame: pl.DataFrame, kind: str, where: str = "dataset") -> None:
+    """Raise a SchemaError naming the first missing or mistyped column, or the first bad row."""
+    check_kind(kind)
+    schema = frame.schema
+    for column, dtype in REQUIRED[kind].items():
+        if column not in schema:
+            raise SchemaError(
+                f"{where}: column {column!r} is missing for kind {kind!r} "
+                f"(columns: {', '.join(schema.names()) or 'none'})"
+            )
+        if not _compatible(schema[column], dtype):
+            raise SchemaError(
+                f"{where}: column {column!r} has type {schema[column]}, kind {kind!r} needs {dtype}"
+            )
+    if frame.height == 0:
+        return
+    bad = frame.select(
+        pl.int_range(pl.len()).alias("_row"),
+        pl.col("id"),
+        (pl.col("prompt").list.len() == 0).alias("empty"),
+        (pl.col("prompt").list.last().struct.field("role") != "user").alias("not_user"),
+    ).filter(pl.col("empty") | pl.col("not_user"))
+    if bad.height:
+        row = bad.row(0, named=True)
+        problem = "is empty" if row["empty"] else "does not end with a user turn"
+        raise SchemaError(
+            f"{where}: row {row['_row']} (id {row['id']}): prompt {problem} ({bad.height} such rows)"
+        )
+
+
+def _compatible(found: pl.DataType, wanted: pl.DataType) -> bool:
+    if wanted == MESSAGES:
+        if not isinstance(found, pl.List) or not isinstance(found.inner, pl.Struct):
+            return False
+        fields = {f.name: f.dtype for f in found.inner.fields}
+        return fields.get("role") == pl.String and fields.get("content") == pl.String
+    return found == wanted
+
+
+def messages_text(column: str | pl.Expr) -> pl.Expr:
+    """A message list as one string ("role: content" lines), for hashing, search and dedup."""
+    col = pl.col(column) if isinstance(column, str) else column
+    return col.list.eval(
+        pl.element().struct.field("role") + pl.lit(": ") + pl.element().struct.field("content")
+    ).list.join("\n")
+
+
+def as_text(frame_schema: pl.Schema, column: str) -> pl.Expr:
+    """Any canonical column as text: message lists rendered, string lists joined."""
+    dtype = frame_schema[column]
+    if _compatible(dtype, MESSAGES):
+        return messages_text(column)
+    if isinstance(dtype, pl.List):
+        return pl.col(column).cast(pl.List(pl.String)).list.join("\n")
+    return pl.col(column).cast(pl.String)
+
+
+def with_ids(frame: pl.DataFrame, kind: str, overwrite: bool = False) -> pl.DataFrame:
+    """Give rows without an id a stable content hash of prompt plus the row's own content.
+
+    Identical rows get `hash-1`, `hash-2`, ... in order of appearance, so ids stay unique and
+    stable across runs over the same input.
+    """
+    if "id" in frame.columns and not overwrite and frame["id"].null_count() == 0:
+        return canonical_order(frame.with_columns(pl.col("id").cast(pl.String)), kind)
+    key = pl.struct([pl.col(c) for c in CONTENT[kind]]).struct.json_encode()
+    hashed = _sha256_hex(frame.select(key.alias("k"))["k"])
+    occurrence = pl.int_range(pl.len()).over("_h")
+    new_id = (
+        pl.when(occurrence == 0)
+        .then(pl.col("_h"))
+        .otherwise(pl.col("_h") + pl.lit("-") + occurrence.cast(pl.String))
+    )
+    out = frame.with_columns(hashed.alias("_h")).with_columns(new_id.alias("_new_id"))
+    if "id" in frame.columns and not overwrite:
+        out = out.with_columns(pl.coalesce(pl.col("id").cast(pl.String), "_new_id").alias("id"))
+    else:
+        out = out.with_columns(pl.col("_new_id").alias("id"))
+    return canonical_order(out.drop("_h", "_new_id"), kind)
+
+
+def canonical_order(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Canonical columns first (id, prompt, content), extras after in their own order."""
+    first = [c for c in ("id", *CONTENT[kind]) if c in frame.columns]
+    return frame.select([*first, *[c for c in frame.columns if c not in first]])
+
+
+def _sha256_hex(keys: pl.Series) -> pl.Series:
+    """sha256 in DuckDB over Arrow: stable across polars versions, no Python loop per row."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("keys_in", pl.DataFrame({"k": keys}).with_row_index("i").to_arrow())
+        hashed = con.sql("SELECT left(sha256(k), 16) AS h FROM keys_in ORDER BY i").pl()
+    finally:
+        con.close()
+    return hashed["h"].alias("_h")
+
+
+def user(text: str | pl.Expr) -> pl.Expr:
+    """A one-message prompt from a string column or expression."""
+    content = pl.col(text) if isinstance(text, str) else text
+    return pl.concat_list(
+        pl.struct(pl.lit("user").alias("role"), content.cast(pl.String).alias("content"))
+    )

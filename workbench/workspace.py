@@ -1,0 +1,267 @@
+"""The workspace: one folder with the DuckDB catalog, immutable Parquet versions and caches."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from workbench import schema
+from workbench.atomic import atomic_dir
+from workbench.catalog import Catalog
+from workbench.errors import NotFoundError, WorkbenchError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DATA_FILE = "data.parquet"
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    name: str
+    version: int
+    kind: str
+    rows: int
+    created_at: datetime
+    path: Path
+    columns: list[str]
+    lineage: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "rows": self.rows,
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+        }
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("WORKBENCH_HOME", "workspace"))
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise WorkbenchError(
+            f"invalid dataset name {name!r}: use letters, digits, '_', '-', '.' (max 128)"
+        )
+    return name
+
+
+class Workspace:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.datasets_dir = self.root / "datasets"
+        self.cache_dir = self.root / "cache"
+        self.datasets_dir.mkdir(exist_ok=True)
+        self.cache_dir.mkdir(exist_ok=True)
+        self.catalog = Catalog(self.root / "workbench.duckdb")
+
+    # datasets ---------------------------------------------------------------------------
+    def write_dataset(
+        self,
+        name: str,
+        frame: pl.DataFrame | pl.LazyFrame,
+        kind: str,
+        lineage: dict[str, Any] | None = None,
+        run_key: str | None = None,
+    ) -> DatasetVersion:
+        """Validate, then publish `frame` as the next version of `name`, all or nothing."""
+        check_name(name)
+        data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        data = schema.with_ids(data, kind)
+        schema.validate(data, kind, where=f"dataset {name!r}")
+        while True:
+            version = self._next_version(name)
+            final = self.datasets_dir / name / f"v{version}"
+            try:
+                with atomic_dir(final) as tmp:
+                    data.write_parquet(tmp / DATA_FILE, statistics=True)
+            except OSError:
+                if final.exists():  # another process took this version number first
+                    continue
+                raise
+            break
+        created = datetime.now()
+        self.catalog.execute(
+            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                name,
+                version,
+                kind,
+                data.height,
+                created,
+                str(final.relative_to(self.root)),
+                json.dumps(data.columns),
+                json.dumps(lineage or {}, default=str),
+                run_key,
+            ],
+        )
+        return self.resolve(f"{name}@{version}")
+
+    def _next_version(self, name: str) -> int:
+        rows = self.catalog.query("SELECT max(version) AS v FROM datasets WHERE name = ?", [name])
+        registered = rows[0]["v"] or 0
+        on_disk = [
+            int(p.name[1:])
+            for p in (self.datasets_dir / name).glob("v*")
+            if p.name[1:].isdigit()
+        ]
+        return max([registered, *on_disk]) + 1
+
+    def list_datasets(self, all_versions: bool = False) -> list[DatasetVersion]:
+        where = "" if all_versions else (
+            "WHERE (name, version) IN (SELECT name, max(version) FROM datasets GROUP BY name)"
+        )
+        rows = self.catalog.query(f"SELECT * FROM datasets {where} ORDER BY name, version")
+        return [self._version(r) for r in rows]
+
+    def resolve(self, ref: str) -> DatasetVersion:
+        """`name` (latest version) or `name@N`."""
+        name, _, version = ref.partition("@")
+        if version:
+            if not version.isdigit():
+                raise NotFoundError(f"bad version in {ref!r}: use NAME@N")
+            rows = self.catalog.query(
+                "SELECT * FROM datasets WHERE name = ? AND version = ?", [name, int(version)]
+            )
+        else:
+            rows = self.catalog.query(
+                "SELECT * FROM datasets WHERE name = ? ORDER BY version DESC LIMIT 1", [name]
+            )
+        if not rows:
+            known = sorted({d.name for d in self.list_datasets()})
+            hint = f" (datasets: {', '.join(known)})" if known else " (the workspace is empty)"
+            raise NotFoundError(f"no dataset {ref!r} in workspace {self.root}{hint}")
+        return self._version(rows[0])
+
+    def has_dataset(self, name: str) -> bool:
+        return bool(self.catalog.query("SELECT 1 FROM datasets WHERE name = ? LIMIT 1", [name]))
+
+    def find_by_run_key(self, name: str, run_key: str) -> DatasetVersion | None:
+        rows = self.catalog.query(
+            "SELECT * FROM datasets WHERE name = ? AND run_key = ? ORDER BY version DESC LIMIT 1",
+            [name, run_key],
+        )
+        return self._version(rows[0]) if rows else None
+
+    def scan(self, ref: str) -> pl.LazyFrame:
+        return pl.scan_parquet(self.resolve(ref).path / DATA_FILE)
+
+    def read(self, ref: str) -> pl.DataFrame:
+        return self.scan(ref).collect()
+
+    def _version(self, row: dict[str, Any]) -> DatasetVersion:
+        return DatasetVersion(
+            name=row["name"],
+            version=row["version"],
+            kind=row["kind"],
+            rows=row["rows"],
+            created_at=row["created_at"],
+            path=self.root / row["path"],
+            columns=json.loads(row["columns"]),
+            lineage=json.loads(row["lineage"]) if row["lineage"] else {},
+        )
+
+    # runs -------------------------------------------------------------------------------
+    def start_run(self, run_id: str, pipeline: str, yaml_text: str) -> None:
+        self.catalog.execute(
+            "INSERT INTO runs (run_id, pipeline, started_at, status, yaml) VALUES (?, ?, ?, ?, ?)",
+            [run_id, pipeline, datetime.now(), "running", yaml_text],
+        )
+
+    def log_step(self, run_id: str, index: int, entry: dict[str, Any]) -> None:
+        self.catalog.execute(
+            "INSERT OR REPLACE INTO step_logs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                index,
+                entry["step"],
+                entry["status"],
+                entry.get("rows_in"),
+                entry.get("rows_out"),
+                json.dumps(entry.get("dropped", {})),
+                entry.get("seconds"),
+                json.dumps(entry.get("detail", {}), default=str),
+            ],
+        )
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        output: DatasetVersion | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.catalog.execute(
+            "UPDATE runs SET finished_at = ?, status = ?, output = ?, output_version = ?, "
+            "error = ? WHERE run_id = ?",
+            [
+                datetime.now(),
+                status,
+                output.name if output else None,
+                output.version if output else None,
+                error,
+                run_id,
+            ],
+        )
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return self.catalog.query(
+            "SELECT run_id, pipeline, started_at, finished_at, status, output, output_version, "
+            "error FROM runs ORDER BY started_at DESC LIMIT ?",
+            [limit],
+        )
+
+    def step_logs(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.catalog.query(
+            "SELECT * FROM step_logs WHERE run_id = ? ORDER BY step_index", [run_id]
+        )
+        for row in rows:
+            row["dropped"] = json.loads(row["dropped"]) if row["dropped"] else {}
+            row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+        return rows
+
+    # labels -----------------------------------------------------------------------------
+    def add_label(
+        self,
+        dataset: str,
+        row_id: str,
+        annotator: str,
+        choice: str,
+        a_is_chosen: bool,
+        note: str | None = None,
+    ) -> None:
+        """Append a label; a relabel is a new row and the latest one wins."""
+        if choice not in ("a", "b", "tie", "both_bad"):
+            raise WorkbenchError(f"label choice must be a, b, tie or both_bad, not {choice!r}")
+        now = datetime.now()
+        with self.catalog.connect() as con:
+            con.execute(
+                "INSERT INTO annotators VALUES (?, ?) ON CONFLICT DO NOTHING", [annotator, now]
+            )
+            con.execute(
+                "INSERT INTO labels (dataset, row_id, annotator, choice, note, a_is_chosen, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [dataset, row_id, annotator, choice, note, a_is_chosen, now],
+            )
+
+    def latest_labels(self, dataset: str) -> pl.DataFrame:
+        """The latest label per (row, annotator)."""
+        with self.catalog.connect(read_only=True) as con:
+            return con.execute(
+                "SELECT * FROM labels WHERE dataset = ? QUALIFY row_number() OVER "
+                "(PARTITION BY row_id, annotator ORDER BY created_at DESC, label_id DESC) = 1",
+                [dataset],
+            ).pl()
