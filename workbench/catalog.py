@@ -2,7 +2,9 @@
 
 DuckDB lets one process hold a file for writing, and a reader in another process cannot open
 it meanwhile. So every operation opens a short-lived connection and retries while the file is
-locked; no process (runner, UI, CLI) keeps the catalog open between operations.
+locked; no process (runner, UI, CLI) keeps the catalog open between operations. Opening goes
+through a turnstile (an exclusive flock on a side file, held only while opening), so a writer
+waiting for readers to finish is not starved by new readers arriving.
 """
 
 from __future__ import annotations
@@ -70,6 +72,21 @@ CREATE TABLE IF NOT EXISTS labels (
 LOCK_MARKERS = ("lock", "Conflicting", "being used by another process")
 
 
+@contextlib.contextmanager
+def _turnstile(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: plain retries only
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class Catalog:
     def __init__(self, path: Path, timeout: float = 60.0) -> None:
         self.path = path
@@ -85,16 +102,17 @@ class Catalog:
         if read_only and not self.path.exists():
             read_only = False
         deadline = time.monotonic() + self.timeout
-        delay = 0.01
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
-            except duckdb.Error as exc:  # IOException while another process holds the lock
-                if not any(m in str(exc) for m in LOCK_MARKERS) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.25)
+        delay = 0.005
+        with _turnstile(self.path.with_name(self.path.name + ".gate")):
+            while True:
+                try:
+                    con = duckdb.connect(str(self.path), read_only=read_only)
+                    break
+                except duckdb.Error as exc:  # IOException while another process holds it
+                    if not any(m in str(exc) for m in LOCK_MARKERS) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 0.1)
         try:
             yield con
         finally:

@@ -198,8 +198,8 @@ class Runner:
         dropped_rows = result.filter(pl.col(DROP).is_not_null()) if DROP in result.columns else None
         kept = result.filter(pl.col(DROP).is_null()).drop(DROP) if DROP in result.columns else result
         try:
+            schema.validate(kept, kind, where=f"output of {step.label}", ids=False)
             kept = schema.with_ids(kept, kind)
-            schema.validate(kept, kind, where=f"output of {step.label}")
         except WorkbenchError as exc:
             raise PipelineError(str(exc)) from exc
         dropped: dict[str, int] = {}

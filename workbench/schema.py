@@ -37,11 +37,13 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def validate(frame: pl.DataFrame, kind: str, where: str = "dataset") -> None:
+def validate(frame: pl.DataFrame, kind: str, where: str = "dataset", ids: bool = True) -> None:
     """Raise a SchemaError naming the first missing or mistyped column, or the first bad row."""
     check_kind(kind)
     schema = frame.schema
     for column, dtype in REQUIRED[kind].items():
+        if column == "id" and not ids:
+            continue
         if column not in schema:
             raise SchemaError(
                 f"{where}: column {column!r} is missing for kind {kind!r} "
@@ -55,7 +57,7 @@ def validate(frame: pl.DataFrame, kind: str, where: str = "dataset") -> None:
         return
     bad = frame.select(
         pl.int_range(pl.len()).alias("_row"),
-        pl.col("id"),
+        pl.col("id") if "id" in schema else pl.lit(None, pl.String).alias("id"),
         (pl.col("prompt").list.len() == 0).alias("empty"),
         (pl.col("prompt").list.last().struct.field("role") != "user").alias("not_user"),
     ).filter(pl.col("empty") | pl.col("not_user"))

@@ -80,8 +80,8 @@ class Workspace:
         """Validate, then publish `frame` as the next version of `name`, all or nothing."""
         check_name(name)
         data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        schema.validate(data, kind, where=f"dataset {name!r}", ids=False)
         data = schema.with_ids(data, kind)
-        schema.validate(data, kind, where=f"dataset {name!r}")
         while True:
             version = self._next_version(name)
             final = self.datasets_dir / name / f"v{version}"
@@ -260,8 +260,11 @@ class Workspace:
     def latest_labels(self, dataset: str) -> pl.DataFrame:
         """The latest label per (row, annotator)."""
         with self.catalog.connect(read_only=True) as con:
-            return con.execute(
+            table = con.sql(
                 "SELECT * FROM labels WHERE dataset = ? QUALIFY row_number() OVER "
                 "(PARTITION BY row_id, annotator ORDER BY created_at DESC, label_id DESC) = 1",
-                [dataset],
-            ).pl()
+                params=[dataset],
+            ).to_arrow_table()
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame

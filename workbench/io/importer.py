@@ -34,8 +34,9 @@ def load(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot convert as {chosen.name} layout ({first})") from exc
     _check_rows(path, frame, chosen.kind)
-    frame = schema.with_ids(frame.drop([c for c in frame.columns if c.startswith("_")]), chosen.kind)
-    schema.validate(frame, chosen.kind, where=str(path))
+    frame = frame.drop([c for c in frame.columns if c.startswith("_")])
+    schema.validate(frame, chosen.kind, where=str(path), ids=False)
+    frame = schema.with_ids(frame, chosen.kind)
     lineage = {
         "source": str(path),
         "format": detect_format(path) if path.exists() else "hub",

@@ -264,13 +264,14 @@ def detect(frame: pl.DataFrame) -> Layout:
     if _looks_like_hh(frame):
         return HH_RLHF
     schema = frame.schema
-    for layout in LAYOUTS:
-        if layout.matches(schema):
-            return layout
     columns = [c for c in schema.names() if not c.startswith("_")]
     if ("chosen" in schema) != ("rejected" in schema):
         missing = "rejected" if "chosen" in schema else "chosen"
-        raise InputError(f"column {missing!r} is missing (columns: {', '.join(columns)})")
+        raise InputError(f"column {missing!r} is missing for preference rows "
+                         f"(columns: {', '.join(columns)})")
+    for layout in LAYOUTS:
+        if layout.matches(schema):
+            return layout
     raise InputError(
         f"no known layout matches the columns {', '.join(columns)}; expected e.g. "
         "prompt/chosen/rejected, chosen/rejected transcripts, prompt/response, "

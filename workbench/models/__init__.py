@@ -1,0 +1,60 @@
+"""Model backends behind one interface (see base.py), loaded lazily by name.
+
+Nothing heavy is imported here: a backend's module (and torch, vLLM or httpx with it) is
+imported only when a pipeline asks for that backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.models.base import Backend
+    from workbench.models.spec import ModelSpec
+
+# backend name -> (module, class)
+BACKENDS: dict[str, tuple[str, str]] = {
+    "transformers": ("workbench.models.transformers_backend", "TransformersBackend"),
+    "vllm": ("workbench.models.vllm_backend", "VLLMBackend"),
+    "openai": ("workbench.models.openai_backend", "OpenAIBackend"),
+}
+
+_loaded: dict[str, Backend] = {}
+_lock = threading.Lock()
+
+
+def load_backend(spec: ModelSpec) -> Backend:
+    """The backend for `spec`, loaded once per process: steps sharing a model share it."""
+    key = _spec_key(spec)
+    with _lock:
+        if key not in _loaded:
+            if spec.backend not in BACKENDS:
+                raise ValueError(
+                    f"unknown backend {spec.backend!r} (choose from {', '.join(BACKENDS)})"
+                )
+            module_name, class_name = BACKENDS[spec.backend]
+            cls = getattr(importlib.import_module(module_name), class_name)
+            try:
+                _loaded[key] = cls(spec.model, **spec.options)
+            except TypeError as error:
+                if "unexpected keyword" in str(error):
+                    raise ValueError(f"{spec.backend} backend: {error}") from error
+                raise
+        return _loaded[key]
+
+
+def unload_all() -> None:
+    """Forget loaded backends (their memory is freed once nothing else refers to them)."""
+    with _lock:
+        _loaded.clear()
+
+
+def _spec_key(spec: Any) -> str:
+    return json.dumps(
+        {"backend": spec.backend, "model": spec.model, "options": spec.options},
+        sort_keys=True,
+        default=str,
+    )

@@ -1,0 +1,368 @@
+"""Crash-safe, content-keyed cache of model calls in one SQLite file.
+
+Every result is stored under sha256(canonical JSON of backend fingerprint, capability, params,
+input, sample index), so a run killed at any point and started again finds every finished item
+and calls the model only for the rest. Each finished batch is committed at once (WAL mode): a
+SIGKILL loses at most the batch in flight. `synchronous=NORMAL` survives process crashes; only
+an OS crash or power loss can drop the last commits, which are then simply recomputed.
+
+Items that keep failing are quarantined (with step, row id and error) instead of failing the
+run, so one bad row never costs the rest of the batch.
+
+This module imports nothing from workbench except `workbench.models.base`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from workbench.models.base import (
+    Backend,
+    CallFailed,
+    Generation,
+    SamplingParams,
+    TokenLogprobs,
+    require,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    capability TEXT NOT NULL,
+    format TEXT NOT NULL,
+    value BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failed (
+    key TEXT NOT NULL,
+    step TEXT NOT NULL,
+    row_id TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (key, step, row_id)
+);
+"""
+_CHUNK = 500  # keys per SELECT (SQLite limits bound variables)
+
+
+def canonical_json(obj: Any) -> str:
+    """Stable JSON: sorted keys, no spaces, tuples as lists, so equal content hashes equal."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+    )
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot key on {type(obj).__name__}")
+
+
+def make_key(
+    fingerprint: dict[str, Any],
+    capability: str,
+    params: dict[str, Any] | None,
+    item: Any,
+    index: int | None = None,
+) -> str:
+    """Content key of one call item; `index` is the sample index for generation."""
+    payload = {
+        "fingerprint": fingerprint,
+        "capability": capability,
+        "params": params or {},
+        "input": item,
+        "index": index,
+    }
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+# -- value encoding -----------------------------------------------------------------------
+
+
+def encode_value(capability: str, value: Any) -> tuple[str, bytes]:
+    if capability == "hidden_states":
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(value, dtype=np.float32), allow_pickle=False)
+        return "npy", buf.getvalue()
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    return "json", json.dumps(value, ensure_ascii=False).encode()
+
+
+def decode_value(capability: str, fmt: str, blob: bytes) -> Any:
+    if fmt == "npy":
+        import numpy as np
+
+        return np.load(io.BytesIO(blob), allow_pickle=False)
+    data = json.loads(blob)
+    if capability == "generate":
+        return Generation(**data)
+    if capability == "logprobs":
+        return TokenLogprobs(**data)
+    return data
+
+
+# -- the store ----------------------------------------------------------------------------
+
+
+class CallCache:
+    """One SQLite file (WAL); safe to share between threads and between processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        with self._conn:
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> CallCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM calls").fetchone()[0]
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Decoded values of the keys that are present; absent keys are left out."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, Any] = {}
+        with self._lock:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT key, capability, format, value FROM calls WHERE key IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for key, capability, fmt, blob in rows:
+                    found[key] = decode_value(capability, fmt, blob)
+        return found
+
+    def put_many(self, items: Iterable[tuple[str, str, Any]]) -> None:
+        """Store (key, capability, value) rows in one transaction; the first write of a key
+        wins, so a value once returned never changes. Clears their quarantine entries."""
+        now = time.time()
+        rows = [(key, cap, *encode_value(cap, value), now) for key, cap, value in items]
+        if not rows:
+            return
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO calls (key, capability, format, value, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._conn.executemany("DELETE FROM failed WHERE key = ?", [(r[0],) for r in rows])
+
+    def quarantine(self, key: str, step: str, row_id: str, error: str) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO failed (key, step, row_id, error, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, step, row_id, error, time.time()),
+            )
+
+    def failed(self, step: str | None = None) -> list[dict[str, Any]]:
+        """Quarantined items, oldest first (optionally of one step)."""
+        sql = "SELECT key, step, row_id, error, created_at FROM failed"
+        args: tuple[str, ...] = ()
+        if step is not None:
+            sql, args = sql + " WHERE step = ?", (step,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY created_at", args).fetchall()
+        names = ("key", "step", "row_id", "error", "created_at")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def clear_failed(self, step: str | None = None) -> int:
+        """Forget quarantined items (they are retried anyway on the next run); returns count."""
+        with self._lock, self._conn:
+            if step is None:
+                return self._conn.execute("DELETE FROM failed").rowcount
+            return self._conn.execute("DELETE FROM failed WHERE step = ?", (step,)).rowcount
+
+
+# -- cached calls -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CallStats:
+    hits: int = 0  # items answered from the cache
+    calls: int = 0  # backend method invocations
+    computed: int = 0  # items answered by the backend
+    failures: int = 0  # items quarantined (their result is None)
+
+
+def cached_call(
+    cache: CallCache,
+    backend: Backend,
+    capability: str,
+    inputs: Sequence[Any],
+    params: SamplingParams | dict[str, Any] | None = None,
+    batch_size: int = 16,
+    on_batch: Callable[[int, int], None] | None = None,
+    step: str = "",
+    row_ids: Sequence[str] | None = None,
+) -> tuple[list[Any], CallStats]:
+    """Results of `backend.<capability>` for every input, computing only what is missing.
+
+    Inputs per capability: `generate` and `next_token_distribution` take prompts;
+    `logprobs` and `hidden_states` take (prompt, continuation) pairs. `params` is a
+    SamplingParams for `generate` (each of its n samples is cached on its own, keyed by sample
+    index, so raising n reuses the samples already made) and {"candidates": [...]} for
+    `next_token_distribution`. Missing items go to the backend in batches of `batch_size`,
+    and each batch is committed before the next starts. A failing batch is retried item by
+    item; an item that still fails is quarantined under (step, row id) and its result is None.
+    `on_batch(done, total)` reports progress in items.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if row_ids is not None and len(row_ids) != len(inputs):
+        raise ValueError("row_ids and inputs differ in length")
+    plan = _Plan(backend, capability, params)
+    stats = CallStats()
+    total = len(inputs)
+    keys = [plan.keys(item) for item in inputs]
+    found = cache.get_many(k for ks in keys for k in ks)
+    results: list[Any] = [None] * total
+    todo: dict[tuple[str, ...], list[int]] = {}  # identical items are computed once
+    for i, ks in enumerate(keys):
+        if all(k in found for k in ks):
+            results[i] = plan.assemble([found[k] for k in ks])
+            stats.hits += 1
+        else:
+            todo.setdefault(ks, []).append(i)
+    done = stats.hits
+    if on_batch:
+        on_batch(done, total)
+    pending = list(todo.items())
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start : start + batch_size]
+        outs = _run_batch(plan, [inputs[idx[0]] for _, idx in batch], stats)
+        rows = []
+        for (ks, idx), out in zip(batch, outs, strict=True):
+            if isinstance(out, CallFailed):
+                stats.failures += len(idx)
+                for i in idx:
+                    row = str(row_ids[i]) if row_ids is not None else str(i)
+                    cache.quarantine(ks[0], step, row, out.error)
+                continue
+            parts = plan.split(out)
+            # keep samples already cached (first write wins), use fresh ones for the rest
+            parts = [found.get(k, part) for k, part in zip(ks, parts, strict=True)]
+            rows.extend(
+                (k, capability, part) for k, part in zip(ks, parts, strict=True) if k not in found
+            )
+            value = plan.assemble(parts)
+            for i in idx:
+                results[i] = value
+            stats.computed += len(idx)
+        cache.put_many(rows)
+        done += sum(len(idx) for _, idx in batch)
+        if on_batch:
+            on_batch(done, total)
+    return results, stats
+
+
+def _run_batch(plan: _Plan, items: list[Any], stats: CallStats) -> list[Any]:
+    """One backend call for the batch; if it raises, one call per item, failures as CallFailed."""
+    try:
+        stats.calls += 1
+        return plan.call(items)
+    except Exception as batch_error:
+        if len(items) == 1:
+            return [CallFailed(_describe(batch_error))]
+    outs: list[Any] = []
+    for item in items:
+        try:
+            stats.calls += 1
+            outs.extend(plan.call([item]))
+        except Exception as error:
+            outs.append(CallFailed(_describe(error)))
+    return outs
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class _Plan:
+    """How one capability maps inputs to backend calls, cache keys and results."""
+
+    def __init__(self, backend: Backend, capability: str, params: Any) -> None:
+        require(backend, capability)
+        self.backend = backend
+        self.capability = capability
+        self.fingerprint = backend.fingerprint()
+        self.n = 1
+        if capability == "generate":
+            if params is None:
+                params = SamplingParams()
+            elif isinstance(params, dict):
+                params = SamplingParams(**{**params, "stop": tuple(params.get("stop", ()))})
+            self.sampling: SamplingParams = params
+            self.n = params.n
+            self.key_params = {k: v for k, v in params.as_dict().items() if k != "n"}
+        elif capability == "next_token_distribution":
+            if not params or "candidates" not in params:
+                raise ValueError("next_token_distribution needs params={'candidates': [...]}")
+            self.candidates = list(params["candidates"])
+            self.key_params = {"candidates": self.candidates}
+        else:
+            self.key_params = dict(params or {})
+
+    def keys(self, item: Any) -> tuple[str, ...]:
+        if self.capability == "generate":
+            return tuple(
+                make_key(self.fingerprint, self.capability, self.key_params, item, j)
+                for j in range(self.n)
+            )
+        return (make_key(self.fingerprint, self.capability, self.key_params, item),)
+
+    def call(self, items: list[Any]) -> list[Any]:
+        b = self.backend
+        if self.capability == "generate":
+            out = b.generate(items, self.sampling)
+        elif self.capability == "next_token_distribution":
+            out = b.next_token_distribution(items, self.candidates)
+        elif self.capability in ("logprobs", "hidden_states"):
+            prompts = [p for p, _ in items]
+            conts = [c for _, c in items]
+            out = getattr(b, self.capability)(prompts, conts)
+        else:
+            raise ValueError(f"unknown capability {self.capability!r}")
+        if len(out) != len(items):
+            raise RuntimeError(f"backend returned {len(out)} results for {len(items)} inputs")
+        if self.capability == "generate":
+            for result in out:
+                if not isinstance(result, CallFailed) and len(result) != self.n:
+                    raise RuntimeError(f"backend returned {len(result)} samples, not {self.n}")
+        return list(out)
+
+    def split(self, result: Any) -> list[Any]:
+        """One result into its cache entries (the n samples of a generation)."""
+        return list(result) if self.capability == "generate" else [result]
+
+    def assemble(self, parts: list[Any]) -> Any:
+        return list(parts) if self.capability == "generate" else parts[0]

@@ -1,0 +1,462 @@
+"""The `openai` backend: any OpenAI-compatible HTTP server (vllm serve, TGI, llama.cpp, hosted APIs).
+
+Every item of a batch is its own HTTP request, sent through a bounded thread pool and retried
+on its own; an item that still fails after retries comes back as `CallFailed`, so one bad row
+never loses the batch (the call cache quarantines it and the run goes on).
+
+How each capability maps onto the API:
+
+- `generate`: chat prompts go to `/chat/completions`, raw text prompts to `/completions`
+  (with `endpoint: completions`, chat prompts are rendered with `chat_template` and go to
+  `/completions` too). One request per sample, with `seed + k` for sample k: servers such as
+  llama-cpp-python ignore `n`, `usage` is then exact per sample, and a resumed run can redo
+  sample k alone. Stop strings are also cut client side, whatever the server does.
+- `logprobs`: `/completions` over `prompt + continuation` with `echo: true, logprobs: 1,
+  max_tokens: 1` (llama-cpp-python reads `max_tokens: 0` as "unlimited", so 1 it is; the one
+  generated token is dropped again using `usage.completion_tokens`). The continuation is the
+  last `k` echoed tokens, where `k` is `usage.prompt_tokens` of the joined text minus that of
+  the prompt alone (one cheap `max_tokens: 1` request per distinct prompt, cached). Counting
+  tokens this way needs no `/tokenize` endpoint and is immune to servers whose `text_offset`
+  skips special tokens (llama-cpp-python's does) and to BOS handling, which cancels out. The
+  boundary token is the one tokenized from the joined text, as in the transformers backend.
+- `next_token_distribution`: `/completions` with `max_tokens: 1, logprobs: top_logprobs`
+  (default 20; hosted OpenAI caps it at 5), read the first position's `top_logprobs`; a
+  candidate string that is not exactly one of those tokens gets `-inf`. If the server returned
+  no position at all (the model chose end-of-text at once, so nothing was generated), the
+  request is repeated once with `min_tokens: 1`, which vLLM and llama-cpp-python honour
+  without changing the reported log-probs.
+- `hidden_states` is not offered.
+
+`logprobs` and `next_token_distribution` need raw text: the OpenAI API has no way to score
+text after a chat template. Chat prompts are therefore rendered here with the Jinja2
+`chat_template` option (e.g. the model's `tokenizer.chat_template`); without it they raise a
+clear `ValueError` before any request is sent.
+
+The API key is read from the environment variable named by `api_key_env` at construction and
+never stored in config or in the fingerprint.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+from workbench.models.base import (
+    CallFailed,
+    CapabilityError,
+    Generation,
+    Prompt,
+    SamplingParams,
+    TokenLogprobs,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_RETRY_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
+
+
+class _RequestFailed(Exception):
+    """One request failed for good (after retries, or with a status that retrying won't fix)."""
+
+
+class OpenAIBackend:
+    """A model behind an OpenAI-compatible server, called over HTTP with retries."""
+
+    backend: ClassVar[str] = "openai"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"generate", "logprobs", "next_token_distribution"}
+    )
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        timeout: float = 120.0,
+        endpoint: Literal["chat", "completions"] = "chat",
+        chat_template: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        top_logprobs: int = 20,
+        extra_body: dict[str, Any] | None = None,
+        revision: str | None = None,
+    ) -> None:
+        if endpoint not in ("chat", "completions"):
+            raise ValueError(
+                f"openai backend: endpoint must be 'chat' or 'completions', not {endpoint!r}"
+            )
+        if concurrency < 1:
+            raise ValueError("openai backend: concurrency must be at least 1")
+        if max_retries < 0:
+            raise ValueError("openai backend: max_retries must be >= 0")
+        if endpoint == "completions" and chat_template is None:
+            log.info(
+                "openai backend: endpoint=completions without chat_template; chat prompts will fail"
+            )
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
+            "/"
+        )
+        self.api_key_env = api_key_env
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+        self.endpoint = endpoint
+        self.chat_template = chat_template
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.top_logprobs = top_logprobs
+        self.extra_body = dict(extra_body or {})
+        self.revision = revision
+        self._template: Any = None
+        self._prompt_tokens: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._rng = random.Random()  # jitter only; never affects results
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            # an HTTP(S)_PROXY from the environment must not reroute a server on this machine
+            trust_env=httpx.URL(self.base_url).host not in ("127.0.0.1", "localhost", "::1"),
+        )
+        self._pool = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="openai-backend"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the connection pool and worker threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    def __enter__(self) -> OpenAIBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Same model name on another server (or with another template) may answer differently."""
+        fp: dict[str, Any] = {
+            "backend": self.backend,
+            "model": self.model,
+            "base_url": self.base_url,
+            "endpoint": self.endpoint,
+        }
+        if self.revision is not None:
+            fp["revision"] = self.revision
+        if self.chat_template is not None:
+            fp["chat_template"] = hashlib.sha256(self.chat_template.encode()).hexdigest()[:16]
+        return fp
+
+    # -- capabilities ----------------------------------------------------------------------
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[list[Generation] | CallFailed]:
+        """`params.n` samples per prompt, one request each (seed + k for sample k)."""
+        jobs: list[Callable[[], Generation]] = []
+        for prompt in prompts:
+            for k in range(params.n):
+                jobs.append(self._generation_job(prompt, params, k))
+        flat = self._run(jobs)
+        out: list[list[Generation] | CallFailed] = []
+        for i in range(len(prompts)):
+            samples = flat[i * params.n : (i + 1) * params.n]
+            failed = next((s for s in samples if isinstance(s, CallFailed)), None)
+            out.append(failed if failed is not None else samples)  # type: ignore[arg-type]
+        return out
+
+    def logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenLogprobs | CallFailed]:
+        """Summed log-prob of each continuation after its prompt (echo over the joined text)."""
+        if len(prompts) != len(continuations):
+            raise ValueError("logprobs: prompts and continuations differ in length")
+        texts = [self._raw_text(p, "logprobs") for p in prompts]
+        return self._run(
+            [
+                lambda t=t, c=c: self._score_continuation(t, c)
+                for t, c in zip(texts, continuations, strict=True)
+            ]
+        )
+
+    def next_token_distribution(
+        self, prompts: Sequence[Prompt], candidates: Sequence[str]
+    ) -> list[dict[str, float] | CallFailed]:
+        """Log-prob of each candidate as the next token; -inf when not in the server's top-k."""
+        texts = [self._raw_text(p, "next_token_distribution") for p in prompts]
+        cands = list(candidates)
+        return self._run([lambda t=t: self._next_token(t, cands) for t in texts])
+
+    def hidden_states(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[Any | CallFailed]:
+        """Not available over the OpenAI API."""
+        raise CapabilityError(
+            "backend 'openai' cannot do 'hidden_states' (the OpenAI API does not expose them)"
+        )
+
+    # -- per-item work ---------------------------------------------------------------------
+
+    def _generation_job(
+        self, prompt: Prompt, params: SamplingParams, k: int
+    ) -> Callable[[], Generation]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "seed": params.seed + k,
+            "n": 1,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if isinstance(prompt, str):
+            path, body["prompt"] = "/completions", prompt
+        elif self.endpoint == "chat":
+            path, body["messages"] = "/chat/completions", [dict(m) for m in prompt]
+        else:
+            path, body["prompt"] = "/completions", self._raw_text(prompt, "generate")
+
+        def job() -> Generation:
+            data = self._post(path, body)
+            choice = _first_choice(data)
+            if path == "/chat/completions":
+                text = (choice.get("message") or {}).get("content") or ""
+            else:
+                text = choice.get("text") or ""
+            text, cut = _cut_at_stop(text, params.stop)
+            reason = choice.get("finish_reason")
+            usage = data.get("usage") or {}
+            return Generation(
+                text=text,
+                finish_reason="length" if reason == "length" and not cut else "stop",
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
+
+        return job
+
+    def _score_continuation(self, prompt: str, continuation: str) -> TokenLogprobs:
+        if not continuation:
+            return TokenLogprobs(total=0.0)
+        data = self._post(
+            "/completions",
+            {
+                "model": self.model,
+                "prompt": prompt + continuation,
+                "echo": True,
+                "logprobs": 1,
+                "max_tokens": 1,
+                "temperature": 0.0,
+            },
+        )
+        choice = _first_choice(data)
+        lp = choice.get("logprobs") or {}
+        tokens = list(lp.get("tokens") or [])
+        values = list(lp.get("token_logprobs") or [])
+        usage = data.get("usage") or {}
+        if not values or "prompt_tokens" not in usage:
+            raise _RequestFailed(
+                "server returned no echoed token_logprobs/usage; it does not support "
+                "echo with logprobs on /completions"
+            )
+        generated = int(usage.get("completion_tokens") or 0)
+        if generated:
+            tokens, values = tokens[:-generated], values[:-generated]
+        k = int(usage["prompt_tokens"]) - self._count_prompt_tokens(prompt)
+        if k <= 0 or k > len(values):
+            raise _RequestFailed(
+                f"cannot locate the continuation: {k} continuation tokens, {len(values)} echoed"
+            )
+        cont_values = values[-k:]
+        if any(v is None for v in cont_values):
+            raise _RequestFailed(
+                "the continuation starts the text (the server gives no log-prob there)"
+            )
+        floats = [float(v) for v in cont_values]
+        return TokenLogprobs(
+            total=math.fsum(floats), tokens=[str(t) for t in tokens[-k:]], logprobs=floats
+        )
+
+    def _count_prompt_tokens(self, prompt: str) -> int:
+        """Tokens of the prompt alone as the server counts them (one cheap request, cached)."""
+        with self._lock:
+            if prompt in self._prompt_tokens:
+                return self._prompt_tokens[prompt]
+        data = self._post(
+            "/completions",
+            {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0},
+        )
+        usage = data.get("usage") or {}
+        if "prompt_tokens" not in usage:
+            raise _RequestFailed(
+                "server reports no usage.prompt_tokens; cannot split prompt and continuation"
+            )
+        n = int(usage["prompt_tokens"])
+        with self._lock:
+            if len(self._prompt_tokens) > 10_000:
+                self._prompt_tokens.clear()
+            self._prompt_tokens[prompt] = n
+        return n
+
+    def _next_token(self, prompt: str, candidates: list[str]) -> dict[str, float]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": 1,
+            "logprobs": self.top_logprobs,
+            "temperature": 0.0,
+        }
+        top = _first_top_logprobs(self._post("/completions", body))
+        if top is None:  # nothing generated: the model picked end-of-text first
+            top = _first_top_logprobs(self._post("/completions", {**body, "min_tokens": 1}))
+        if top is None:
+            raise _RequestFailed("server returned no top_logprobs for the next token")
+        return {c: float(top[c]) if c in top else -math.inf for c in candidates}
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def _raw_text(self, prompt: Prompt, what: str) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        if self.chat_template is None:
+            raise ValueError(
+                f"openai backend: {what} with a chat prompt needs raw text, and the OpenAI API "
+                "cannot render a chat template for scoring; set options.chat_template to the "
+                "model's Jinja2 chat template, or pass raw text prompts"
+            )
+        if self._template is None:
+            import jinja2.sandbox
+
+            env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+            def raise_exception(message: str) -> None:
+                raise jinja2.exceptions.TemplateError(message)
+
+            env.globals["raise_exception"] = raise_exception
+            self._template = env.from_string(self.chat_template)
+        kwargs = {"bos_token": "", "eos_token": "", **self.chat_template_kwargs}
+        return self._template.render(
+            messages=[dict(m) for m in prompt], add_generation_prompt=True, **kwargs
+        )
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _run(self, jobs: list[Callable[[], Any]]) -> list[Any]:
+        """Run jobs on the pool; a job that raises becomes CallFailed, in input order."""
+
+        def guarded(job: Callable[[], Any]) -> Any:
+            try:
+                return job()
+            except _RequestFailed as exc:
+                return CallFailed(error=str(exc))
+            except Exception as exc:  # a malformed answer must not sink the batch either
+                return CallFailed(error=f"{type(exc).__name__}: {exc}")
+
+        if len(jobs) == 1:
+            return [guarded(jobs[0])]
+        return list(self._pool.map(guarded, jobs))
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries on 429, 5xx, connection errors and timeouts (honours Retry-After)."""
+        payload = {**self.extra_body, **body}
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                resp = self._client.post(path, json=payload)
+            except httpx.TransportError as exc:  # connect errors, timeouts, dropped connections
+                last = f"{type(exc).__name__}: {exc or 'no detail'}"
+            else:
+                if resp.status_code == 200:
+                    try:
+                        data = resp.json()
+                    except ValueError as exc:
+                        raise _RequestFailed(f"POST {path}: invalid JSON in answer: {exc}") from exc
+                    if not isinstance(data, dict):
+                        raise _RequestFailed(f"POST {path}: unexpected answer {str(data)[:200]}")
+                    return data
+                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                if resp.status_code not in _RETRY_STATUS and resp.status_code < 500:
+                    raise _RequestFailed(f"POST {path}: {last}")
+                retry_after = _retry_after_seconds(resp.headers.get("retry-after"))
+            if attempt == self.max_retries:
+                break
+            delay = min(self.max_backoff, self.backoff * 2**attempt) * (
+                0.5 + 0.5 * self._rng.random()
+            )
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.max_backoff))
+            log.debug("POST %s failed (%s); retry %d in %.2fs", path, last, attempt + 1, delay)
+            time.sleep(delay)
+        raise _RequestFailed(
+            f"POST {self.base_url}{path} failed after {self.max_retries + 1} attempts: {last}"
+        )
+
+
+def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
+    choices = data.get("choices")
+    if not choices or not isinstance(choices[0], dict):
+        raise _RequestFailed(f"answer has no choices: {str(data)[:200]}")
+    return choices[0]
+
+
+def _first_top_logprobs(data: dict[str, Any]) -> dict[str, float] | None:
+    """The first position's top log-probs, from the legacy dict or the newer list shape."""
+    lp = _first_choice(data).get("logprobs") or {}
+    tops = lp.get("top_logprobs") or []
+    if not tops or tops[0] is None:
+        return None
+    first = tops[0]
+    if isinstance(first, dict):
+        return {str(k): float(v) for k, v in first.items()}
+    out: dict[str, float] = {}
+    for entry in first:  # [{"token": ..., "logprob": ...}, ...]
+        out.setdefault(str(entry["token"]), float(entry["logprob"]))
+    return out
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut at the earliest stop string, in case the server left it in."""
+    hits = [i for s in stop if s and (i := text.find(s)) >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

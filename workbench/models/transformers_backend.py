@@ -1,0 +1,454 @@
+"""Backend over Hugging Face transformers: the embedded SmolLM2 or any local/hub causal LM.
+
+Design choices that matter for correctness:
+
+- Prompts are token ids built by us, never re-tokenized by `generate`: chat messages go through
+  the tokenizer's chat template (add_generation_prompt=True), raw text is used as is. Both are
+  tokenized with add_special_tokens=False, and a BOS is prepended only when the tokenizer
+  normally adds one and the text does not already start with it (no double BOS for Magpie
+  templates). SmolLM2's tokenizer adds nothing; its BOS `<|im_start|>` comes from the text.
+- Sampling draws each row's tokens from its own generator, seeded from (seed, prompt, sample
+  index). A row's sample therefore does not depend on which other rows share its batch, so a
+  resumed run regenerates exactly what an uninterrupted one would have.
+- Scoring forwards use left padding with explicit position ids (exactly equal to unpadded
+  forwards) and `logits_to_keep`, so only the continuation's logits are materialized.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from workbench.models.base import (
+    CAPABILITIES,
+    CallFailed,
+    Generation,
+    Prompt,
+    SamplingParams,
+    TokenLogprobs,
+)
+
+# Bump when a change here alters outputs for the same inputs (invalidates the call cache).
+IMPL_VERSION = 1
+
+
+class PromptEncoder:
+    """Renders prompts and turns text into ids the same way for every capability (and vLLM)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.bos_id = _bos_to_add(tokenizer)
+
+    def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("this model has no chat template: pass prompts as raw text")
+        return self.tokenizer.apply_chat_template(
+            [dict(m) for m in prompt], tokenize=False, add_generation_prompt=True
+        )
+
+    def encode(self, text: str) -> list[int]:
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if self.bos_id is not None and ids[:1] != [self.bos_id]:
+            ids.insert(0, self.bos_id)
+        return ids
+
+    def encode_continuation(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def candidate_ids(self, candidates: Sequence[str]) -> list[int]:
+        """First token id of each candidate, tokenized on its own.
+
+        A judge asks for a digit right after the prompt; with byte-level BPE ("1".."9" are single
+        tokens) this is exact. A candidate that spans several tokens is represented by its
+        first one; two candidates sharing that first token would be indistinguishable, so that
+        is an error rather than a silent tie.
+        """
+        ids = []
+        for cand in candidates:
+            toks = self.encode_continuation(cand)
+            if not toks:
+                raise ValueError(f"candidate {cand!r} encodes to no token")
+            ids.append(toks[0])
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"candidates {list(candidates)!r} share a first token")
+        return ids
+
+
+def _bos_to_add(tokenizer: Any) -> int | None:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    without = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return bos if with_special[:1] == [bos] and without[:1] != [bos] else None
+
+
+def row_seed(seed: int, text: str, sample_index: int) -> int:
+    """Seed for one (prompt, sample) row, independent of batching."""
+    digest = hashlib.sha256(f"{seed}\0{sample_index}\0{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def resolve_model_path(model: str) -> str:
+    """`embedded` becomes the converted SmolLM2 checkpoint (converting it on first use)."""
+    if model == "embedded":
+        from workbench.models import embedded
+
+        return str(embedded.ensure_converted())
+    return model
+
+
+def describe_weights(model: str, config: Any = None) -> dict[str, Any]:
+    """Identify the weights without hashing gigabytes: GGUF name+size, or config + file sizes."""
+    if model == "embedded":
+        from workbench.models import embedded
+
+        return embedded.weights_id()
+    path = Path(model)
+    if path.is_dir():
+        files = sorted(
+            (p.name, p.stat().st_size)
+            for p in path.iterdir()
+            if p.suffix in {".safetensors", ".bin", ".gguf", ".pt"}
+        )
+        cfg = path / "config.json"
+        cfg_hash = hashlib.sha256(cfg.read_bytes()).hexdigest()[:16] if cfg.is_file() else None
+        return {"config_sha256": cfg_hash, "files": files}
+    revision = getattr(config, "_commit_hash", None) if config is not None else None
+    if revision:
+        return {"revision": revision}
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str) if config else ""
+    return {"config_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+class TransformersBackend:
+    """A causal LM loaded with transformers; every method is batched (`batch_size` rows)."""
+
+    backend: ClassVar[str] = "transformers"
+    capabilities: ClassVar[frozenset[str]] = frozenset(CAPABILITIES)
+
+    def __init__(
+        self,
+        model: str = "embedded",
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.model_name = model
+        self.batch_size = batch_size
+        self.device = _pick_device(device)
+        self.dtype = _pick_dtype(dtype, self.device)
+        path = resolve_model_path(model)
+        t0 = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.load_seconds = time.perf_counter() - t0
+        self.encoder = PromptEncoder(self.tokenizer)
+        self._weights = describe_weights(model, self.model.config)
+        self._eos_ids = _eos_ids(self.model, self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else min(self._eos_ids)
+        # generate() fills every unset option from model.generation_config (a hub model may
+        # ship repetition_penalty, top_k, ...). Outputs must depend on SamplingParams only, so
+        # keep the shipped one aside and leave just the special token ids.
+        self.shipped_generation_config = self.model.generation_config
+        self.model.generation_config = GenerationConfig(
+            bos_token_id=self.tokenizer.bos_token_id,
+            eos_token_id=sorted(self._eos_ids),
+            pad_token_id=self._pad_id,
+        )
+        self._specials = [t for t in self.tokenizer.all_special_tokens if t]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model": self.model_name,
+            "weights": self._weights,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "impl": IMPL_VERSION,
+        }
+
+    # -- generate -------------------------------------------------------------------------
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[list[Generation] | CallFailed]:
+        """`params.n` samples per prompt; greedy (temperature 0) computes one and repeats it."""
+        import torch
+
+        texts = [self.encoder.render(p) for p in prompts]
+        ids = [self.encoder.encode(t) for t in texts]
+        sampling = params.temperature > 0
+        per_prompt = params.n if sampling else 1
+        rows = [(i, j) for i in range(len(prompts)) for j in range(per_prompt)]
+        rows.sort(key=lambda r: len(ids[r[0]]))  # similar lengths together: less padding
+        done: dict[tuple[int, int], Generation] = {}
+        for chunk in _chunks(rows, self.batch_size):
+            torch.manual_seed(params.seed)
+            seeds = [row_seed(params.seed, texts[i], j) for i, j in chunk] if sampling else None
+            outs = self._generate_batch([ids[i] for i, _ in chunk], params, seeds)
+            done.update(zip(chunk, outs, strict=True))
+        return [
+            [done[(i, j if sampling else 0)] for j in range(params.n)] for i in range(len(prompts))
+        ]
+
+    def _generate_batch(
+        self, ids: list[list[int]], params: SamplingParams, seeds: list[int] | None
+    ) -> list[Generation]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        row_sampler, stop_on_strings = _helper_classes()
+        input_ids, mask = self._pad_left(ids)
+        width = input_ids.shape[1]
+        config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=False,  # sampling, when asked, is done by the row sampler below
+            num_beams=1,
+            pad_token_id=self._pad_id,
+            eos_token_id=sorted(self._eos_ids),
+            use_cache=True,
+        )
+        processors = LogitsProcessorList(
+            [row_sampler(seeds, params.temperature, params.top_p)] if seeds else []
+        )
+        stopping = StoppingCriteriaList(
+            [stop_on_strings(self.tokenizer, params.stop, width)] if params.stop else []
+        )
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                generation_config=config,
+                logits_processor=processors,
+                stopping_criteria=stopping,
+            )
+        new = out[:, width:].tolist()
+        return [self._finish(row, len(p), params) for row, p in zip(new, ids, strict=True)]
+
+    def _finish(self, row: list[int], prompt_len: int, params: SamplingParams) -> Generation:
+        cut, ended_eos = len(row), False
+        for k, tok in enumerate(row):
+            if tok in self._eos_ids:
+                cut, ended_eos = k, True
+                break
+            if tok == self._pad_id:  # a row stopped by a stop string is padded afterwards
+                cut = k
+                break
+        text = self.tokenizer.decode(row[:cut], skip_special_tokens=False)
+        finish = "stop" if ended_eos else "length"
+        hits = [i for i in (text.find(s) for s in params.stop) if i >= 0]
+        if hits:
+            text, finish = text[: min(hits)], "stop"
+        for special in self._specials:
+            text = text.replace(special, "")
+        used = cut + (1 if ended_eos and not hits else 0)
+        return Generation(text, finish, prompt_len, used)
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenLogprobs | CallFailed]:
+        """Sum and per-token log-probs of each continuation given its prompt."""
+        pairs = self._pairs(prompts, continuations)
+        results: list[TokenLogprobs | CallFailed] = [None] * len(pairs)  # type: ignore[list-item]
+        for batch in self._length_batches(pairs):
+            keep = max(len(pairs[i][1]) for i in batch) + 1
+            logits = self._forward([pairs[i][0] + pairs[i][1] for i in batch], keep).logits
+            for row, i in enumerate(batch):
+                cont = pairs[i][1]
+                n = len(cont)
+                if n == 0:
+                    results[i] = TokenLogprobs(0.0, [], [])
+                    continue
+                lp = logits[row, keep - 1 - n : keep - 1].float().log_softmax(-1)
+                picked = lp.gather(1, _tensor(cont, lp.device).unsqueeze(1)).squeeze(1).tolist()
+                tokens = [self.tokenizer.decode([t]) for t in cont]
+                results[i] = TokenLogprobs(float(sum(picked)), tokens, picked)
+        return results
+
+    def next_token_distribution(
+        self, prompts: Sequence[Prompt], candidates: Sequence[str]
+    ) -> list[dict[str, float] | CallFailed]:
+        """log_softmax over the full vocabulary at the last prompt position, read at each
+        candidate's first token id (see PromptEncoder.candidate_ids). Values are not
+        renormalized over the candidates; callers that want that can softmax them."""
+        cand_ids = self.encoder.candidate_ids(candidates)
+        ids = [self.encoder.encode(self.encoder.render(p)) for p in prompts]
+        results: list[dict[str, float] | CallFailed] = [None] * len(ids)  # type: ignore[list-item]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for batch in _chunks(order, self.batch_size):
+            logits = self._forward([ids[i] for i in batch], 1).logits[:, -1]
+            lp = logits.float().log_softmax(-1)[:, cand_ids].tolist()
+            for row, i in enumerate(batch):
+                results[i] = dict(zip(candidates, lp[row], strict=True))
+        return results
+
+    def hidden_states(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[Any | CallFailed]:
+        """Last-layer hidden states (after the final norm, i.e. `hidden_states[-1]`) at the
+        continuation's token positions, float32 (tokens x dim)."""
+        pairs = self._pairs(prompts, continuations)
+        results: list[Any] = [None] * len(pairs)
+        for batch in self._length_batches(pairs):
+            out = self._forward([pairs[i][0] + pairs[i][1] for i in batch], 1, hidden=True)
+            last = out.hidden_states[-1]
+            width = last.shape[1]
+            for row, i in enumerate(batch):
+                n = len(pairs[i][1])
+                results[i] = last[row, width - n :].float().cpu().numpy()
+        return results
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _pairs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[tuple[list[int], list[int]]]:
+        if len(prompts) != len(continuations):
+            raise ValueError("prompts and continuations differ in length")
+        pairs = []
+        for p, c in zip(prompts, continuations, strict=True):
+            prompt_ids = self.encoder.encode(self.encoder.render(p))
+            if not prompt_ids:
+                raise ValueError("an empty prompt gives the continuation's first token no context")
+            pairs.append((prompt_ids, self.encoder.encode_continuation(c)))
+        return pairs
+
+    def _length_batches(self, pairs: list[tuple[list[int], list[int]]]) -> Iterator[list[int]]:
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        return _chunks(order, self.batch_size)
+
+    def _pad_left(self, seqs: list[list[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            if s:
+                ids[r, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+                mask[r, width - len(s) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _forward(self, seqs: list[list[int]], keep: int, hidden: bool = False) -> Any:
+        """Left-padded forward; explicit position ids make padded rows equal unpadded ones."""
+        import torch
+
+        ids, mask = self._pad_left(seqs)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            return self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                logits_to_keep=keep,
+                output_hidden_states=hidden,
+                use_cache=False,
+            )
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _tensor(values: list[int], device: Any) -> Any:
+    import torch
+
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _pick_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
+    return value
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    found = model.generation_config.eos_token_id
+    ids = set(found if isinstance(found, list) else [found] if found is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("the model defines no end-of-sequence token")
+    return ids
+
+
+@functools.cache
+def _helper_classes() -> tuple[type, type]:
+    """transformers hook classes, defined on first use so importing this module stays cheap."""
+    import torch
+    from transformers import LogitsProcessor, StoppingCriteria
+
+    class RowSampler(LogitsProcessor):
+        """Temperature + top-p sampling with one generator per row.
+
+        Returns scores that are 0 at the drawn token and -inf elsewhere, so generate's greedy
+        step picks exactly the drawn token.
+        """
+
+        def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
+            self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+            self.temperature = temperature
+            self.top_p = top_p
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            logits = scores.float() / self.temperature
+            if self.top_p < 1.0:  # same rule as transformers' TopPLogitsWarper
+                sorted_logits, order = torch.sort(logits, descending=False)
+                cumulative = sorted_logits.softmax(-1).cumsum(-1)
+                drop = cumulative <= (1 - self.top_p)
+                drop[..., -1:] = False
+                logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+            probs = logits.softmax(-1).cpu()
+            picks = torch.stack(
+                [torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)]
+            ).to(scores.device)
+            out = torch.full_like(scores, float("-inf"))
+            return out.scatter_(1, picks, 0.0)
+
+    class StopOnStrings(StoppingCriteria):
+        """Stops a row once a stop string appears in its generated text (never the prompt's)."""
+
+        def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_width: int) -> None:
+            self.tokenizer = tokenizer
+            self.stops = list(stops)
+            self.prompt_width = prompt_width
+            self.window = 2 * max(len(s) for s in self.stops) + 8  # tokens, generously
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            tails = input_ids[:, self.prompt_width :][:, -self.window :].tolist()
+            texts = self.tokenizer.batch_decode(tails, skip_special_tokens=False)
+            hit = [any(s in t for s in self.stops) for t in texts]
+            return torch.tensor(hit, dtype=torch.bool, device=input_ids.device)
+
+    return RowSampler, StopOnStrings

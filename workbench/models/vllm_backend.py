@@ -1,0 +1,176 @@
+"""Backend over vLLM's offline engine, for batch generation at scale on a GPU.
+
+vLLM is an optional extra and is imported only when this backend is constructed. Prompts are
+rendered and tokenized exactly as in the transformers backend (same chat template, same BOS
+rule) and passed as token ids, so both backends see identical inputs for a given row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from workbench.errors import WorkbenchError
+from workbench.models.base import (
+    CallFailed,
+    CapabilityError,
+    Generation,
+    Prompt,
+    SamplingParams,
+    TokenLogprobs,
+)
+from workbench.models.transformers_backend import (
+    IMPL_VERSION,
+    PromptEncoder,
+    describe_weights,
+    resolve_model_path,
+)
+
+TOP_LOGPROBS = 20  # vLLM's default max_logprobs; candidates outside the top 20 get -inf
+
+
+class MissingExtraError(WorkbenchError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install."""
+
+
+def import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as error:
+        raise MissingExtraError(
+            "the vllm backend needs vLLM and a CUDA GPU: pip install 'preference-workbench[gpu]'"
+        ) from error
+    return vllm
+
+
+class VLLMBackend:
+    """vLLM `LLM` engine; generation, prompt log-probs and top-k next-token log-probs."""
+
+    backend: ClassVar[str] = "vllm"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"generate", "logprobs", "next_token_distribution"}
+    )
+
+    def __init__(
+        self,
+        model: str = "embedded",
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        batch_size: int | None = None,  # accepted for symmetry; vLLM schedules batches itself
+    ) -> None:
+        vllm = import_vllm()
+        from transformers import AutoConfig, AutoTokenizer
+
+        self._vllm = vllm
+        self.model_name = model
+        self.dtype = dtype
+        path = resolve_model_path(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.encoder = PromptEncoder(self.tokenizer)
+        self._weights = describe_weights(model, AutoConfig.from_pretrained(path))
+        engine_args: dict[str, Any] = {
+            "model": path,
+            "tokenizer": path,
+            "tensor_parallel_size": tensor_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "dtype": dtype,
+            "max_logprobs": TOP_LOGPROBS,
+        }
+        if max_model_len is not None:
+            engine_args["max_model_len"] = max_model_len
+        self.llm = vllm.LLM(**engine_args)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model": self.model_name,
+            "weights": self._weights,
+            "dtype": self.dtype,
+            "impl": IMPL_VERSION,
+        }
+
+    def _token_prompts(self, seqs: list[list[int]]) -> list[dict[str, list[int]]]:
+        return [{"prompt_token_ids": ids} for ids in seqs]
+
+    def _run(self, seqs: list[list[int]], params: Any) -> list[Any]:
+        return self.llm.generate(self._token_prompts(seqs), params, use_tqdm=False)
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[list[Generation] | CallFailed]:
+        """`params.n` samples per prompt; greedy computes one and repeats it."""
+        greedy = params.temperature <= 0
+        sampling = self._vllm.SamplingParams(
+            n=1 if greedy else params.n,
+            temperature=0.0 if greedy else params.temperature,
+            top_p=1.0 if greedy else params.top_p,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+        )
+        seqs = [self.encoder.encode(self.encoder.render(p)) for p in prompts]
+        results: list[list[Generation] | CallFailed] = []
+        for out in self._run(seqs, sampling):
+            odd = [
+                c.finish_reason for c in out.outputs if c.finish_reason not in ("stop", "length")
+            ]
+            if odd:  # e.g. "abort": report the row instead of caching a truncated text
+                results.append(CallFailed(f"vLLM finished a request with {odd[0]!r}"))
+                continue
+            samples = [
+                Generation(c.text, c.finish_reason, len(out.prompt_token_ids), len(c.token_ids))
+                for c in out.outputs
+            ]
+            results.append(samples * params.n if greedy else samples)
+        return results
+
+    def logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenLogprobs | CallFailed]:
+        """Read from vLLM's prompt_logprobs over prompt + continuation (the log-prob of each
+        actual prompt token is always included, whatever its rank)."""
+        if len(prompts) != len(continuations):
+            raise ValueError("prompts and continuations differ in length")
+        pairs = [
+            (self.encoder.encode(self.encoder.render(p)), self.encoder.encode_continuation(c))
+            for p, c in zip(prompts, continuations, strict=True)
+        ]
+        sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        outs = self._run([p + c for p, c in pairs], sampling)
+        results: list[TokenLogprobs | CallFailed] = []
+        for (prompt_ids, cont_ids), out in zip(pairs, outs, strict=True):
+            values, tokens = [], []
+            for pos, tok in enumerate(cont_ids, start=len(prompt_ids)):
+                entry = out.prompt_logprobs[pos][tok]
+                values.append(float(entry.logprob))
+                tokens.append(entry.decoded_token or self.tokenizer.decode([tok]))
+            results.append(TokenLogprobs(float(sum(values)), tokens, values))
+        return results
+
+    def next_token_distribution(
+        self, prompts: Sequence[Prompt], candidates: Sequence[str]
+    ) -> list[dict[str, float] | CallFailed]:
+        """Top-20 log-probs of the first generated position, read at each candidate's first
+        token id; a candidate outside the top 20 gets -inf."""
+        cand_ids = self.encoder.candidate_ids(candidates)
+        seqs = [self.encoder.encode(self.encoder.render(p)) for p in prompts]
+        sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
+        results: list[dict[str, float] | CallFailed] = []
+        for out in self._run(seqs, sampling):
+            top = out.outputs[0].logprobs[0]
+            results.append(
+                {
+                    cand: float(top[tid].logprob) if tid in top else float("-inf")
+                    for cand, tid in zip(candidates, cand_ids, strict=True)
+                }
+            )
+        return results
+
+    def hidden_states(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[Any | CallFailed]:
+        raise CapabilityError(
+            "the vllm backend cannot return hidden states; use backend: transformers for CHES"
+        )
