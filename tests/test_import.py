@@ -55,7 +55,8 @@ def test_real_file_imports_with_kind_and_count(shared: Path, ws, relpath, kind, 
 
 def test_hh_rlhf_splits_transcripts_into_messages(shared: Path):
     frame, kind, _ = load(shared / "hh_rlhf/harmless-base/test.jsonl.gz")
-    raw = json.loads(gzip.open(shared / "hh_rlhf/harmless-base/test.jsonl.gz", "rt").readline())
+    with gzip.open(shared / "hh_rlhf/harmless-base/test.jsonl.gz", "rt") as fh:
+        raw = json.loads(fh.readline())
     row = frame.row(0, named=True)
     assert kind == "preference"
     turns = re.findall(r"\n\n(Human|Assistant): ", raw["chosen"])
@@ -140,7 +141,7 @@ def test_other_formats_csv_parquet_hf_folder(tmp_path: Path, ws):
     assert sorted(ws.read("hf")["split"].to_list()) == ["test", "train", "train"]
 
 
-def test_map_option_maps_custom_columns(tmp_path: Path, workspace_dir=None):
+def test_map_option_maps_custom_columns(tmp_path: Path):
     (tmp_path / "qa.jsonl").write_text(json.dumps({"q": "2+2?", "a": "4"}) + "\n")
     result = cli("import", str(tmp_path / "qa.jsonl"), "--name", "qa", "--map", "prompt=q",
                  "--map", "response=a", workspace=tmp_path / "ws")

@@ -1,0 +1,65 @@
+"""The console script: JSON outputs, errors as one line, and a --help that imports nothing heavy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import DATA, cli
+
+HEAVY = ("polars", "duckdb", "torch", "transformers", "datasets", "pyarrow", "streamlit",
+         "sentence_transformers", "faiss", "vllm")
+
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys, runpy; sys.argv=['workbench','--help']\n"
+            "try:\n    runpy.run_module('workbench.cli', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "run" in out.stdout and "import" in out.stdout and "export" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_command_has_help():
+    for command in ("run", "import", "datasets", "show", "sql", "transforms", "export", "ui", "runs"):
+        result = cli(command, "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout, command
+
+
+def test_import_datasets_show_sql_json(tmp_path: Path):
+    ws = tmp_path / "ws"
+    result = cli("import", str(DATA / "hh_rlhf_harmless_test_600.jsonl.gz"), "--name", "hh",
+                 workspace=ws)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(cli("datasets", "--json", workspace=ws).stdout)
+    assert len(listed) == 1
+    assert set(listed[0]) == {"name", "version", "kind", "rows", "created_at"}
+    assert (listed[0]["name"], listed[0]["kind"], listed[0]["rows"]) == ("hh", "preference", 600)
+    shown = cli("show", "hh", "--limit", "3", "--json", workspace=ws).stdout.splitlines()
+    rows = [json.loads(line) for line in shown]
+    assert len(rows) == 3 and rows[0]["prompt"][-1]["role"] == "user"
+    counted = cli("sql", "SELECT count(*) AS n FROM hh WHERE len(prompt) > 1", "--json",
+                  workspace=ws)
+    assert json.loads(counted.stdout)["n"] > 0
+    refused = cli("sql", "DROP VIEW hh", workspace=ws)
+    assert refused.returncode == 1 and "read-only" in refused.stderr
+
+
+def test_transforms_json_lists_names_kinds_fields():
+    items = json.loads(cli("transforms", "--json").stdout)
+    by_name = {t["name"]: t for t in items}
+    assert {"sql", "filter", "dedup_exact", "sample", "select_columns", "rename", "split"} <= set(by_name)
+    assert by_name["sample"]["scope"] == "global"
+    assert {f["name"] for f in by_name["sample"]["fields"]} == {"n", "fraction", "seed"}
+    assert by_name["filter"]["consumes"] == "any"
+
+
+def test_errors_are_one_line_with_nonzero_status(tmp_path: Path):
+    for args in (("show", "missing"), ("run", str(tmp_path / "nope.yaml")),
+                 ("export", "missing", "--out", str(tmp_path / "o"))):
+        result = cli(*args, workspace=tmp_path / "ws")
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
