@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,11 @@ def _check_models(source: str, spec: PipelineSpec, step: Step) -> None:
                 f"`models:` ({known})"
             )
         backend = spec.models[model_name].backend
+        if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise PipelineError(
+                f"{source}: {step.label}: model {model_name!r} uses the vllm backend, which is "
+                "not installed: pip install 'preference-workbench[gpu]' (needs a CUDA GPU)"
+            )
         missing = [c for c in needs if c not in BACKEND_CAPABILITIES[backend]]
         if missing:
             raise PipelineError(

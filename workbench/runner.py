@@ -23,7 +23,7 @@ from workbench import schema
 from workbench.atomic import atomic_dir, atomic_file
 from workbench.errors import InputError, NotFoundError, PipelineError, WorkbenchError
 from workbench.pipeline import Pipeline, Step, check_kinds
-from workbench.transform import DROP, Context
+from workbench.transform import DROP, QUARANTINED, Context
 from workbench.workspace import DATA_FILE, DatasetVersion, Workspace
 
 DROPPED_FILE = "dropped.parquet"
@@ -66,6 +66,14 @@ class RunResult:
 def _key(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _rows(path: Path) -> int:
@@ -148,7 +156,7 @@ class Runner:
         ctx = Context(seed=spec.seed, workspace=self.ws, model_loader=self._model)
         ctx.notes["retry_failed"] = self.retry_failed
         key = _key(fingerprint, spec.seed)
-        current, results = input_path, []
+        current, results, rerun = input_path, [], False
         try:
             with _progress(self.progress) as bar:
                 for step, kind in zip(self.pipeline.steps, kinds, strict=True):
@@ -157,7 +165,9 @@ class Runner:
                                 if n in step.transform.models().values()},
                                spec.batch_size)
                     ctx.notes["step"] = step.label
-                    result = self._step(step, kind, current, key, ctx, bar)
+                    ctx.notes["calls"] = []
+                    result = self._step(step, kind, current, key, ctx, bar, force=rerun)
+                    rerun = rerun or result.status != "cached"  # later checkpoints are stale
                     self.ws.log_step(run_id, step.index, result.as_log())
                     results.append(result)
                     current = result.checkpoint / DATA_FILE
@@ -171,15 +181,20 @@ class Runner:
         return RunResult(run_id, output, results, up_to_date, current.parent)
 
     def _step(self, step: Step, kind: str, source: Path | None, key: str, ctx: Context,
-              bar: Any) -> StepResult:
+              bar: Any, force: bool = False) -> StepResult:
         target = self.root / f"{step.index:02d}-{step.name}-{key[:16]}"
         started = time.monotonic()
-        if (target / META_FILE).exists():
-            meta = json.loads((target / META_FILE).read_text())
+        meta = json.loads((target / META_FILE).read_text()) if (target / META_FILE).exists() else None
+        if meta and self.retry_failed and any(r.startswith(QUARANTINED) for r in meta["dropped"]):
+            meta = None  # the quarantined rows are called again; finished calls are cache hits
+            ctx.call_cache().clear_failed(step.label)
+        if meta and not force:
             bar.done(step.label + " (cached)")
             return StepResult(step.index, step.name, "cached", meta["rows_in"], meta["rows_out"],
                               meta["dropped"], time.monotonic() - started, target, meta["detail"])
         shutil.rmtree(target, ignore_errors=True)  # a folder without meta is not a checkpoint
+        if force:  # the input changed under the same key (a retried step upstream)
+            shutil.rmtree(target.with_name(target.name + ".partial"), ignore_errors=True)
         rows_in = _rows(source) if source is not None else 0
         try:
             if step.transform.scope == "row" and source is not None:
@@ -209,6 +224,9 @@ class Runner:
         unexplained = rows_in - kept.height - sum(dropped.values())
         if unexplained > 0 and source is not None:
             dropped[f"{step.name}: not kept"] = unexplained
+        calls = ctx.notes.get("calls") or []
+        if calls:
+            detail["model_calls"] = {k: sum(c[k] for c in calls) for k in calls[0]}
         meta = {"rows_in": rows_in, "rows_out": kept.height, "dropped": dropped, "detail": detail}
         with atomic_dir(target) as tmp:
             kept.write_parquet(tmp / DATA_FILE)
@@ -247,6 +265,7 @@ class Runner:
         spec = self.pipeline.spec
         if not spec.output:
             return None, False
+        key = f"{key[:32]}:{_file_digest(data)[:32]}"  # same configs and same rows
         existing = self.ws.find_by_run_key(spec.output, key)
         if existing is not None:
             return existing, True

@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from workbench.models.base import Backend
+    from workbench.models.cache import CallCache
     from workbench.workspace import Workspace
 
 DROP = "_drop_reason"
+QUARANTINED = "model call failed"  # drop reason prefix of rows whose model call failed
 Scope = Literal["row", "global"]
 
 
@@ -36,6 +38,11 @@ class Context:
     workspace: Workspace | None = None
     model_loader: Callable[[str], Backend] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def call_cache(self) -> CallCache:
+        if self.workspace is None:
+            raise RuntimeError("this context has no workspace for the call cache")
+        return self.workspace.call_cache()
 
     def model(self, name: str = "default") -> Backend:
         if self.model_loader is None:
@@ -64,12 +71,14 @@ def transform(
     consumes: str = "any",
     produces: str = "same",
     scope: Scope = "row",
+    needs: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., pl.LazyFrame]], type]:
     """Turn `fn(frame, config, ctx) -> frame` into a registered Transform class.
 
     The config class is read from the annotation of the function's second parameter. A
     config with a `kind` field may declare the output kind (for `sql`, `rename`, ...), and
-    fields named `model` or ending in `_model` name the pipeline models the step uses.
+    fields named `model` or ending in `_model` name the pipeline models the step uses, and
+    `needs` lists the backend capabilities it calls (checked before anything runs).
     """
     from workbench.registry import register
 
@@ -107,6 +116,7 @@ def transform(
                 "consumes": consumes,
                 "produces": produces,
                 "scope": scope,
+                "needs": needs,
                 "Config": config_cls,
                 "__init__": __init__,
                 "__call__": __call__,

@@ -67,6 +67,15 @@ class Workspace:
         self.datasets_dir.mkdir(exist_ok=True)
         self.cache_dir.mkdir(exist_ok=True)
         self.catalog = Catalog(self.root / "workbench.duckdb")
+        self._call_cache: Any = None
+
+    def call_cache(self) -> Any:
+        """The model-call cache (SQLite, WAL) in cache/calls.sqlite, opened on first use."""
+        if self._call_cache is None:
+            from workbench.models.cache import CallCache
+
+            self._call_cache = CallCache(self.cache_dir / "calls.sqlite")
+        return self._call_cache
 
     # datasets ---------------------------------------------------------------------------
     def write_dataset(

@@ -1,0 +1,91 @@
+"""Model steps inside pipelines: the embedded model, the call cache, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from conftest import ROOT, cli
+
+from workbench.errors import PipelineError
+from workbench.pipeline import build_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def gen_pipeline(input_path: str, **generate) -> dict:
+    return {
+        "name": "gen", "seed": 0, "input": input_path, "batch_size": 4,
+        "models": {"default": {"backend": "transformers", "model": "embedded"}},
+        "steps": [{"generate": {"max_new_tokens": 8, "batch_size": 1, **generate}}],
+        "output": "answers",
+    }
+
+
+@pytest.fixture
+def prompts(tmp_path: Path, shared: Path) -> Path:
+    lines = (shared / "ifeval/input_data.jsonl").read_text().splitlines()[:10]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cached_rows(workspace: Path) -> int:
+    db = workspace / "cache" / "calls.sqlite"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT count(*) FROM calls").fetchone()[0]
+
+
+def test_validation_checks_models_before_loading():
+    bad = gen_pipeline("x.jsonl", model="judge")
+    with pytest.raises(PipelineError, match="no model 'judge'"):
+        build_pipeline(bad)
+    vllm = gen_pipeline("x.jsonl")
+    vllm["models"]["default"] = {"backend": "vllm", "model": "x"}
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(PipelineError, match=r"pip install 'preference-workbench\[gpu\]'"):
+            build_pipeline(vllm)
+
+
+def test_sigkill_during_generation_repeats_no_finished_call(tmp_path: Path, prompts: Path):
+    path = tmp_path / "gen.yaml"
+    path.write_text(yaml.safe_dump(gen_pipeline(str(prompts))))
+    reference = cli("run", str(path), workspace=tmp_path / "ref")
+    assert reference.returncode == 0, reference.stderr
+    expected = pl.read_parquet(tmp_path / "ref" / "datasets" / "answers" / "v1" / "data.parquet")
+    assert expected.height == 10 and expected["response"].str.len_chars().min() > 0
+
+    ws = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "--workspace", str(ws), "run",
+                             str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and cached_rows(ws) < 4:
+        time.sleep(0.05)
+    assert proc.poll() is None, "generation finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = cached_rows(ws)
+    assert 4 <= finished < 10
+
+    resumed = cli("run", str(path), workspace=ws)
+    assert resumed.returncode == 0, resumed.stderr
+    runs = json.loads(cli("runs", "--json", workspace=ws).stdout)
+    run_id = next(r["run_id"] for r in runs if r["status"] == "finished")
+    calls = json.loads(cli("runs", run_id, "--json", workspace=ws).stdout)[0]["detail"]["model_calls"]
+    assert calls["computed"] == 10 - finished  # no finished row went to the model again
+    assert calls["failures"] == 0
+    got = pl.read_parquet(ws / "datasets" / "answers" / "v1" / "data.parquet")
+    assert got.equals(expected)

@@ -1,0 +1,58 @@
+"""`generate`: the model answers each prompt (SFT responses, or n candidates per prompt)."""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import Field
+
+from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+
+
+class GenerateConfig(StepConfig):
+    model: str = Field("default", description="a name under the pipeline's `models:`")
+    n: int = Field(1, ge=1, description="samples per prompt; n > 1 makes candidates")
+    temperature: float = Field(0.0, ge=0, description="0 is greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(256, ge=1)
+    stop: list[str] = Field(default_factory=list, description="stop strings")
+    seed: int | None = Field(None, description="defaults to the pipeline seed")
+    batch_size: int = Field(8, ge=1, description="prompts per model call")
+
+    @property
+    def kind(self) -> str:
+        return "sft" if self.n == 1 else "candidates"
+
+
+@transform("generate", consumes="instruction", produces="sft", needs=("generate",))
+def generate(frame: pl.LazyFrame, config: GenerateConfig, ctx: Context) -> pl.LazyFrame:
+    """Chat-template each prompt, sample n replies; a failed call quarantines its row."""
+    from workbench.models.base import SamplingParams
+    from workbench.models.cache import cached_call
+
+    data = frame.collect()
+    params = SamplingParams(n=config.n, temperature=config.temperature, top_p=config.top_p,
+                            max_new_tokens=config.max_new_tokens, stop=tuple(config.stop),
+                            seed=ctx.seed if config.seed is None else config.seed)
+    results, stats = cached_call(
+        ctx.call_cache(), ctx.model(config.model), "generate", data["prompt"].to_list(), params,
+        batch_size=config.batch_size, step=str(ctx.notes.get("step", "generate")),
+        row_ids=data["id"].to_list())
+    ctx.notes.setdefault("calls", []).append(stats.__dict__)
+    ok = [r is not None for r in results]
+    samples = [r or [] for r in results]
+    texts = [[g.text for g in gens] for gens in samples]
+    columns = {
+        "finish_reason": [[g.finish_reason for g in gens] for gens in samples],
+        "completion_tokens": [[g.completion_tokens for g in gens] for gens in samples],
+    }
+    if config.n == 1:
+        out = data.with_columns(
+            pl.Series("response", [t[0] if t else None for t in texts], pl.String),
+            *[pl.Series(k, [v[0] if v else None for v in vals]) for k, vals in columns.items()])
+    else:
+        out = data.with_columns(pl.Series("responses", texts, pl.List(pl.String)),
+                                *[pl.Series(k, vals) for k, vals in columns.items()])
+    reason = pl.when(~pl.Series(ok)).then(pl.lit(f"{QUARANTINED} (quarantined)"))
+    if DROP in out.columns:
+        reason = pl.coalesce(pl.col(DROP), reason)
+    return out.with_columns(reason.alias(DROP)).lazy()
