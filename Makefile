@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt Makefile
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/workbench --workspace $(WORKSPACE) run data/pipelines/demo.yaml
+	@echo "(workbench is installed in $(BIN): 'source $(BIN)/activate' first, or call $(BIN)/workbench)"
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider

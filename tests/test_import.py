@@ -202,3 +202,11 @@ def test_invalid_utf8(tmp_path: Path):
 def test_unknown_layout_lists_columns(tmp_path: Path, shared: Path):
     _assert_rejected(tmp_path, shared / "mt_bench/reference_answer/gpt-4.jsonl",
                      "no known layout", "question_id", "--map")
+
+
+def test_headerless_csv_with_column_names(tmp_path: Path, shared: Path):
+    path = shared / "mmlu/test/anatomy_test.csv"
+    result = cli("import", str(path), "--name", "mmlu", "--columns", "question,A,B,C,D,answer",
+                 "--map", "prompt=question", workspace=tmp_path / "ws")
+    assert result.returncode == 0, result.stderr
+    assert "135 instruction rows" in result.stdout  # SOURCES.md: 135 anatomy questions

@@ -79,6 +79,7 @@ def import_(
     name: Annotated[str, typer.Option("--name", "-n", help="dataset name in the workspace")],
     map_: Annotated[list[str] | None, typer.Option("--map", help="canonical=column, e.g. prompt=question")] = None,
     layout: Annotated[str | None, typer.Option(help="force a layout instead of detecting it")] = None,
+    columns: Annotated[str | None, typer.Option(help="column names of a headerless CSV, comma-separated")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Import a file or HF dataset as a new dataset version."""
@@ -91,7 +92,8 @@ def import_(
         if not sep or not key or not value:
             raise InputError(f"--map {item!r}: use canonical=column, e.g. --map prompt=question")
         mapping[key] = value
-    version = import_path(_ws(workspace), path, name, mapping, layout)
+    csv_columns = [c.strip() for c in columns.split(",")] if columns else None
+    version = import_path(_ws(workspace), path, name, mapping, layout, csv_columns)
     layout_name = version.lineage.get("import", {}).get("layout")
     typer.echo(f"imported {version.rows} {version.kind} rows as {version.name} version "
                f"{version.version} (layout: {layout_name})")

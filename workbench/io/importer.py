@@ -20,10 +20,11 @@ def load(
     path: str | Path,
     mapping: dict[str, str] | None = None,
     layout: str | None = None,
+    csv_columns: list[str] | None = None,
 ) -> tuple[pl.DataFrame, str, dict]:
     """Read and convert a file; returns (canonical frame, kind, lineage of the source)."""
     path = Path(path)
-    raw = read_raw(path)
+    raw = read_raw(path, csv_columns=csv_columns)
     try:
         raw = _apply_mapping(raw, mapping or {})
         chosen = layouts.by_name(layout) if layout else layouts.detect(raw)
@@ -54,8 +55,9 @@ def import_path(
     name: str,
     mapping: dict[str, str] | None = None,
     layout: str | None = None,
+    csv_columns: list[str] | None = None,
 ) -> DatasetVersion:
-    frame, kind, lineage = load(path, mapping, layout)
+    frame, kind, lineage = load(path, mapping, layout, csv_columns)
     return workspace.write_dataset(name, frame, kind, lineage={"import": lineage})
 
 

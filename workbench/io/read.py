@@ -30,7 +30,9 @@ def detect_format(path: Path) -> str:
     raise InputError(f"{path}: unknown file type (use .jsonl, .json, .parquet, .csv or an HF folder)")
 
 
-def read_raw(path: str | Path, fmt: str | None = None) -> pl.DataFrame:
+def read_raw(path: str | Path, fmt: str | None = None,
+             csv_columns: list[str] | None = None) -> pl.DataFrame:
+    """`csv_columns` names the columns of a headerless CSV file (e.g. MMLU)."""
     path = Path(path)
     if not path.exists():
         return _read_hub(str(path))
@@ -51,7 +53,7 @@ def read_raw(path: str | Path, fmt: str | None = None) -> pl.DataFrame:
     if fmt == "json":
         return _read_json(path, text)
     if fmt == "csv":
-        return _read_csv(path, text)
+        return _read_csv(path, text, csv_columns)
     raise InputError(f"{path}: unsupported format {fmt!r} (formats: {', '.join(FORMATS)})")
 
 
@@ -123,15 +125,17 @@ def _frame(path: Path, records: list[dict]) -> pl.DataFrame:
         raise InputError(f"{path}: records do not share a consistent schema ({_first_line(exc)})") from exc
 
 
-def _read_csv(path: Path, text: str) -> pl.DataFrame:
+def _read_csv(path: Path, text: str, columns: list[str] | None) -> pl.DataFrame:
     try:
-        frame = pl.read_csv(io.StringIO(text), infer_schema_length=0)  # all columns as text
+        frame = pl.read_csv(io.StringIO(text), infer_schema_length=0,  # all columns as text
+                            has_header=columns is None, new_columns=columns)
     except Exception as exc:
         raise InputError(f"{path}: not a readable CSV file ({_first_line(exc)})") from exc
     if frame.height == 0:
         raise InputError(f"{path}: the CSV file has a header but no rows")
-    # line 1 is the header; quoted fields may span lines, so this is the record's first line
-    return frame.with_columns((pl.int_range(pl.len()) + 2).alias("_line"))
+    # after the header; quoted fields may span lines, so this is the record's first line
+    first = 1 if columns else 2
+    return frame.with_columns((pl.int_range(pl.len()) + first).alias("_line"))
 
 
 def _read_hf_folder(path: Path) -> pl.DataFrame:
