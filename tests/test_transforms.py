@@ -82,3 +82,16 @@ def test_sql_columns_and_rename(gsm):
     assert "answer" in renamed.columns and "response" not in renamed.columns
     with pytest.raises(ValueError, match="no column 'nope'"):
         apply("rename", gsm, mapping={"nope": "x"})
+
+
+def test_row_local_transforms_as_arrow_batch_functions(gsm):
+    """What a distributed engine would run: the same transform over Arrow batches."""
+    from workbench.batches import batch_function
+
+    transform = get("filter")({"where": {"response": {"min_chars": 300}}})
+    fn = batch_function(transform, Context())
+    parts = [pl.from_arrow(fn(gsm.slice(i, 100).to_arrow())) for i in range(0, gsm.height, 100)]
+    whole = apply("filter", gsm, where={"response": {"min_chars": 300}})
+    assert pl.concat(parts).equals(whole)
+    with pytest.raises(ValueError, match="global step"):
+        batch_function(get("dedup_exact")({}), Context())(gsm.to_arrow())

@@ -21,6 +21,7 @@ import polars as pl
 
 from workbench import schema
 from workbench.atomic import atomic_dir, atomic_file
+from workbench.batches import apply_batch
 from workbench.errors import InputError, NotFoundError, PipelineError, WorkbenchError
 from workbench.pipeline import Pipeline, Step, check_kinds
 from workbench.transform import DROP, QUARANTINED, Context
@@ -252,8 +253,8 @@ class Runner:
             if part.exists():
                 reused += 1
             else:
-                batch = pl.scan_parquet(source).slice(index * size, size)
-                out = step.transform(batch, ctx).collect()
+                batch = pl.scan_parquet(source).slice(index * size, size).collect()
+                out = apply_batch(step.transform, batch, ctx)
                 with atomic_file(part) as tmp:
                     out.write_parquet(tmp)
             parts.append(part)
