@@ -1,0 +1,84 @@
+"""The vLLM backend: needs vLLM and a CUDA GPU; compared against the transformers backend."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+from workbench.models.base import CapabilityError, SamplingParams
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+needs_gpu = pytest.mark.skipif(
+    not (HAS_VLLM and _cuda()), reason="needs vLLM and a CUDA GPU (pip install '.[gpu]')"
+)
+MAGPIE = (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n<|im_start|>user\n"
+)
+CHAT = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed")
+def test_missing_vllm_names_the_extra():
+    from workbench.models.vllm_backend import VLLMBackend
+
+    with pytest.raises(ImportError, match=r"pip install 'preference-workbench\[gpu\]'"):
+        VLLMBackend("embedded")
+
+
+@pytest.fixture(scope="module")
+def vllm_backend():
+    from workbench.models.vllm_backend import VLLMBackend
+
+    return VLLMBackend("embedded", gpu_memory_utilization=0.3, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def hf_backend():
+    from workbench.models.transformers_backend import TransformersBackend
+
+    return TransformersBackend("embedded", device="cuda", dtype="float32")
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@needs_gpu
+def test_generate_structure_and_stops(vllm_backend):
+    [[chat]] = vllm_backend.generate([CHAT], SamplingParams(max_new_tokens=24))
+    assert chat.text.strip() and chat.finish_reason in ("stop", "length")
+    assert chat.prompt_tokens > 0 and 0 < chat.completion_tokens <= 24
+    params = SamplingParams(n=3, temperature=0.7, max_new_tokens=40, stop=("\n",), seed=1)
+    [samples] = vllm_backend.generate([MAGPIE], params)
+    assert len(samples) == 3 and all("\n" not in g.text for g in samples)
+    assert vllm_backend.generate([MAGPIE], params) == [samples]  # seeded
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@needs_gpu
+def test_scores_agree_with_transformers(vllm_backend, hf_backend):
+    conts = ["The capital of France is Paris."]
+    a = vllm_backend.logprobs([CHAT], conts)[0]
+    b = hf_backend.logprobs([CHAT], conts)[0]
+    assert a.total == pytest.approx(b.total, abs=5e-2)
+    assert len(a.logprobs) == len(b.logprobs)
+    cands = [str(i) for i in range(1, 7)]
+    va = vllm_backend.next_token_distribution([CHAT], cands)[0]
+    vb = hf_backend.next_token_distribution([CHAT], cands)[0]
+    for c in cands:
+        if va[c] != float("-inf"):  # outside vLLM's top 20
+            assert va[c] == pytest.approx(vb[c], abs=5e-2)
+    with pytest.raises(CapabilityError):
+        vllm_backend.hidden_states([CHAT], conts)
