@@ -11,14 +11,31 @@ How each capability maps onto the API:
   `/completions` too). One request per sample, with `seed + k` for sample k: servers such as
   llama-cpp-python ignore `n`, `usage` is then exact per sample, and a resumed run can redo
   sample k alone. Stop strings are also cut client side, whatever the server does.
-- `logprobs`: `/completions` over `prompt + continuation` with `echo: true, logprobs: 1,
-  max_tokens: 1` (llama-cpp-python reads `max_tokens: 0` as "unlimited", so 1 it is; the one
-  generated token is dropped again using `usage.completion_tokens`). The continuation is the
-  last `k` echoed tokens, where `k` is `usage.prompt_tokens` of the joined text minus that of
-  the prompt alone (one cheap `max_tokens: 1` request per distinct prompt, cached). Counting
-  tokens this way needs no `/tokenize` endpoint and is immune to servers whose `text_offset`
-  skips special tokens (llama-cpp-python's does) and to BOS handling, which cancels out. The
-  boundary token is the one tokenized from the joined text, as in the transformers backend.
+- `logprobs` (option `logprobs_method`), two ways, because llama.cpp servers cannot echo:
+  * `grammar` (llama-cpp-python's and llama.cpp's own server): the server's tokenize route
+    (`/extras/tokenize` or `/tokenize`) gives the continuation's token ids as the joined text
+    tokenizes (tokenized apart when a token spans the edge), then `/completions` on the
+    prompt with the token-level GBNF grammar `root ::= <[id1]> <[id2]> ...`,
+    `temperature: 0, logprobs: 1` makes the server generate exactly those tokens and report
+    each one's log-prob from the raw logits (the grammar only masks the sampler's copy). A
+    character-level grammar is not enough: it lets the model spell an unlikely text with odd
+    tokens (' ', 'a', ' ', 'pu', 'r', ...). The answer must spell the continuation with as
+    many tokens as forced, or the item fails. The continuation is decoded one token at a time
+    here, so on a quantized model the numbers differ slightly (up to ~0.1 nats per token)
+    from one batched pass over the whole text.
+  * `echo` (vLLM, legacy OpenAI, most others): `/completions` over `prompt + continuation`
+    with `echo: true, logprobs: 1, max_tokens: 1` (llama-cpp-python reads `max_tokens: 0` as
+    "unlimited"). Echoed entries at or past the end of the text (the generated token) are
+    dropped; the continuation is the last `k` of the rest, where `k` is `usage.prompt_tokens`
+    of the joined text minus that of the prompt alone (one cheap request per distinct prompt,
+    cached), so no `/tokenize` endpoint is needed and BOS handling cancels out. The boundary
+    token is the one tokenized from the joined text, as in the transformers backend.
+  * `auto` (default) probes once per backend by scoring an improbable text the `grammar` way:
+    a server with a tokenize route that returns it verbatim gets `grammar`; any server that
+    answers otherwise (404 on tokenize, grammar ignored or rejected) gets `echo`.
+  Why not echo everywhere: llama-cpp-python 0.3.x echoes each prompt token with the log-prob
+  of the *following* position (abetlen/llama-cpp-python#1983, off by one), and llama.cpp's
+  own server returns no prompt log-probs at all.
 - `next_token_distribution`: `/completions` with `max_tokens: 1, logprobs: top_logprobs`
   (default 20; hosted OpenAI caps it at 5), read the first position's `top_logprobs`; a
   candidate string that is not exactly one of those tokens gets `-inf`. If the server returned
@@ -65,14 +82,45 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _RETRY_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
+# Tokenize routes at the server root: path -> (text field, other fields). Both answer
+# {"tokens": [ids]}: llama-cpp-python's /extras/tokenize and llama.cpp server's /tokenize.
+_TOKENIZE_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
+    "/extras/tokenize": ("input", {}),
+    "/tokenize": ("content", {"add_special": False}),
+}
 
 
 class _RequestFailed(Exception):
     """One request failed for good (after retries, or with a status that retrying won't fix)."""
 
+    def __init__(self, message: str, status: int | None = None, unsupported: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.unsupported = unsupported
+
 
 class OpenAIBackend:
-    """A model behind an OpenAI-compatible server, called over HTTP with retries."""
+    """A model behind an OpenAI-compatible server, called over HTTP with retries.
+
+    Options (the `options:` of a pipeline's model entry):
+    base_url: default $OPENAI_BASE_URL, else https://api.openai.com/v1.
+    api_key_env: name of the environment variable holding the key (default OPENAI_API_KEY);
+        the key itself never goes into config.
+    concurrency: requests in flight at once (default 8).
+    max_retries, backoff, max_backoff: retries after the first attempt on 408/409/425/429,
+        5xx, connection errors and timeouts; the wait is backoff * 2**attempt with jitter,
+        at least Retry-After, at most max_backoff seconds. Other 4xx fail at once.
+    timeout: seconds per request (connect, read, write each).
+    endpoint: "chat" sends chat prompts to /chat/completions (the server renders them);
+        "completions" renders them here with chat_template and uses /completions.
+    chat_template, chat_template_kwargs: a Jinja2 chat template (e.g. the model's
+        tokenizer.chat_template) and extra variables; bos_token and eos_token default to ""
+        because the server adds BOS itself. Needed to score chat prompts.
+    top_logprobs: top-k asked for in next_token_distribution (default 20).
+    logprobs_method: "auto", "grammar" or "echo" (see the module docstring).
+    extra_body: fields merged into every request body (server-specific extensions).
+    revision: free text added to the fingerprint, e.g. the served checkpoint's version.
+    """
 
     backend: ClassVar[str] = "openai"
     capabilities: ClassVar[frozenset[str]] = frozenset(
@@ -94,12 +142,18 @@ class OpenAIBackend:
         chat_template: str | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
         top_logprobs: int = 20,
+        logprobs_method: Literal["auto", "grammar", "echo"] = "auto",
         extra_body: dict[str, Any] | None = None,
         revision: str | None = None,
     ) -> None:
         if endpoint not in ("chat", "completions"):
             raise ValueError(
                 f"openai backend: endpoint must be 'chat' or 'completions', not {endpoint!r}"
+            )
+        if logprobs_method not in ("auto", "grammar", "echo"):
+            raise ValueError(
+                "openai backend: logprobs_method must be 'auto', 'grammar' or 'echo', "
+                f"not {logprobs_method!r}"
             )
         if concurrency < 1:
             raise ValueError("openai backend: concurrency must be at least 1")
@@ -123,11 +177,18 @@ class OpenAIBackend:
         self.chat_template = chat_template
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.top_logprobs = top_logprobs
+        self.logprobs_method = logprobs_method
+        self._method: str | None = None if logprobs_method == "auto" else logprobs_method
         self.extra_body = dict(extra_body or {})
         self.revision = revision
         self._template: Any = None
         self._prompt_tokens: dict[str, int] = {}
+        self._prompt_ids: dict[str, list[int]] = {}
+        self._tokenize_path: str | None = None
+        # tokenize routes live at the server root, next to /v1
+        self._root_url = self.base_url.removesuffix("/v1")
         self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
         self._rng = random.Random()  # jitter only; never affects results
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(api_key_env)
@@ -165,6 +226,7 @@ class OpenAIBackend:
             "model": self.model,
             "base_url": self.base_url,
             "endpoint": self.endpoint,
+            "logprobs_method": self.logprobs_method,
         }
         if self.revision is not None:
             fp["revision"] = self.revision
@@ -193,7 +255,7 @@ class OpenAIBackend:
     def logprobs(
         self, prompts: Sequence[Prompt], continuations: Sequence[str]
     ) -> list[TokenLogprobs | CallFailed]:
-        """Summed log-prob of each continuation after its prompt (echo over the joined text)."""
+        """Summed log-prob of each continuation after its prompt (grammar-forced or echoed)."""
         if len(prompts) != len(continuations):
             raise ValueError("logprobs: prompts and continuations differ in length")
         texts = [self._raw_text(p, "logprobs") for p in prompts]
@@ -264,11 +326,102 @@ class OpenAIBackend:
     def _score_continuation(self, prompt: str, continuation: str) -> TokenLogprobs:
         if not continuation:
             return TokenLogprobs(total=0.0)
+        if self._scoring_method() == "grammar":
+            return self._score_by_grammar(prompt, continuation)
+        return self._score_by_echo(prompt, continuation)
+
+    def _scoring_method(self) -> str:
+        """`grammar` if the server tokenizes and honours token grammars (probed once), else `echo`."""
+        if self._method is not None:
+            return self._method
+        with self._probe_lock:
+            if self._method is None:
+                probe = " zq7 vexil-9!"  # no model writes this unforced
+                try:
+                    honoured = self._score_by_grammar("Hi", probe).tokens != []
+                except _RequestFailed as exc:
+                    if exc.status is None and not exc.unsupported:
+                        raise  # the server is unreachable: decide later, not now
+                    honoured = False  # no tokenize route, or grammars rejected or ignored
+                self._method = "grammar" if honoured else "echo"
+                log.info("openai backend: scoring continuations by %s", self._method)
+            return self._method
+
+    def _score_by_grammar(self, prompt: str, continuation: str) -> TokenLogprobs:
+        ids = self._continuation_ids(prompt, continuation)
         data = self._post(
             "/completions",
             {
                 "model": self.model,
-                "prompt": prompt + continuation,
+                "prompt": prompt,
+                # token-level GBNF: exactly these tokens, then end of text
+                "grammar": "root ::= " + " ".join(f"<[{i}]>" for i in ids),
+                "max_tokens": len(ids) + 1,
+                "temperature": 0.0,
+                "logprobs": 1,
+            },
+        )
+        choice = _first_choice(data)
+        lp = choice.get("logprobs") or {}
+        values = lp.get("token_logprobs") or []
+        if choice.get("text") != continuation or len(values) != len(ids):
+            raise _RequestFailed(
+                "grammar-forced scoring: the server generated "
+                f"{str(choice.get('text'))[:80]!r} ({len(values)} tokens) instead of the "
+                f"continuation ({len(ids)} tokens); does it honour `grammar`? "
+                "set logprobs_method: echo otherwise",
+                unsupported=True,
+            )
+        if any(v is None for v in values):
+            raise _RequestFailed("grammar-forced scoring: the server returned no token_logprobs")
+        floats = [float(v) for v in values]
+        tokens = [str(t) for t in lp.get("tokens") or []]
+        return TokenLogprobs(total=math.fsum(floats), tokens=tokens, logprobs=floats)
+
+    def _continuation_ids(self, prompt: str, continuation: str) -> list[int]:
+        """The continuation's token ids as the joined text tokenizes (apart if the edge merges)."""
+        with self._lock:
+            p_ids = self._prompt_ids.get(prompt)
+        if p_ids is None:
+            p_ids = self._tokenize(prompt)
+            with self._lock:
+                if len(self._prompt_ids) > 10_000:
+                    self._prompt_ids.clear()
+                self._prompt_ids[prompt] = p_ids
+        joint = self._tokenize(prompt + continuation)
+        if joint[: len(p_ids)] == p_ids and len(joint) > len(p_ids):
+            return joint[len(p_ids) :]
+        return self._tokenize(continuation)  # a token spans the edge: tokenize apart
+
+    def _tokenize(self, text: str) -> list[int]:
+        """Token ids from the server: llama-cpp-python's /extras/tokenize or llama.cpp's /tokenize."""
+        paths = [self._tokenize_path] if self._tokenize_path else list(_TOKENIZE_ROUTES)
+        for path in paths:
+            key, extra = _TOKENIZE_ROUTES[path]
+            body = {key: text, **extra}
+            url = self._root_url + path
+            try:
+                data = self._post(url, body)
+            except _RequestFailed as exc:
+                if exc.status in (400, 404, 405, 422) and self._tokenize_path is None:
+                    continue  # not this server's route; try the next
+                raise
+            tokens = data.get("tokens")
+            if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+                continue
+            self._tokenize_path = path
+            return tokens
+        raise _RequestFailed(
+            "the server has no tokenize endpoint (/extras/tokenize or /tokenize)", unsupported=True
+        )
+
+    def _score_by_echo(self, prompt: str, continuation: str) -> TokenLogprobs:
+        full = prompt + continuation
+        data = self._post(
+            "/completions",
+            {
+                "model": self.model,
+                "prompt": full,
                 "echo": True,
                 "logprobs": 1,
                 "max_tokens": 1,
@@ -279,15 +432,20 @@ class OpenAIBackend:
         lp = choice.get("logprobs") or {}
         tokens = list(lp.get("tokens") or [])
         values = list(lp.get("token_logprobs") or [])
+        offsets = list(lp.get("text_offset") or [])
         usage = data.get("usage") or {}
         if not values or "prompt_tokens" not in usage:
             raise _RequestFailed(
                 "server returned no echoed token_logprobs/usage; it does not support "
                 "echo with logprobs on /completions"
             )
-        generated = int(usage.get("completion_tokens") or 0)
-        if generated:
-            tokens, values = tokens[:-generated], values[:-generated]
+        if len(offsets) == len(values):  # drop generated entries: they start at the text's end
+            while offsets and offsets[-1] >= len(full):
+                offsets.pop(), values.pop(), tokens.pop()
+        else:
+            generated = int(usage.get("completion_tokens") or 0)
+            if generated:
+                tokens, values = tokens[:-generated], values[:-generated]
         k = int(usage["prompt_tokens"]) - self._count_prompt_tokens(prompt)
         if k <= 0 or k > len(values):
             raise _RequestFailed(
@@ -295,9 +453,7 @@ class OpenAIBackend:
             )
         cont_values = values[-k:]
         if any(v is None for v in cont_values):
-            raise _RequestFailed(
-                "the continuation starts the text (the server gives no log-prob there)"
-            )
+            raise _RequestFailed("the continuation starts the text (no log-prob there)")
         floats = [float(v) for v in cont_values]
         return TokenLogprobs(
             total=math.fsum(floats), tokens=[str(t) for t in tokens[-k:]], logprobs=floats
@@ -385,9 +541,10 @@ class OpenAIBackend:
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST with retries on 429, 5xx, connection errors and timeouts (honours Retry-After)."""
         payload = {**self.extra_body, **body}
-        last = ""
+        last, status = "", None
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
+            status = None
             try:
                 resp = self._client.post(path, json=payload)
             except httpx.TransportError as exc:  # connect errors, timeouts, dropped connections
@@ -401,9 +558,10 @@ class OpenAIBackend:
                     if not isinstance(data, dict):
                         raise _RequestFailed(f"POST {path}: unexpected answer {str(data)[:200]}")
                     return data
-                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                status = resp.status_code
+                last = f"HTTP {status}: {resp.text[:300]}"
                 if resp.status_code not in _RETRY_STATUS and resp.status_code < 500:
-                    raise _RequestFailed(f"POST {path}: {last}")
+                    raise _RequestFailed(f"POST {path}: {last}", status=resp.status_code)
                 retry_after = _retry_after_seconds(resp.headers.get("retry-after"))
             if attempt == self.max_retries:
                 break
@@ -414,8 +572,9 @@ class OpenAIBackend:
                 delay = max(delay, min(retry_after, self.max_backoff))
             log.debug("POST %s failed (%s); retry %d in %.2fs", path, last, attempt + 1, delay)
             time.sleep(delay)
+        url = path if "://" in path else self.base_url + path
         raise _RequestFailed(
-            f"POST {self.base_url}{path} failed after {self.max_retries + 1} attempts: {last}"
+            f"POST {url} failed after {self.max_retries + 1} attempts: {last}", status=status
         )
 
 
