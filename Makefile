@@ -7,9 +7,16 @@ BIN     = $(VENV)/bin
 TORCH_CONSTRAINT ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints/cpu.txt)
 WORKSPACE ?= workspace
 
-.PHONY: setup demo test lint clean
+.PHONY: setup test-deps demo test lint clean
 
 setup: $(VENV)/.installed
+
+# the tests also need a real OpenAI-compatible server: llama-cpp-python's, built once per machine
+test-deps: $(VENV)/.test-deps
+
+$(VENV)/.test-deps: $(VENV)/.installed scripts/install-llama-server.sh
+	scripts/install-llama-server.sh $(BIN)/python
+	touch $@
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +30,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/workbench --workspace $(WORKSPACE) run data/pipelines/demo.yaml
 	@echo "(workbench is installed in $(BIN): 'source $(BIN)/activate' first, or call $(BIN)/workbench)"
 
-test: setup
+test: setup test-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 	$(BIN)/ruff check .
 
