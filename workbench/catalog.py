@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from workbench.atomic import file_lock
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
     name VARCHAR NOT NULL,
@@ -72,21 +74,6 @@ CREATE TABLE IF NOT EXISTS labels (
 LOCK_MARKERS = ("lock", "Conflicting", "being used by another process")
 
 
-@contextlib.contextmanager
-def _turnstile(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: plain retries only
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 class Catalog:
     def __init__(self, path: Path, timeout: float = 60.0) -> None:
         self.path = path
@@ -103,7 +90,7 @@ class Catalog:
             read_only = False
         deadline = time.monotonic() + self.timeout
         delay = 0.005
-        with _turnstile(self.path.with_name(self.path.name + ".gate")):
+        with file_lock(self.path.with_name(self.path.name + ".gate")):  # the turnstile
             while True:
                 try:
                     con = duckdb.connect(str(self.path), read_only=read_only)

@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from workbench import schema
-from workbench.atomic import atomic_dir, atomic_file
+from workbench.atomic import atomic_dir, atomic_file, file_sha256
 from workbench.batches import apply_batch
 from workbench.errors import InputError, NotFoundError, PipelineError, WorkbenchError
 from workbench.pipeline import Pipeline, Step, check_kinds
@@ -67,14 +67,6 @@ class RunResult:
 def _key(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _rows(path: Path) -> int:
@@ -266,7 +258,7 @@ class Runner:
         spec = self.pipeline.spec
         if not spec.output:
             return None, False
-        key = f"{key[:32]}:{_file_digest(data)[:32]}"  # same configs and same rows
+        key = f"{key[:32]}:{file_sha256(data)[:32]}"  # same configs and same rows
         existing = self.ws.find_by_run_key(spec.output, key)
         if existing is not None:
             return existing, True

