@@ -89,3 +89,41 @@ def test_sigkill_during_generation_repeats_no_finished_call(tmp_path: Path, prom
     assert calls["failures"] == 0
     got = pl.read_parquet(ws / "datasets" / "answers" / "v1" / "data.parquet")
     assert got.equals(expected)
+
+
+def test_missing_capability_is_a_validation_error():
+    """A step needing hidden states cannot use an openai model: said before anything loads."""
+    from pydantic import Field
+
+    from workbench.transform import Context, StepConfig, transform
+
+    class ProbeConfig(StepConfig):
+        model: str = Field("default")
+
+    @transform("test_hidden_probe", needs=("hidden_states",), config=ProbeConfig)
+    def probe(frame: pl.LazyFrame, config: ProbeConfig, ctx: Context) -> pl.LazyFrame:
+        return frame
+
+    spec = {"name": "p", "input": "x.jsonl", "steps": [{"test_hidden_probe": {}}],
+            "models": {"default": {"backend": "openai", "model": "m"}}}
+    with pytest.raises(PipelineError, match=r"step 1 \(test_hidden_probe\).*cannot do hidden_states"):
+        build_pipeline(spec)
+    spec["models"]["default"] = {"backend": "transformers", "model": "embedded"}
+    assert build_pipeline(spec).steps[0].name == "test_hidden_probe"
+
+
+def test_embed_step_writes_unit_vectors_later_steps_reuse(tmp_path: Path, shared: Path, ws):
+    from workbench.runner import run_pipeline
+
+    spec = build_pipeline({
+        "name": "emb", "input": str(shared / "mt_bench/question.jsonl"), "batch_size": 16,
+        "steps": [{"sample": {"n": 24}}, {"embed": {"column": "prompt"}},
+                  {"sql": {"query": "SELECT *, list_inner_product(embedding, embedding) AS norm2 "
+                                    "FROM input"}}],
+        "output": "embedded_questions"})
+    result = run_pipeline(spec, ws, progress=False)
+    frame = ws.read("embedded_questions")
+    assert frame.schema["embedding"] == pl.List(pl.Float32)
+    assert frame["embedding"].list.len().unique().to_list() == [384]
+    assert ((frame["norm2"] - 1).abs() < 1e-4).all()
+    assert result.steps[1].detail["batches"] == 2

@@ -7,6 +7,7 @@ keeps every transform's bookkeeping out of its code.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_type_hints
@@ -72,10 +73,12 @@ def transform(
     produces: str = "same",
     scope: Scope = "row",
     needs: tuple[str, ...] = (),
+    config: type[StepConfig] | None = None,
 ) -> Callable[[Callable[..., pl.LazyFrame]], type]:
     """Turn `fn(frame, config, ctx) -> frame` into a registered Transform class.
 
-    The config class is read from the annotation of the function's second parameter. A
+    The config class is `config`, or else read from the annotation of the function's second
+    parameter (which must then be importable from the function's module). A
     config with a `kind` field may declare the output kind (for `sql`, `rename`, ...), and
     fields named `model` or ending in `_model` name the pipeline models the step uses, and
     `needs` lists the backend capabilities it calls (checked before anything runs).
@@ -83,9 +86,7 @@ def transform(
     from workbench.registry import register
 
     def wrap(fn: Callable[..., pl.LazyFrame]) -> type:
-        hints = get_type_hints(fn)
-        params = list(hints)
-        config_cls = hints[params[1]]
+        config_cls = config or get_type_hints(fn)[list(inspect.signature(fn).parameters)[1]]
 
         def __init__(self: Any, config: StepConfig | dict[str, Any] | None = None) -> None:
             if not isinstance(config, config_cls):
