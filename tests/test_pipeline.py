@@ -157,7 +157,20 @@ def test_sigkill_mid_step_then_resume_gives_same_rows(tmp_path: Path, shared: Pa
     got = pl.read_parquet(killed_ws / "datasets" / "gsm" / "v1" / "data.parquet")
     assert got.equals(pl.read_parquet(expected))
     runs = json.loads(cli("runs", "--json", workspace=killed_ws).stdout)
+    assert sorted(r["status"] for r in runs) == ["finished", "interrupted"]
     finished = next(r for r in runs if r["status"] == "finished")
     log = json.loads(cli("runs", finished["run_id"], "--json", workspace=killed_ws).stdout)
     assert log[0]["status"] == "resumed"
     assert log[0]["detail"]["reused_batches"] >= done_before
+
+
+def test_a_second_concurrent_run_is_refused(tmp_path: Path, shared: Path):
+    from workbench.atomic import file_lock
+
+    path = write(tmp_path, {"name": "busy", "input": str(shared / "gsm8k/test.jsonl"),
+                            "steps": [{"sample": {"n": 5}}], "output": "o"})
+    ws = tmp_path / "ws"
+    with file_lock(ws / "cache" / "checkpoints" / "busy" / ".lock"):  # as a live run holds it
+        refused = cli("run", str(path), workspace=ws)
+    assert refused.returncode == 1 and "already running" in refused.stderr
+    assert cli("run", str(path), workspace=ws).returncode == 0

@@ -55,15 +55,18 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path` across processes (POSIX); elsewhere a no-op."""
+def file_lock(path: Path, wait: bool = True) -> Iterator[None]:
+    """An exclusive flock on `path` across processes (POSIX); elsewhere a no-op.
+
+    With wait=False a lock held elsewhere raises BlockingIOError at once."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:

@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from workbench import schema
-from workbench.atomic import atomic_dir, atomic_file, file_sha256
+from workbench.atomic import atomic_dir, atomic_file, file_lock, file_sha256
 from workbench.batches import apply_batch
 from workbench.errors import InputError, NotFoundError, PipelineError, WorkbenchError
 from workbench.pipeline import Pipeline, Step, check_kinds
@@ -141,6 +141,18 @@ class Runner:
 
     # run --------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        """One run at a time per pipeline and workspace; a second one is refused at once."""
+        try:
+            with file_lock(self.root / ".lock", wait=False):
+                self.ws.mark_interrupted(self.pipeline.spec.name)
+                return self._run()
+        except BlockingIOError:
+            raise PipelineError(
+                f"pipeline {self.pipeline.spec.name!r} is already running in workspace "
+                f"{self.ws.root}; wait for it or stop it first"
+            ) from None
+
+    def _run(self) -> RunResult:
         spec = self.pipeline.spec
         input_path, input_kind, input_lineage, fingerprint = self._input()
         kinds = check_kinds(self.pipeline, input_kind)

@@ -190,6 +190,15 @@ class Workspace:
             [run_id, pipeline, datetime.now(), "running", yaml_text],
         )
 
+    def mark_interrupted(self, pipeline: str) -> int:
+        """Runs of `pipeline` still marked running when no process holds its lock died."""
+        rows = self.catalog.query(
+            "SELECT count(*) AS n FROM runs WHERE pipeline = ? AND status = 'running'", [pipeline])
+        self.catalog.execute(
+            "UPDATE runs SET status = 'interrupted' WHERE pipeline = ? AND status = 'running'",
+            [pipeline])
+        return rows[0]["n"]
+
     def log_step(self, run_id: str, index: int, entry: dict[str, Any]) -> None:
         self.catalog.execute(
             "INSERT OR REPLACE INTO step_logs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
