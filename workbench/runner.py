@@ -159,7 +159,6 @@ class Runner:
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.ws.start_run(run_id, spec.name, self.pipeline.yaml_text)
         ctx = Context(seed=spec.seed, workspace=self.ws, model_loader=self._model)
-        ctx.notes["retry_failed"] = self.retry_failed
         key = _key(fingerprint, spec.seed)
         current, results, rerun = input_path, [], False
         try:
