@@ -182,6 +182,32 @@ def test_samples_are_cached_one_by_one(real, cache):
 
 
 @pytest.mark.slow
+def test_repeated_identical_prompt_gets_independent_samples(real, cache):
+    """Magpie sends one pre-query template many times: each row is its own draw, and a second
+    run answers every row from the cache with the same texts."""
+    template = "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n<|im_start|>user\n"
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, stop=("\n",), seed=3)
+    rows = [f"magpie-{i}" for i in range(4)]
+    first, stats = cached_call(cache, real, "generate", [template] * 4, params,
+                               batch_size=4, sample_ids=rows)
+    texts = [g.text for gens in first for g in gens]
+    assert stats.computed == 4 and stats.calls == 1  # one batch, four independent rows
+    assert len(set(texts)) == 8, texts  # 4 rows x n=2 samples, all distinct
+    again, stats = cached_call(cache, real, "generate", [template] * 4, params,
+                               sample_ids=rows)
+    assert stats.hits == 4 and stats.calls == 0
+    assert [g.text for gens in again for g in gens] == texts
+    # the same rows in another order or batch size get the same samples (keyed by row)
+    shuffled, _ = cached_call(cache, real, "generate", [template] * 2, params,
+                              sample_ids=[rows[3], rows[0]])
+    assert [g.text for g in shuffled[0]] == texts[6:8]
+    # without sample ids, identical inputs are one call with one shared answer
+    shared, stats = cached_call(cache, real, "generate", [template] * 3,
+                                SamplingParams(temperature=1.0, max_new_tokens=8, seed=9))
+    assert stats.computed == 3 and len({g[0].text for g in shared}) == 1
+
+
+@pytest.mark.slow
 def test_scoring_capabilities_roundtrip(real, cache):
     backend = Counting(real)
     pairs = [(PROMPTS[0], "Zero is a number."), (PROMPTS[1], "One.")]

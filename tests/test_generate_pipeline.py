@@ -84,11 +84,24 @@ def test_sigkill_during_generation_repeats_no_finished_call(tmp_path: Path, prom
     assert resumed.returncode == 0, resumed.stderr
     runs = json.loads(cli("runs", "--json", workspace=ws).stdout)
     run_id = next(r["run_id"] for r in runs if r["status"] == "finished")
-    calls = json.loads(cli("runs", run_id, "--json", workspace=ws).stdout)[0]["detail"]["model_calls"]
+    calls = json.loads(cli("runs", run_id, "--json", workspace=ws).stdout)["steps"][0]["detail"]["model_calls"]
     assert calls["computed"] == 10 - finished  # no finished row went to the model again
     assert calls["failures"] == 0
     got = pl.read_parquet(ws / "datasets" / "answers" / "v1" / "data.parquet")
     assert got.equals(expected)
+
+
+def test_rows_with_the_same_prompt_are_sampled_independently(tmp_path: Path, ws):
+    from workbench.runner import run_pipeline
+
+    source = tmp_path / "same.jsonl"
+    source.write_text('{"prompt": "Name a fruit."}\n' * 3)
+    spec = build_pipeline(gen_pipeline(str(source), temperature=1.0, max_new_tokens=6,
+                                       batch_size=3))
+    run_pipeline(spec, ws, progress=False)
+    answers = ws.read("answers")
+    assert answers.height == 3 and answers["response"].n_unique() == 3
+    assert answers["parent_id"].n_unique() == 3  # three instruction rows, three sft rows
 
 
 def test_missing_capability_is_a_validation_error():
@@ -100,7 +113,7 @@ def test_missing_capability_is_a_validation_error():
     class ProbeConfig(StepConfig):
         model: str = Field("default")
 
-    @transform("test_hidden_probe", needs=("hidden_states",), config=ProbeConfig)
+    @transform("test_hidden_probe", scope="row", needs=("hidden_states",), config=ProbeConfig)
     def probe(frame: pl.LazyFrame, config: ProbeConfig, ctx: Context) -> pl.LazyFrame:
         return frame
 

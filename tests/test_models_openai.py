@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -607,3 +608,86 @@ def test_client_errors_are_not_retried() -> None:
         (got,) = b.generate([FRANCE], SamplingParams(max_new_tokens=2))
     assert isinstance(got, CallFailed) and "HTTP 400" in got.error
     assert sum(proxy.attempts.values()) == 1
+
+
+# -- failure breaker and cache keys ---------------------------------------------------------
+
+
+def _prompts_file(path: Path, questions: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions))
+    return path
+
+
+def test_closed_port_stops_the_run_with_the_connection_error(tmp_path: Path) -> None:
+    """Nothing listens: the run exits non-zero with the cause in one line, not a 0-row dataset."""
+    from conftest import cli
+
+    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    source = _prompts_file(tmp_path / "q.jsonl", [f"Question {i}?" for i in range(40)])
+    yaml_path = tmp_path / "remote.yaml"
+    yaml_path.write_text(json.dumps({
+        "name": "remote", "input": str(source), "output": "answers",
+        "models": {"default": {"backend": "openai", "model": MODEL,
+                               "options": {"base_url": dead}}},  # default retries and backoff
+        "steps": [{"generate": {"max_new_tokens": 4}}]}))
+    workspace = tmp_path / "ws"
+    done = cli("run", str(yaml_path), "--no-progress", workspace=workspace, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: step 1 (generate): ")
+    assert "the first 8 model calls all failed" in lines[0]
+    assert "Connection refused" in lines[0] and dead in lines[0]
+    assert not (workspace / "datasets" / "answers").exists()
+    runs = json.loads(cli("runs", "--json", workspace=workspace).stdout)
+    assert runs[0]["status"] == "failed" and "Connection refused" in runs[0]["error"]
+    shown = cli("runs", runs[0]["run_id"], workspace=workspace)
+    assert "step 1 generate" in shown.stdout and "failed" in shown.stdout
+    assert "ConnectError ×8, first: POST " in shown.stdout
+
+
+def test_a_server_failing_one_request_in_ten_completes(server_url: str, tmp_path: Path) -> None:
+    """Scattered failures do not trip the breaker: those rows are quarantined and counted by
+    kind in the run summary and log."""
+    from conftest import cli
+
+    questions = [("BROKEN " if i % 10 == 3 else "") + f"Count to {i}." for i in range(20)]
+    source = _prompts_file(tmp_path / "q.jsonl", questions)
+    with Proxy(server_url, lambda body, attempt: ("status", 500, {})
+               if b"BROKEN" in body else None) as proxy:
+        yaml_path = tmp_path / "remote.yaml"
+        yaml_path.write_text(json.dumps({
+            "name": "remote", "input": str(source), "output": "answers",
+            "models": {"default": {"backend": "openai", "model": MODEL, "options": {
+                "base_url": proxy.url, "max_retries": 1, "backoff": 0.01}}},
+            "steps": [{"generate": {"max_new_tokens": 3}}]}))
+        workspace = tmp_path / "ws"
+        done = cli("run", str(yaml_path), "--no-progress", workspace=workspace, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "20 → 18" in done.stdout and "model call failed (quarantined): 2" in done.stdout
+    assert "HTTP 500 ×2, first: POST " in done.stdout
+    runs = json.loads(cli("runs", "--json", workspace=workspace).stdout)
+    log = json.loads(cli("runs", runs[0]["run_id"], "--json", workspace=workspace).stdout)
+    detail = log["steps"][0]["detail"]
+    assert detail["errors"]["HTTP 500"]["count"] == 2
+    assert detail["model_calls"]["failures"] == 2 and detail["model_calls"]["computed"] == 18
+
+
+def test_every_request_option_is_part_of_the_cache_key(
+    server_url: str, tmp_path: Path
+) -> None:
+    from workbench.models.cache import CallCache, cached_call
+
+    params = SamplingParams(max_new_tokens=3)
+    with CallCache(tmp_path / "calls.sqlite") as cache:
+        def run(**options: Any) -> tuple[int, int]:
+            with OpenAIBackend(MODEL, base_url=server_url, max_retries=1, **options) as b:
+                _, stats = cached_call(cache, b, "generate", [FRANCE], params)
+            return stats.hits, stats.computed
+
+        assert run() == (0, 1)
+        assert run() == (1, 0)
+        assert run(extra_body={"top_k": 1}) == (0, 1)  # a changed extra_body misses
+        assert run(extra_body={"top_k": 1}) == (1, 0)
+        assert run(chat_template_kwargs={"x": 1}) == (0, 1)
+        assert run(top_logprobs=5) == (0, 1)
+        assert run(concurrency=3, timeout=30) == (1, 0)  # transport options do not matter

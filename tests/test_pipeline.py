@@ -159,7 +159,7 @@ def test_sigkill_mid_step_then_resume_gives_same_rows(tmp_path: Path, shared: Pa
     runs = json.loads(cli("runs", "--json", workspace=killed_ws).stdout)
     assert sorted(r["status"] for r in runs) == ["finished", "interrupted"]
     finished = next(r for r in runs if r["status"] == "finished")
-    log = json.loads(cli("runs", finished["run_id"], "--json", workspace=killed_ws).stdout)
+    log = json.loads(cli("runs", finished["run_id"], "--json", workspace=killed_ws).stdout)["steps"]
     assert log[0]["status"] == "resumed"
     assert log[0]["detail"]["reused_batches"] >= done_before
 

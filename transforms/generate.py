@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
 
@@ -18,26 +18,35 @@ class GenerateConfig(StepConfig):
     seed: int | None = Field(None, description="defaults to the pipeline seed")
     batch_size: int = Field(8, ge=1, description="prompts per model call")
 
+    @model_validator(mode="after")
+    def _samples_differ(self) -> GenerateConfig:
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError(f"n={self.n} samples at temperature 0 would all be the same greedy "
+                             "answer: set temperature > 0 (e.g. 0.8) or n: 1")
+        return self
+
     @property
     def kind(self) -> str:
         return "sft" if self.n == 1 else "candidates"
 
 
-@transform("generate", consumes="instruction", produces="sft", needs=("generate",))
+@transform("generate", scope="row", consumes="instruction", produces="sft",
+           needs=("generate",))
 def generate(frame: pl.LazyFrame, config: GenerateConfig, ctx: Context) -> pl.LazyFrame:
-    """Chat-template each prompt, sample n replies; a failed call quarantines its row."""
+    """Chat-template each prompt, sample n replies; a failed call quarantines its row.
+
+    Rows are sampled independently (keyed by row id), so two rows with the same prompt get
+    their own samples at temperature > 0.
+    """
     from workbench.models.base import SamplingParams
-    from workbench.models.cache import cached_call
 
     data = frame.collect()
     params = SamplingParams(n=config.n, temperature=config.temperature, top_p=config.top_p,
                             max_new_tokens=config.max_new_tokens, stop=tuple(config.stop),
                             seed=ctx.seed if config.seed is None else config.seed)
-    results, stats = cached_call(
-        ctx.call_cache(), ctx.model(config.model), "generate", data["prompt"].to_list(), params,
-        batch_size=config.batch_size, step=str(ctx.notes.get("step", "generate")),
-        row_ids=data["id"].to_list())
-    ctx.notes.setdefault("calls", []).append(stats.__dict__)
+    ids = data["id"].to_list()
+    results = ctx.call(config.model, "generate", data["prompt"].to_list(), params,
+                       row_ids=ids, sample_ids=ids, batch_size=config.batch_size)
     ok = [r is not None for r in results]
     samples = [r or [] for r in results]
     texts = [[g.text for g in gens] for gens in samples]

@@ -46,6 +46,7 @@ def run(
     workspace: WorkspaceOpt = None,
     limit: Annotated[int | None, typer.Option(help="use only the first N input rows")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="retry quarantined model calls")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="ignore step checkpoints and recompute every step (model calls still come from the call cache)")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
 ) -> None:
     """Run a pipeline, or resume it from its last finished step."""
@@ -55,11 +56,13 @@ def run(
     spec = load_pipeline(pipeline)
     ws = _ws(workspace)
     result = run_pipeline(spec, ws, limit=limit, progress=not no_progress and sys.stderr.isatty(),
-                          retry_failed=retry_failed)
+                          retry_failed=retry_failed, fresh=fresh)
     for step in result.steps:
         dropped = ", ".join(f"{k}: {v}" for k, v in step.dropped.items()) or "none dropped"
         typer.echo(f"  step {step.index} {step.step:<16} {step.status:<8} {step.rows_in:>7} → "
                    f"{step.rows_out:<7} ({dropped}) {step.seconds:.2f}s")
+        for line in _error_lines(step.detail.get("errors")):
+            typer.echo(f"      {line}")
     if result.output is None:
         typer.echo(f"run {result.run_id} finished; no `output:` in the pipeline, last checkpoint: "
                    f"{result.final_checkpoint}")
@@ -176,12 +179,43 @@ def runs(
 ) -> None:
     """List recent runs, or the step log of one run."""
     ws = _ws(workspace)
-    items = ws.step_logs(run_id) if run_id else ws.runs()
-    if as_json:
-        _echo_json(items)
+    if not run_id:
+        items = ws.runs()
+        if as_json:
+            _echo_json(items)
+            return
+        for item in items:
+            error = f"  error: {item['error']}" if item.get("error") else ""
+            output = f"{item['output']}@{item['output_version']}" if item.get("output") else "-"
+            typer.echo(f"{item['run_id']}  {item['pipeline']:<20} {item['status']:<11} "
+                       f"{item['started_at']:%Y-%m-%d %H:%M:%S}  → {output}{error}")
         return
-    for item in items:
-        typer.echo("  ".join(f"{k}={v}" for k, v in item.items() if k not in ("run_id",) or not run_id))
+    run = ws.run(run_id)
+    steps = ws.step_logs(run_id)
+    if as_json:
+        _echo_json({**run, "steps": steps})
+        return
+    typer.echo(f"run {run_id}: pipeline {run['pipeline']}, {run['status']}, started "
+               f"{run['started_at']:%Y-%m-%d %H:%M:%S}")
+    if run.get("error"):
+        typer.echo(f"  error: {run['error']}")
+    for item in steps:
+        dropped = ", ".join(f"{k}: {v}" for k, v in (item["dropped"] or {}).items()) or "none dropped"
+        rows = (f"{item['rows_in']} → {item['rows_out']} ({dropped})"
+                if item.get("rows_in") is not None else "")
+        seconds = f" {item['seconds']:.2f}s" if item.get("seconds") is not None else ""
+        typer.echo(f"  step {item['step_index']} {item['step']:<16} {item['status']:<8} {rows}{seconds}")
+        calls = item["detail"].get("model_calls")
+        if calls:
+            typer.echo("      model calls: " + ", ".join(f"{k} {v}" for k, v in calls.items()))
+        for line in _error_lines(item["detail"].get("errors")):
+            typer.echo(f"      {line}")
+
+
+def _error_lines(errors: dict[str, Any] | None) -> list[str]:
+    """The first error of each kind, with how often that kind occurred."""
+    return [f"{kind} ×{entry['count']}, first: {entry['first']}"
+            for kind, entry in (errors or {}).items()]
 
 
 @app.command()

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workbench import registry
 from workbench.errors import PipelineError
-from workbench.models.spec import BACKEND_CAPABILITIES, ModelSpec
+from workbench.models.breaker import FailurePolicy
+from workbench.models.spec import BACKEND_CAPABILITIES, ModelSpec, check_options
 
 
 class PipelineSpec(BaseModel):
@@ -25,6 +26,8 @@ class PipelineSpec(BaseModel):
     steps: list[dict[Any, Any]] = Field(min_length=1)
     output: str | None = None
     batch_size: int = Field(1000, ge=1, description="rows per batch for row-local steps")
+    failures: FailurePolicy = Field(default_factory=FailurePolicy,
+                                    description="when failing model calls stop the run")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Pipeline:
     steps: tuple[Step, ...]
     source: str  # file path, or "<python>"
     yaml_text: str
-    base_dir: Path  # where relative input paths are also looked up
+    base_dir: Path  # where relative paths (input, step options) resolve: the YAML's folder
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
@@ -78,6 +81,11 @@ def build_pipeline(
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         raise PipelineError(f"{source}: {_first_error(exc)}") from None
+    for model_name, model in spec.models.items():
+        try:
+            check_options(model)
+        except ValueError as exc:
+            raise PipelineError(f"{source}: models.{model_name}: {exc}") from None
     steps = []
     for index, entry in enumerate(spec.steps, start=1):
         if len(entry) != 1:
@@ -109,7 +117,7 @@ def build_pipeline(
         steps=tuple(steps),
         source=source,
         yaml_text=yaml_text if yaml_text is not None else yaml.safe_dump(data, sort_keys=False),
-        base_dir=base_dir or Path.cwd(),
+        base_dir=(base_dir or Path.cwd()).resolve(),
     )
 
 

@@ -23,12 +23,15 @@ from workbench import schema
 from workbench.atomic import atomic_dir, atomic_file, file_lock, file_sha256
 from workbench.batches import apply_batch
 from workbench.errors import InputError, NotFoundError, PipelineError, WorkbenchError
+from workbench.models.breaker import Breaker
 from workbench.pipeline import Pipeline, Step, check_kinds
-from workbench.transform import DROP, QUARANTINED, Context
+from workbench.transform import DROP, QUARANTINED, Context, code_fingerprint
 from workbench.workspace import DATA_FILE, DatasetVersion, Workspace
 
 DROPPED_FILE = "dropped.parquet"
 META_FILE = "meta.json"
+# Bump when the runner changes what a step's checkpoint holds (ids, columns, drop handling).
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -81,12 +84,14 @@ class Runner:
         limit: int | None = None,
         progress: bool = True,
         retry_failed: bool = False,
+        fresh: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.ws = workspace
         self.limit = limit
         self.progress = progress
         self.retry_failed = retry_failed
+        self.fresh = fresh  # ignore every checkpoint (model calls still come from the cache)
         self.root = workspace.cache_dir / "checkpoints" / pipeline.spec.name
         self._models: dict[str, Any] = {}
 
@@ -122,12 +127,15 @@ class Runner:
         return target / DATA_FILE, kind, lineage, fingerprint
 
     def _find_file(self, ref: str) -> Path:
-        for candidate in (Path(ref), self.pipeline.base_dir / ref):
-            if candidate.exists():
-                return candidate
+        """A relative input path is relative to the pipeline file, wherever it is run from."""
+        path = Path(ref).expanduser()
+        candidate = path if path.is_absolute() else self.pipeline.base_dir / path
+        if candidate.exists():
+            return candidate
         raise NotFoundError(
             f"{self.pipeline.source}: input {ref!r} is neither a dataset in workspace "
-            f"{self.ws.root} nor a file"
+            f"{self.ws.root} nor a file (looked for {candidate}; relative paths resolve "
+            "against the pipeline file's folder)"
         )
 
     def _model(self, name: str) -> Any:
@@ -158,19 +166,24 @@ class Runner:
         kinds = check_kinds(self.pipeline, input_kind)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.ws.start_run(run_id, spec.name, self.pipeline.yaml_text)
-        ctx = Context(seed=spec.seed, workspace=self.ws, model_loader=self._model)
-        key = _key(fingerprint, spec.seed)
-        current, results, rerun = input_path, [], False
+        key = _key(fingerprint, spec.seed, CHECKPOINT_FORMAT)
+        current, results, rerun = input_path, [], self.fresh
         try:
             with _progress(self.progress) as bar:
                 for step, kind in zip(self.pipeline.steps, kinds, strict=True):
                     key = _key(key, step.name, step.transform.config.model_dump(mode="json"),
+                               code_fingerprint(type(step.transform)),
                                {n: m.model_dump() for n, m in spec.models.items()
                                 if n in step.transform.models().values()},
                                spec.batch_size)
-                    ctx.notes["step"] = step.label
-                    ctx.notes["calls"] = []
-                    result = self._step(step, kind, current, key, ctx, bar, force=rerun)
+                    ctx = Context(seed=spec.seed, workspace=self.ws, model_loader=self._model,
+                                  base_dir=self.pipeline.base_dir, step=step.label,
+                                  breaker=Breaker(spec.failures))
+                    try:
+                        result = self._step(step, kind, current, key, ctx, bar, force=rerun)
+                    except BaseException:
+                        self._log_failed_step(run_id, step, ctx)
+                        raise
                     rerun = rerun or result.status != "cached"  # later checkpoints are stale
                     self.ws.log_step(run_id, step.index, result.as_log())
                     results.append(result)
@@ -183,6 +196,12 @@ class Runner:
             raise
         self.ws.finish_run(run_id, "finished", output=output)
         return RunResult(run_id, output, results, up_to_date, current.parent)
+
+    def _log_failed_step(self, run_id: str, step: Step, ctx: Context) -> None:
+        """The step that stopped the run, with its model-call counts and errors by kind."""
+        detail = _call_detail(ctx)
+        self.ws.log_step(run_id, step.index, {"step": step.name, "status": "failed",
+                                              "dropped": {}, "detail": detail})
 
     def _step(self, step: Step, kind: str, source: Path | None, key: str, ctx: Context,
               bar: Any, force: bool = False) -> StepResult:
@@ -228,9 +247,7 @@ class Runner:
         unexplained = rows_in - kept.height - sum(dropped.values())
         if unexplained > 0 and source is not None:
             dropped[f"{step.name}: not kept"] = unexplained
-        calls = ctx.notes.get("calls") or []
-        if calls:
-            detail["model_calls"] = {k: sum(c[k] for c in calls) for k in calls[0]}
+        detail.update(_call_detail(ctx))
         meta = {"rows_in": rows_in, "rows_out": kept.height, "dropped": dropped, "detail": detail}
         with atomic_dir(target) as tmp:
             kept.write_parquet(tmp / DATA_FILE)
@@ -284,6 +301,17 @@ class Runner:
         }
         return self.ws.write_dataset(spec.output, pl.read_parquet(data), kind, lineage,
                                      run_key=key), False
+
+
+def _call_detail(ctx: Context) -> dict[str, Any]:
+    """Model-call counts of a step and its errors by kind (count and first message)."""
+    detail: dict[str, Any] = {}
+    calls = ctx.notes.get("calls") or []
+    if calls:
+        detail["model_calls"] = {k: sum(c[k] for c in calls) for k in calls[0]}
+    if ctx.notes.get("errors"):
+        detail["errors"] = ctx.notes["errors"]
+    return detail
 
 
 def run_pipeline(pipeline: Pipeline, workspace: Workspace, **options: Any) -> RunResult:

@@ -96,16 +96,14 @@ def as_text(frame_schema: pl.Schema, column: str) -> pl.Expr:
     return pl.col(column).cast(pl.String)
 
 
-def with_ids(frame: pl.DataFrame, kind: str, overwrite: bool = False) -> pl.DataFrame:
-    """Give rows without an id a stable content hash of prompt plus the row's own content.
+def with_ids(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Set `id` to the content hash of the kind's columns, keeping a changed id as `parent_id`.
 
-    Identical rows get `hash-1`, `hash-2`, ... in order of appearance, so ids stay unique and
-    stable across runs over the same input.
+    Ids always identify content: a step that rewrites a row gives it a new id, so a label made
+    on the old pair stays on the old pair. Identical rows get `hash-1`, `hash-2`, ... in order
+    of appearance, so ids are unique within a version and stable across runs.
     """
-    if "id" in frame.columns and not overwrite and frame["id"].null_count() == 0:
-        return canonical_order(frame.with_columns(pl.col("id").cast(pl.String)), kind)
-    key = pl.struct([pl.col(c) for c in CONTENT[kind]]).struct.json_encode()
-    hashed = _sha256_hex(frame.select(key.alias("k"))["k"])
+    hashed = _sha256_hex(frame.select(canonical_content(frame.schema, kind).alias("k"))["k"])
     occurrence = pl.int_range(pl.len()).over("_h")
     new_id = (
         pl.when(occurrence == 0)
@@ -113,11 +111,52 @@ def with_ids(frame: pl.DataFrame, kind: str, overwrite: bool = False) -> pl.Data
         .otherwise(pl.col("_h") + pl.lit("-") + occurrence.cast(pl.String))
     )
     out = frame.with_columns(hashed.alias("_h")).with_columns(new_id.alias("_new_id"))
-    if "id" in frame.columns and not overwrite:
-        out = out.with_columns(pl.coalesce(pl.col("id").cast(pl.String), "_new_id").alias("id"))
-    else:
-        out = out.with_columns(pl.col("_new_id").alias("id"))
+    if "id" in frame.columns:
+        old = pl.col("id").cast(pl.String)
+        changed = old.is_null() | (old != pl.col("_new_id"))
+        previous = pl.col("parent_id").cast(pl.String) if "parent_id" in frame.columns else None
+        if previous is not None or out.select(changed.any()).item():
+            parent = pl.when(changed).then(old).otherwise(previous)
+            out = out.with_columns(parent.alias("parent_id"))
+    out = out.with_columns(pl.col("_new_id").alias("id"))
     return canonical_order(out.drop("_h", "_new_id"), kind)
+
+
+def canonical_content(frame_schema: pl.Schema, kind: str) -> pl.Expr:
+    """One string per row that encodes the kind's content columns unambiguously.
+
+    Each value is written as `<byte length>:<text>` (null as `~`), lists with their length,
+    and message fields are taken by name: the result does not depend on struct field order,
+    on extra message fields, or on any library's JSON encoding, so the id hash is pinned.
+    """
+    parts: list[pl.Expr] = []
+    for column in CONTENT[kind]:
+        dtype = frame_schema[column]
+        parts += [pl.lit(f"{column}="), _encode(pl.col(column), dtype), pl.lit(";")]
+    return pl.concat_str(parts)
+
+
+def _encode(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+        fields = {f.name for f in dtype.inner.fields}
+        if not {"role", "content"} <= fields:
+            raise SchemaError(f"message list without role/content fields ({dtype})")
+        role, content = (pl.element().struct.field(f).cast(pl.String) for f in ("role", "content"))
+        items = value.list.eval(pl.concat_str(_encode_text(role), _encode_text(content)))
+        return _encode_list(value, items)
+    if isinstance(dtype, pl.List):
+        items = value.list.eval(_encode_text(pl.element().cast(pl.String)))
+        return _encode_list(value, items)
+    return _encode_text(value.cast(pl.String))
+
+
+def _encode_text(text: pl.Expr) -> pl.Expr:
+    return (text.str.len_bytes().cast(pl.String) + pl.lit(":") + text).fill_null(pl.lit("~"))
+
+
+def _encode_list(value: pl.Expr, items: pl.Expr) -> pl.Expr:
+    body = pl.lit("[") + value.list.len().cast(pl.String) + pl.lit("|") + items.list.join("")
+    return (body + pl.lit("]")).fill_null(pl.lit("~"))
 
 
 def canonical_order(frame: pl.DataFrame, kind: str) -> pl.DataFrame:

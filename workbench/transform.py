@@ -7,9 +7,12 @@ keeps every transform's bookkeeping out of its code.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_type_hints
 
 import polars as pl
@@ -17,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from workbench.models.base import Backend
+    from workbench.models.breaker import Breaker
     from workbench.models.cache import CallCache
     from workbench.workspace import Workspace
 
@@ -33,12 +37,20 @@ class StepConfig(BaseModel):
 
 @dataclass
 class Context:
-    """What a running step may use: seed, workspace, models by name, a place to note counts."""
+    """What a running step may use: seed, workspace, models by name, a place to note counts.
+
+    `step` labels the running step (quarantine entries, errors); `breaker` stops the run when
+    a step's model calls keep failing; `base_dir` is where relative paths in step options
+    resolve (the pipeline YAML's folder).
+    """
 
     seed: int = 0
     workspace: Workspace | None = None
     model_loader: Callable[[str], Backend] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    base_dir: Path | None = None
+    step: str = ""
+    breaker: Breaker | None = None
 
     def call_cache(self) -> CallCache:
         if self.workspace is None:
@@ -50,12 +62,52 @@ class Context:
             raise RuntimeError("this context has no models configured")
         return self.model_loader(name)
 
+    def path(self, value: str | Path) -> Path:
+        """A path from a step option: relative ones resolve against the pipeline's folder."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() or self.base_dir is None else self.base_dir / path
+
+    def call(
+        self,
+        model: str,
+        capability: str,
+        inputs: Sequence[Any],
+        params: Any = None,
+        *,
+        row_ids: Sequence[str] | None = None,
+        sample_ids: Sequence[str] | None = None,
+        batch_size: int = 16,
+    ) -> list[Any]:
+        """Model results for every input through the call cache; None where an item failed.
+
+        Failures are quarantined under this step and row id, counted by kind in the run log,
+        and fed to the failure breaker. `sample_ids` make identical sampled inputs independent
+        samples (Magpie sends one template thousands of times).
+        """
+        from workbench.models.cache import CallStats, cached_call
+
+        stats = CallStats()
+        try:
+            results, _ = cached_call(
+                self.call_cache(), self.model(model), capability, inputs, params,
+                batch_size=batch_size, step=self.step, row_ids=row_ids, sample_ids=sample_ids,
+                breaker=self.breaker, stats=stats)
+        finally:  # counted also when the breaker stops the step
+            self.notes.setdefault("calls", []).append(stats.counts())
+            errors = self.notes.setdefault("errors", {})
+            for kind, entry in stats.errors.items():
+                seen = errors.setdefault(kind, {"count": 0, "first": entry["first"]})
+                seen["count"] += entry["count"]
+        return results
+
 
 class Transform(Protocol):
     name: ClassVar[str]
     consumes: ClassVar[str]  # a kind, or "any"
     produces: ClassVar[str]  # a kind, or "same"
     scope: ClassVar[Scope]  # "row": runs batch by batch; "global": sees the whole dataset
+    needs: ClassVar[tuple[str, ...]]  # backend capabilities it calls
+    version: ClassVar[str | int | None]  # bumped by hand for what code hashing cannot see
     Config: ClassVar[type[StepConfig]]
     config: StepConfig
 
@@ -69,20 +121,26 @@ class Transform(Protocol):
 def transform(
     name: str,
     *,
+    scope: Scope,
     consumes: str = "any",
     produces: str = "same",
-    scope: Scope = "row",
     needs: tuple[str, ...] = (),
     config: type[StepConfig] | None = None,
+    version: str | int | None = None,
 ) -> Callable[[Callable[..., pl.LazyFrame]], type]:
     """Turn `fn(frame, config, ctx) -> frame` into a registered Transform class.
 
-    The config class is `config`, or else read from the annotation of the function's second
-    parameter (which must then be importable from the function's module). A
+    `scope` has no default: a global step (dedup, selection) that forgot it would silently run
+    per batch. The config class is `config`, or else read from the annotation of the
+    function's second parameter (which must then be importable from the function's module). A
     config with a `kind` field may declare the output kind (for `sql`, `rename`, ...), and
     fields named `model` or ending in `_model` name the pipeline models the step uses, and
     `needs` lists the backend capabilities it calls (checked before anything runs).
+    Checkpoints key on the transform's code (see `code_fingerprint`); `version` adds what the
+    code cannot show, e.g. a bump when a data file the method reads changes.
     """
+    if scope not in ("row", "global"):
+        raise ValueError(f"transform {name!r}: scope must be 'row' or 'global', not {scope!r}")
     from workbench.registry import register
 
     def wrap(fn: Callable[..., pl.LazyFrame]) -> type:
@@ -118,6 +176,7 @@ def transform(
                 "produces": produces,
                 "scope": scope,
                 "needs": needs,
+                "version": version,
                 "Config": config_cls,
                 "__init__": __init__,
                 "__call__": __call__,
@@ -132,3 +191,26 @@ def transform(
         return cls
 
     return wrap
+
+
+def code_fingerprint(cls: type) -> str:
+    """Hash of the source a transform runs: its module, the modules of the same top-level
+    package that it uses directly (helpers, templates), and its declared `version`.
+
+    Step checkpoints key on this, so an edited transform re-runs its step (and later ones)
+    instead of serving rows its old code made.
+    """
+    module = sys.modules[cls.__module__]
+    package = cls.__module__.split(".")[0]
+    names = {cls.__module__}
+    for value in vars(module).values():
+        owner = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+        if isinstance(owner, str) and owner.split(".")[0] == package and owner in sys.modules:
+            names.add(owner)
+    digest = hashlib.sha256(f"version={getattr(cls, 'version', None)!r}".encode())
+    for name in sorted(names):
+        source = getattr(sys.modules[name], "__file__", None)
+        digest.update(name.encode() + b"\0")
+        if source and Path(source).is_file():
+            digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]

@@ -242,6 +242,14 @@ class Workspace:
             [limit],
         )
 
+    def run(self, run_id: str) -> dict[str, Any]:
+        rows = self.catalog.query(
+            "SELECT run_id, pipeline, started_at, finished_at, status, output, output_version, "
+            "error FROM runs WHERE run_id = ?", [run_id])
+        if not rows:
+            raise NotFoundError(f"no run {run_id!r} in workspace {self.root} (see `workbench runs`)")
+        return rows[0]
+
     def step_logs(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.catalog.query(
             "SELECT * FROM step_logs WHERE run_id = ? ORDER BY step_index", [run_id]

@@ -84,9 +84,13 @@ class Backend(Protocol):
         ...
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Generation] | CallFailed]:
-        """`params.n` samples per prompt."""
+        """`params.n` samples per prompt; `seeds` (one per prompt) replaces `params.seed`, so
+        identical prompts can be sampled independently within one batch."""
         ...
 
     def logprobs(

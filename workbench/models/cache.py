@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -75,8 +76,10 @@ def make_key(
     params: dict[str, Any] | None,
     item: Any,
     index: int | None = None,
+    sample_id: str | None = None,
 ) -> str:
-    """Content key of one call item; `index` is the sample index for generation."""
+    """Content key of one call item; `index` is the sample index for generation and
+    `sample_id` tells apart identical inputs that are sampled independently."""
     payload = {
         "fingerprint": fingerprint,
         "capability": capability,
@@ -84,7 +87,24 @@ def make_key(
         "input": item,
         "index": index,
     }
+    if sample_id is not None:
+        payload["sample_id"] = sample_id
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def sample_seed(seed: int, sample_id: str) -> int:
+    """The seed of one independently sampled item: fixed by (run seed, sample id)."""
+    digest = hashlib.sha256(f"{seed}\0{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def error_kind(message: str) -> str:
+    """A short class for an error message: 'HTTP 401', 'ConnectError', 'ReadTimeout', ..."""
+    status = re.search(r"\bHTTP (\d{3})\b", message)
+    if status:
+        return f"HTTP {status.group(1)}"
+    name = re.search(r"\b([A-Z]\w*(?:Error|Exception|Timeout|Failed))\b", message)
+    return name.group(1) if name else message.split(":")[0][:60]
 
 
 # -- value encoding -----------------------------------------------------------------------
@@ -212,6 +232,16 @@ class CallStats:
     calls: int = 0  # backend method invocations
     computed: int = 0  # items answered by the backend
     failures: int = 0  # items quarantined (their result is None)
+    errors: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # by kind
+
+    def counts(self) -> dict[str, int]:
+        return {"hits": self.hits, "calls": self.calls, "computed": self.computed,
+                "failures": self.failures}
+
+    def failed(self, error: str, items: int = 1) -> None:
+        entry = self.errors.setdefault(error_kind(error), {"count": 0, "first": error})
+        entry["count"] += items
+        self.failures += items
 
 
 def cached_call(
@@ -224,6 +254,9 @@ def cached_call(
     on_batch: Callable[[int, int], None] | None = None,
     step: str = "",
     row_ids: Sequence[str] | None = None,
+    sample_ids: Sequence[str] | None = None,
+    breaker: Any = None,
+    stats: CallStats | None = None,
 ) -> tuple[list[Any], CallStats]:
     """Results of `backend.<capability>` for every input, computing only what is missing.
 
@@ -231,19 +264,27 @@ def cached_call(
     `logprobs` and `hidden_states` take (prompt, continuation) pairs. `params` is a
     SamplingParams for `generate` (each of its n samples is cached on its own, keyed by sample
     index, so raising n reuses the samples already made) and {"candidates": [...]} for
-    `next_token_distribution`. Missing items go to the backend in batches of `batch_size`,
-    and each batch is committed before the next starts. A failing batch is retried item by
-    item; an item that still fails is quarantined under (step, row id) and its result is None.
-    `on_batch(done, total)` reports progress in items.
+    `next_token_distribution`. Identical inputs are computed once, except sampled generations
+    with `sample_ids`: each distinct sample id is its own draw (own key, own seed). Missing
+    items go to the backend in batches of `batch_size`, and each batch is committed before the
+    next starts. A failing batch is retried item by item; an item that still fails is
+    quarantined under (step, row id) and its result is None. After each batch, `breaker`
+    (anything with `record(ok, errors)`) may raise to stop a run whose calls keep failing.
+    `on_batch(done, total)` reports progress in items. `stats`, if given, is filled as the
+    call goes, so a caller still sees the counts when the breaker raises.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    if row_ids is not None and len(row_ids) != len(inputs):
-        raise ValueError("row_ids and inputs differ in length")
+    for name, values in (("row_ids", row_ids), ("sample_ids", sample_ids)):
+        if values is not None and len(values) != len(inputs):
+            raise ValueError(f"{name} and inputs differ in length")
     plan = _Plan(backend, capability, params)
-    stats = CallStats()
+    if not plan.sampled:
+        sample_ids = None  # greedy and scoring calls are deterministic: share identical inputs
+    stats = stats if stats is not None else CallStats()
     total = len(inputs)
-    keys = [plan.keys(item) for item in inputs]
+    samples = [None] * total if sample_ids is None else [str(s) for s in sample_ids]
+    keys = [plan.keys(item, sid) for item, sid in zip(inputs, samples, strict=True)]
     found = cache.get_many(k for ks in keys for k in ks)
     results: list[Any] = [None] * total
     todo: dict[tuple[str, ...], list[int]] = {}  # identical items are computed once
@@ -259,15 +300,19 @@ def cached_call(
     pending = list(todo.items())
     for start in range(0, len(pending), batch_size):
         batch = pending[start : start + batch_size]
-        outs = _run_batch(plan, [inputs[idx[0]] for _, idx in batch], stats)
-        rows = []
+        first = [idx[0] for _, idx in batch]
+        seeds = None if sample_ids is None else [plan.seed_of(samples[i]) for i in first]
+        outs = _run_batch(plan, [inputs[i] for i in first], stats, seeds)
+        rows, ok, errors = [], 0, []
         for (ks, idx), out in zip(batch, outs, strict=True):
             if isinstance(out, CallFailed):
-                stats.failures += len(idx)
+                stats.failed(out.error, len(idx))
+                errors.append(out.error)
                 for i in idx:
                     row = str(row_ids[i]) if row_ids is not None else str(i)
                     cache.quarantine(ks[0], step, row, out.error)
                 continue
+            ok += 1
             parts = plan.split(out)
             # keep samples already cached (first write wins), use fresh ones for the rest
             parts = [found.get(k, part) for k, part in zip(ks, parts, strict=True)]
@@ -282,22 +327,26 @@ def cached_call(
         done += sum(len(idx) for _, idx in batch)
         if on_batch:
             on_batch(done, total)
+        if breaker is not None:
+            breaker.record(ok, errors)
     return results, stats
 
 
-def _run_batch(plan: _Plan, items: list[Any], stats: CallStats) -> list[Any]:
+def _run_batch(
+    plan: _Plan, items: list[Any], stats: CallStats, seeds: list[int] | None = None
+) -> list[Any]:
     """One backend call for the batch; if it raises, one call per item, failures as CallFailed."""
     try:
         stats.calls += 1
-        return plan.call(items)
+        return plan.call(items, seeds)
     except Exception as batch_error:
         if len(items) == 1:
             return [CallFailed(_describe(batch_error))]
     outs: list[Any] = []
-    for item in items:
+    for k, item in enumerate(items):
         try:
             stats.calls += 1
-            outs.extend(plan.call([item]))
+            outs.extend(plan.call([item], None if seeds is None else [seeds[k]]))
         except Exception as error:
             outs.append(CallFailed(_describe(error)))
     return outs
@@ -316,6 +365,7 @@ class _Plan:
         self.capability = capability
         self.fingerprint = backend.fingerprint()
         self.n = 1
+        self.sampled = False
         if capability == "generate":
             if params is None:
                 params = SamplingParams()
@@ -323,6 +373,7 @@ class _Plan:
                 params = SamplingParams(**{**params, "stop": tuple(params.get("stop", ()))})
             self.sampling: SamplingParams = params
             self.n = params.n
+            self.sampled = params.temperature > 0
             self.key_params = {k: v for k, v in params.as_dict().items() if k != "n"}
         elif capability == "next_token_distribution":
             if not params or "candidates" not in params:
@@ -332,18 +383,24 @@ class _Plan:
         else:
             self.key_params = dict(params or {})
 
-    def keys(self, item: Any) -> tuple[str, ...]:
+    def keys(self, item: Any, sample_id: str | None = None) -> tuple[str, ...]:
         if self.capability == "generate":
             return tuple(
-                make_key(self.fingerprint, self.capability, self.key_params, item, j)
+                make_key(self.fingerprint, self.capability, self.key_params, item, j, sample_id)
                 for j in range(self.n)
             )
         return (make_key(self.fingerprint, self.capability, self.key_params, item),)
 
-    def call(self, items: list[Any]) -> list[Any]:
+    def seed_of(self, sample_id: str) -> int:
+        return sample_seed(self.sampling.seed, sample_id)
+
+    def call(self, items: list[Any], seeds: list[int] | None = None) -> list[Any]:
         b = self.backend
         if self.capability == "generate":
-            out = b.generate(items, self.sampling)
+            if seeds is None:
+                out = b.generate(items, self.sampling)
+            else:
+                out = b.generate(items, self.sampling, seeds=seeds)
         elif self.capability == "next_token_distribution":
             out = b.next_token_distribution(items, self.candidates)
         elif self.capability in ("logprobs", "hidden_states"):

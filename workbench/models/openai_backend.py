@@ -56,7 +56,6 @@ never stored in config or in the fingerprint.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import logging
 import math
 import os
@@ -77,6 +76,7 @@ from workbench.models.base import (
     SamplingParams,
     TokenLogprobs,
 )
+from workbench.models.fingerprint import text_digest
 
 log = logging.getLogger(__name__)
 
@@ -220,30 +220,37 @@ class OpenAIBackend:
         self.close()
 
     def fingerprint(self) -> dict[str, Any]:
-        """Same model name on another server (or with another template) may answer differently."""
-        fp: dict[str, Any] = {
+        """Every option that can change an answer: the same model name on another server, with
+        another template, template variables, top-k or extra request fields is another model.
+        Only transport options (key variable, concurrency, retries, timeouts) are left out."""
+        return {
             "backend": self.backend,
             "model": self.model,
             "base_url": self.base_url,
             "endpoint": self.endpoint,
             "logprobs_method": self.logprobs_method,
+            "revision": self.revision,
+            "chat_template": text_digest(self.chat_template),
+            "chat_template_kwargs": self.chat_template_kwargs,
+            "top_logprobs": self.top_logprobs,
+            "extra_body": self.extra_body,
         }
-        if self.revision is not None:
-            fp["revision"] = self.revision
-        if self.chat_template is not None:
-            fp["chat_template"] = hashlib.sha256(self.chat_template.encode()).hexdigest()[:16]
-        return fp
 
     # -- capabilities ----------------------------------------------------------------------
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Generation] | CallFailed]:
-        """`params.n` samples per prompt, one request each (seed + k for sample k)."""
+        """`params.n` samples per prompt, one request each (seed + k for sample k; the
+        prompt's own seed from `seeds` where given)."""
         jobs: list[Callable[[], Generation]] = []
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
+            seed = params.seed if seeds is None else seeds[i]
             for k in range(params.n):
-                jobs.append(self._generation_job(prompt, params, k))
+                jobs.append(self._generation_job(prompt, params, k, seed))
         flat = self._run(jobs)
         out: list[list[Generation] | CallFailed] = []
         for i in range(len(prompts)):
@@ -285,14 +292,14 @@ class OpenAIBackend:
     # -- per-item work ---------------------------------------------------------------------
 
     def _generation_job(
-        self, prompt: Prompt, params: SamplingParams, k: int
+        self, prompt: Prompt, params: SamplingParams, k: int, seed: int
     ) -> Callable[[], Generation]:
         body: dict[str, Any] = {
             "model": self.model,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
-            "seed": params.seed + k,
+            "seed": seed + k,
             "n": 1,
         }
         if params.stop:

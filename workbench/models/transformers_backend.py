@@ -32,6 +32,7 @@ from workbench.models.base import (
     SamplingParams,
     TokenLogprobs,
 )
+from workbench.models.fingerprint import tokenizer_digest
 
 # Bump when a change here alters outputs for the same inputs (invalidates the call cache).
 IMPL_VERSION = 1
@@ -106,21 +107,19 @@ def resolve_model_path(model: str) -> str:
 
 
 def describe_weights(model: str, config: Any = None) -> dict[str, Any]:
-    """Identify the weights without hashing gigabytes: GGUF name+size, or config + file sizes."""
+    """Identify the weights by content: the embedded GGUF's digest, a local folder's files'
+    digests (not names and sizes), or a hub model's commit."""
+    from workbench.models.fingerprint import file_digest, folder_digest
+
     if model == "embedded":
         from workbench.models import embedded
 
-        return embedded.weights_id()
+        return {**embedded.weights_id(), "sha256": file_digest(embedded.gguf_path())[:16]}
     path = Path(model)
     if path.is_dir():
-        files = sorted(
-            (p.name, p.stat().st_size)
-            for p in path.iterdir()
-            if p.suffix in {".safetensors", ".bin", ".gguf", ".pt"}
-        )
-        cfg = path / "config.json"
-        cfg_hash = hashlib.sha256(cfg.read_bytes()).hexdigest()[:16] if cfg.is_file() else None
-        return {"config_sha256": cfg_hash, "files": files}
+        return {"folder_sha256": folder_digest(path)}
+    if path.is_file():
+        return {"file_sha256": file_digest(path)[:16]}
     revision = getattr(config, "_commit_hash", None) if config is not None else None
     if revision:
         return {"revision": revision}
@@ -157,6 +156,7 @@ class TransformersBackend:
         self.load_seconds = time.perf_counter() - t0
         self.encoder = PromptEncoder(self.tokenizer)
         self._weights = describe_weights(model, self.model.config)
+        self._tokenizer_digest = tokenizer_digest(self.tokenizer)
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else min(self._eos_ids)
@@ -172,20 +172,28 @@ class TransformersBackend:
         self._specials = [t for t in self.tokenizer.all_special_tokens if t]
 
     def fingerprint(self) -> dict[str, Any]:
+        """Weights by content, tokenizer and chat template, dtype and device type: what
+        changes an output. Batch size does not (rows are seeded and padded exactly)."""
         return {
             "backend": self.backend,
             "model": self.model_name,
             "weights": self._weights,
+            "tokenizer": self._tokenizer_digest,
             "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device).split(":")[0],
             "impl": IMPL_VERSION,
         }
 
     # -- generate -------------------------------------------------------------------------
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Generation] | CallFailed]:
-        """`params.n` samples per prompt; greedy (temperature 0) computes one and repeats it."""
+        """`params.n` samples per prompt; greedy (temperature 0) computes one and repeats it.
+        `seeds` gives each prompt its own seed in place of `params.seed`."""
         import torch
 
         texts = [self.encoder.render(p) for p in prompts]
@@ -197,8 +205,9 @@ class TransformersBackend:
         done: dict[tuple[int, int], Generation] = {}
         for chunk in _chunks(rows, self.batch_size):
             torch.manual_seed(params.seed)
-            seeds = [row_seed(params.seed, texts[i], j) for i, j in chunk] if sampling else None
-            outs = self._generate_batch([ids[i] for i, _ in chunk], params, seeds)
+            rows_seeds = [row_seed(params.seed if seeds is None else seeds[i], texts[i], j)
+                          for i, j in chunk] if sampling else None
+            outs = self._generate_batch([ids[i] for i, _ in chunk], params, rows_seeds)
             done.update(zip(chunk, outs, strict=True))
         return [
             [done[(i, j if sampling else 0)] for j in range(params.n)] for i in range(len(prompts))

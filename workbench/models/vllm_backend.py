@@ -19,6 +19,7 @@ from workbench.models.base import (
     SamplingParams,
     TokenLogprobs,
 )
+from workbench.models.fingerprint import tokenizer_digest
 from workbench.models.transformers_backend import (
     IMPL_VERSION,
     PromptEncoder,
@@ -70,6 +71,9 @@ class VLLMBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.encoder = PromptEncoder(self.tokenizer)
         self._weights = describe_weights(model, AutoConfig.from_pretrained(path))
+        self._tokenizer_digest = tokenizer_digest(self.tokenizer)
+        self._engine_options = {"tensor_parallel_size": tensor_parallel_size,
+                                "max_model_len": max_model_len}
         engine_args: dict[str, Any] = {
             "model": path,
             "tokenizer": path,
@@ -87,7 +91,9 @@ class VLLMBackend:
             "backend": self.backend,
             "model": self.model_name,
             "weights": self._weights,
+            "tokenizer": self._tokenizer_digest,
             "dtype": self.dtype,
+            "engine": self._engine_options,
             "impl": IMPL_VERSION,
         }
 
@@ -98,18 +104,27 @@ class VLLMBackend:
         return self.llm.generate(self._token_prompts(seqs), params, use_tqdm=False)
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Generation] | CallFailed]:
-        """`params.n` samples per prompt; greedy computes one and repeats it."""
+        """`params.n` samples per prompt; greedy computes one and repeats it. `seeds` gives
+        each prompt its own seed (one vLLM SamplingParams per prompt)."""
         greedy = params.temperature <= 0
-        sampling = self._vllm.SamplingParams(
-            n=1 if greedy else params.n,
-            temperature=0.0 if greedy else params.temperature,
-            top_p=1.0 if greedy else params.top_p,
-            max_tokens=params.max_new_tokens,
-            stop=list(params.stop) or None,
-            seed=params.seed,
-        )
+
+        def sampling_for(seed: int) -> Any:
+            return self._vllm.SamplingParams(
+                n=1 if greedy else params.n,
+                temperature=0.0 if greedy else params.temperature,
+                top_p=1.0 if greedy else params.top_p,
+                max_tokens=params.max_new_tokens,
+                stop=list(params.stop) or None,
+                seed=seed,
+            )
+
+        sampling: Any = (sampling_for(params.seed) if seeds is None or greedy
+                         else [sampling_for(s) for s in seeds])
         seqs = [self.encoder.encode(self.encoder.render(p)) for p in prompts]
         results: list[list[Generation] | CallFailed] = []
         for out in self._run(seqs, sampling):
