@@ -101,9 +101,9 @@ def test_labels_swap_and_drop(demo, tmp_path: Path):
 
 @pytest.mark.slow
 def test_trl_trainers_take_the_exports(demo, ws, shared: Path, tmp_path: Path):
-    """One real DPO and one SFT optimisation step on the exports, with the embedded model."""
+    """One real DPO, SFT and KTO optimisation step on the exports, with the embedded model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, SFTConfig, SFTTrainer
 
     from workbench.models.embedded import ensure_converted
 
@@ -126,6 +126,18 @@ def test_trl_trainers_take_the_exports(demo, ws, shared: Path, tmp_path: Path):
                                                  **common),
                      train_dataset=sft_data, processing_class=tokenizer)
     assert sft.train().training_loss > 0
+
+    import_path(ws, shared / "llama_factory/kto_en_demo.json", "kto")
+    export_dataset(ws, "kto", tmp_path / "kto", fmt="hf", trl="kto")
+    kto_data = datasets.load_from_disk(str(tmp_path / "kto"))["train"]
+    labels = kto_data["label"]
+    pick = [i for i, x in enumerate(labels) if x][:2] + [i for i, x in enumerate(labels) if not x][:2]
+    kto_data = kto_data.select(pick)  # two desirable, two undesirable
+    assert kto_data["label"] == [True, True, False, False]
+    kto = KTOTrainer(model=model, args=KTOConfig(output_dir=str(tmp_path / "o3"), max_length=128,
+                                                 **common),
+                     train_dataset=kto_data, processing_class=tokenizer)
+    assert kto.train().training_loss > 0
 
 
 # both loaders, every format -----------------------------------------------------------------

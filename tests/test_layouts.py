@@ -182,6 +182,14 @@ def test_ultrafeedback_raw_becomes_candidates(tmp_path: Path):
     assert row["system_prompts"] == ["As gpt-4, be helpful.", "As alpaca-7b, be helpful."]
     assert row["annotations"][0]["honesty"]["Rating"] == "4"
     assert row["source"] == "evol_instruct" and "completions" not in frame.columns
+    # the same rows as a Hugging Face save_to_disk folder convert the same way
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "uf_hf"))
+    from_hf, _, hf_lineage = load(tmp_path / "uf_hf")
+    assert hf_lineage["layout"] == "ultrafeedback"
+    assert from_hf.select("id", "responses", "scores", "fine_grained_scores").rows() == \
+        frame.select("id", "responses", "scores", "fine_grained_scores").rows()
 
 
 def test_ultrafeedback_binarized_keeps_scores(tmp_path: Path):

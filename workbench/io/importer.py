@@ -126,7 +126,7 @@ def _check_rows(path: Path, frame: pl.DataFrame, layout: layouts.Layout) -> None
     for column in schema.REQUIRED[layout.kind]:
         if column not in ("id", "prompt") and column in frame.columns:
             checks.append((f"field {column!r} is null", pl.col(column).is_null()))
-    for column in layout.required:
+    for column in layout.booleans:
         checks.append((f"field {column!r} is null or not a boolean", pl.col(column).is_null()))
     if "_reply_role" in frame.columns:
         checks.append(("the last message is not an assistant reply",

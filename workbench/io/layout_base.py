@@ -27,7 +27,7 @@ class Layout:
     matches: Callable[[pl.Schema], bool] | None = None
     optional: tuple[str, ...] = ()
     checks: Callable[[pl.Schema], list[Check]] | None = None
-    required: tuple[str, ...] = ()  # extra output columns that must not be null (e.g. a KTO label)
+    booleans: tuple[str, ...] = ()  # output flags every row must set (a KTO label)
     aliases: tuple[str, ...] = ()
     detect: bool = True  # False: used only when named with --layout
 

@@ -159,15 +159,15 @@ LAYOUTS: tuple[Layout, ...] = (
            _sharegpt_preference, optional=("system", "tools"),
            matches=lambda s: _is_message_struct(s["chosen"]) and _is_message_struct(s["rejected"])),
     Layout("sharegpt-kto", "sft", ("conversations", "kto_tag"), _sharegpt_kto,
-           optional=("system", "tools"), required=("label",),
+           optional=("system", "tools"), booleans=("label",),
            matches=lambda s: _is_sharegpt(s["conversations"])),
     Layout("alpaca-preference", "preference", ("instruction", "chosen", "rejected"),
            _alpaca_preference, optional=ALPACA_OPTIONAL,
            matches=lambda s: s["chosen"] == pl.String and s["rejected"] == pl.String),
     Layout("alpaca-kto", "sft", ("instruction", "output", "kto_tag"), _alpaca_kto,
-           optional=ALPACA_OPTIONAL, required=("label",)),
+           optional=ALPACA_OPTIONAL, booleans=("label",)),
     Layout("kto", "sft", ("label",), _kto, matches=_kto_matches,
-           optional=("messages", "prompt", "completion", "system"), required=("label",)),
+           optional=("messages", "prompt", "completion", "system"), booleans=("label",)),
 )
 CONVERSATIONS: tuple[Layout, ...] = (
     Layout("messages", "sft", ("messages",), _chat_messages, aliases=("openai",),

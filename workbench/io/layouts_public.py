@@ -6,6 +6,8 @@ conversations, Stanford SHP and Nectar. Source columns a conversion does not con
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 
 from workbench.io.layout_base import (
@@ -85,7 +87,9 @@ def _helpsteer2_preference(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 # PKU-SafeRLHF ------------------------------------------------------------------------------------
-def _pku(id_column: str):
+def _pku(id_column: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """chosen = response_{id}; the safety flags follow their responses as chosen_is_safe and
+    rejected_is_safe (the source's is_response_N_safe columns stay too)."""
     def convert(frame: pl.DataFrame) -> pl.DataFrame:
         first = pl.col(id_column).cast(pl.Int64) == 0
         exprs = [messages("prompt", frame.schema["prompt"]).alias("prompt"),
@@ -98,7 +102,7 @@ def _pku(id_column: str):
     return convert
 
 
-def _pku_checks(id_column: str):
+def _pku_checks(id_column: str) -> Callable[[pl.Schema], list[Check]]:
     return lambda schema: [_one_of(id_column, [0, 1], "0 or 1")]
 
 
