@@ -101,9 +101,9 @@ def test_labels_swap_and_drop(demo, tmp_path: Path):
 
 @pytest.mark.slow
 def test_trl_trainers_take_the_exports(demo, ws, shared: Path, tmp_path: Path):
-    """One real DPO and one SFT optimisation step on the exports, with the embedded model."""
+    """One real DPO, SFT and KTO optimisation step on the exports, with the embedded model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, SFTConfig, SFTTrainer
 
     from workbench.models.embedded import ensure_converted
 
@@ -126,3 +126,181 @@ def test_trl_trainers_take_the_exports(demo, ws, shared: Path, tmp_path: Path):
                                                  **common),
                      train_dataset=sft_data, processing_class=tokenizer)
     assert sft.train().training_loss > 0
+
+    import_path(ws, shared / "llama_factory/kto_en_demo.json", "kto")
+    export_dataset(ws, "kto", tmp_path / "kto", fmt="hf", trl="kto")
+    kto_data = datasets.load_from_disk(str(tmp_path / "kto"))["train"]
+    labels = kto_data["label"]
+    pick = [i for i, x in enumerate(labels) if x][:2] + [i for i, x in enumerate(labels) if not x][:2]
+    kto_data = kto_data.select(pick)  # two desirable, two undesirable
+    assert kto_data["label"] == [True, True, False, False]
+    kto = KTOTrainer(model=model, args=KTOConfig(output_dir=str(tmp_path / "o3"), max_length=128,
+                                                 **common),
+                     train_dataset=kto_data, processing_class=tokenizer)
+    assert kto.train().training_loss > 0
+
+
+# both loaders, every format -----------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["hf", "parquet", "jsonl"])
+def test_every_format_loads_with_load_dataset(ws, shared: Path, tmp_path: Path, fmt: str):
+    """The card's `configs` name the files written, so `load_dataset(DIR)` reads exactly the
+    rows `load_from_disk` (hf) or the files themselves hold, split by split."""
+    import_path(ws, shared / "llama_factory/alpaca_en_demo.json", "alpaca")
+    out = tmp_path / fmt
+    result = export_dataset(ws, "alpaca", out, fmt=fmt, split_test=0.1)
+    assert result["splits"] == {"train": 899, "test": 100}
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert set(loaded) == {"train", "test"}
+    if fmt == "hf":
+        reference = datasets.load_from_disk(str(out))
+        expected = {split: reference[split].to_list() for split in reference}
+    else:
+        read = pl.read_parquet if fmt == "parquet" else pl.read_ndjson
+        expected = {split: read(out / f"{split}.{'parquet' if fmt == 'parquet' else 'jsonl'}").to_dicts()
+                    for split in ("train", "test")}
+    for split in ("train", "test"):
+        assert loaded[split].column_names == ["prompt", "completion"]
+        assert loaded[split].to_list() == expected[split]
+    assert loaded["test"][0]["completion"][0]["role"] == "assistant"
+
+
+# KTO ------------------------------------------------------------------------------------------
+def _rows(dataset) -> list[tuple[str, str, bool]]:
+    return sorted((json.dumps(r["prompt"]), json.dumps(r["completion"]), r["label"]) for r in dataset)
+
+
+def test_kto_export_of_labelled_sft(ws, shared: Path, tmp_path: Path):
+    raw = json.loads((shared / "llama_factory/kto_en_demo.json").read_text())
+    import_path(ws, shared / "llama_factory/kto_en_demo.json", "kto")
+    out = tmp_path / "kto"
+    result = cli("export", "kto", "--trl", "kto", "--format", "jsonl", "--out", str(out),
+                 workspace=ws.root)
+    assert result.returncode == 0, result.stderr
+    assert "unpaired-preference" in result.stdout
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))["train"]
+    assert loaded.column_names == ["prompt", "completion", "label"]
+    assert loaded["label"] == [r["label"] for r in raw]
+    assert loaded[0]["prompt"] == raw[0]["messages"][:-1]
+    assert loaded[0]["completion"] == [{"role": "assistant", "content": raw[0]["messages"][-1]["content"]}]
+
+
+def test_kto_export_of_pairs_matches_trl_unpairing(demo, tmp_path: Path):
+    from trl.data_utils import unpair_preference_dataset
+
+    export_dataset(demo, "prefs", tmp_path / "dpo", fmt="hf")
+    result = export_dataset(demo, "prefs", tmp_path / "kto", fmt="hf", trl="kto")
+    assert result["task"] == "unpaired-preference"
+    paired = datasets.load_from_disk(str(tmp_path / "dpo"))
+    unpaired = datasets.load_from_disk(str(tmp_path / "kto"))
+    for split in ("train", "test"):
+        assert unpaired[split].num_rows == 2 * paired[split].num_rows
+        assert _rows(unpaired[split]) == _rows(unpair_preference_dataset(paired[split]))
+    first = unpaired["train"].select(range(2)).to_list()
+    assert [r["label"] for r in first] == [True, False]  # each pair: chosen, then rejected
+    assert first[0]["prompt"] == first[1]["prompt"]
+
+
+def test_kto_export_refuses_other_data(ws, shared: Path, tmp_path: Path):
+    import_path(ws, shared / "llama_factory/alpaca_en_demo.json", "alpaca")  # sft, no label
+    import_path(ws, shared / "ifeval/input_data.jsonl", "ifeval")  # instruction
+    for name in ("alpaca", "ifeval"):
+        with pytest.raises(WorkbenchError, match="--trl kto needs a preference dataset"):
+            export_dataset(ws, name, tmp_path / name, trl="kto")
+        assert not (tmp_path / name).exists()
+
+
+# ties ------------------------------------------------------------------------------------------
+def _arena_file(tmp_path: Path) -> Path:
+    def battle(winner: str, a: str, b: str) -> dict:
+        q = {"role": "user", "content": f"Question for {winner}?"}
+        return {"question_id": winner, "model_a": "vicuna-13b", "model_b": "koala-13b",
+                "winner": winner, "conversation_a": [q, {"role": "assistant", "content": a}],
+                "conversation_b": [q, {"role": "assistant", "content": b}], "turn": 1}
+    rows = [battle("model_a", "A wins", "B loses"), battle("model_b", "A loses", "B wins"),
+            battle("tie", "A tie", "B tie"), battle("tie (bothbad)", "A bad", "B bad")]
+    path = tmp_path / "arena.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_ties_are_excluded_unless_kept(ws, tmp_path: Path):
+    import_path(ws, _arena_file(tmp_path), "arena")
+    result = cli("export", "arena", "--format", "parquet", "--out", str(tmp_path / "out"),
+                 workspace=ws.root)
+    assert result.returncode == 0, result.stderr
+    assert "2 tied pairs excluded" in result.stdout
+    chosen = pl.read_parquet(tmp_path / "out" / "train.parquet")["chosen"].to_list()
+    assert [m[0]["content"] for m in chosen] == ["A wins", "B wins"]
+    assert "2 tied pairs excluded" in (tmp_path / "out" / "README.md").read_text()
+    kept = export_dataset(ws, "arena", tmp_path / "kept", fmt="parquet", keep_ties=True)
+    assert (kept["ties_excluded"], kept["splits"]) == (0, {"train": 4})
+    # a person who picks a side resolves the tie; the other tie stays excluded
+    tie_id = ws.read("arena").filter(pl.col("tie") & ~pl.col("both_bad"))["id"][0]
+    ws.add_label("arena", tie_id, "ann", "b", a_is_chosen=True)
+    labelled = export_dataset(ws, "arena", tmp_path / "lab", fmt="parquet", labels=True)
+    assert (labelled["ties_excluded"], labelled["labels"]["swapped"]) == (1, 1)
+    chosen = pl.read_parquet(tmp_path / "lab" / "train.parquet")["chosen"].to_list()
+    assert [m[0]["content"] for m in chosen] == ["A wins", "B wins", "B tie"]
+
+
+# label policies ------------------------------------------------------------------------------
+@pytest.fixture
+def voted(ws, tmp_path: Path):
+    """Six pairs labelled by three annotators who disagree (a_is_chosen: whether the dataset's
+    chosen reply was shown as A)."""
+    rows = [{"prompt": f"q{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(6)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    import_path(ws, path, "pairs")
+    ids = ws.read("pairs")["id"].to_list()
+    votes = [  # row, annotator, choice, a_is_chosen
+        (0, "ann1", "a", True), (0, "ann2", "a", True), (0, "ann3", "b", True),  # 2 of 3: chosen
+        (1, "ann1", "b", True), (1, "ann2", "a", False), (1, "ann3", "tie", True),  # 2 of 3: rejected
+        (2, "ann1", "a", True), (2, "ann2", "b", True),  # 1 to 1: no majority
+        (3, "ann1", "tie", True), (3, "ann2", "both_bad", False), (3, "ann3", "a", True),
+        (4, "ann1", "a", True), (4, "ann1", "b", True),  # a relabel: ann1's latest is rejected
+    ]  # row 5: unlabelled
+    for row, annotator, choice, a_is_chosen in votes:
+        ws.add_label("pairs", ids[row], annotator, choice, a_is_chosen=a_is_chosen)
+    return ws
+
+
+def _chosen_by_prompt(out: Path) -> dict[str, str]:
+    frame = pl.read_parquet(out / "train.parquet")
+    return {p[0]["content"]: c[0]["content"] for p, c in zip(frame["prompt"], frame["chosen"], strict=True)}
+
+
+def test_label_policy_majority(voted, tmp_path: Path):
+    result = export_dataset(voted, "pairs", tmp_path / "m", fmt="parquet", labels=True)
+    assert _chosen_by_prompt(tmp_path / "m") == {"q0": "c0", "q1": "r1", "q4": "r4", "q5": "c5"}
+    assert result["labels"] == {"policy": "majority", "labelled": 5, "swapped": 2,
+                                "excluded_tie_or_both_bad": 0, "excluded_no_majority": 2}
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "policy: majority" in card and "excluded no majority: 2" in card
+
+
+def test_label_policy_latest(voted, tmp_path: Path):
+    result = export_dataset(voted, "pairs", tmp_path / "l", fmt="parquet", labels=True,
+                            label_policy="latest")
+    # latest across annotators: row 0 ann3 (b), row 1 ann3 (tie), row 2 ann2 (b), row 3 ann3 (a)
+    assert _chosen_by_prompt(tmp_path / "l") == {"q0": "r0", "q2": "r2", "q3": "c3", "q4": "r4",
+                                                 "q5": "c5"}
+    assert result["labels"] == {"policy": "latest", "labelled": 5, "swapped": 3,
+                                "excluded_tie_or_both_bad": 1}
+
+
+def test_label_policy_one_annotator_through_cli(voted, tmp_path: Path):
+    out = tmp_path / "a2"
+    result = cli("export", "pairs", "--format", "parquet", "--out", str(out), "--labels",
+                 "--label-policy", "annotator:ann2", workspace=voted.root)
+    assert result.returncode == 0, result.stderr
+    assert "swapped 2" in result.stdout and "excluded tie or both bad 1" in result.stdout
+    # ann2: row 0 chosen, rows 1 and 2 rejected, row 3 both_bad; rows 4 and 5 unlabelled by ann2
+    assert _chosen_by_prompt(out) == {"q0": "c0", "q1": "r1", "q2": "r2", "q4": "c4", "q5": "c5"}
+    bad = cli("export", "pairs", "--out", str(tmp_path / "x"), "--labels", "--label-policy",
+              "annotator:nobody", workspace=voted.root)
+    assert bad.returncode == 1 and "no labels by 'nobody'" in bad.stderr
+    assert "annotators: ann1, ann2, ann3" in bad.stderr
+    no_labels = cli("export", "pairs", "--out", str(tmp_path / "y"), "--label-policy", "latest",
+                    workspace=voted.root)
+    assert no_labels.returncode == 1 and "--label-policy applies with --labels" in no_labels.stderr

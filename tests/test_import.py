@@ -20,7 +20,7 @@ REAL_FILES = [
     ("magpie/data_po/example_instructions.jsonl", "instruction", "instruction"),
     ("alpaca/seed_tasks.jsonl", "sft", "self-instruct"),
     ("llama_factory/alpaca_en_demo.json", "sft", "alpaca"),
-    ("llama_factory/kto_en_demo.json", "sft", "messages"),
+    ("llama_factory/kto_en_demo.json", "sft", "kto"),
     ("fastchat/dummy_conversation.json", "sft", "sharegpt"),
     ("cs336/sft_sample.jsonl", "sft", "prompt-response"),
     ("open_instruct/eval_instances_tulu_1.jsonl", "candidates", "candidates"),
@@ -86,8 +86,9 @@ def test_layout_details(shared: Path):
     alpaca, _, _ = load(shared / "llama_factory/alpaca_en_demo.json")
     raw_alpaca = json.loads((shared / "llama_factory/alpaca_en_demo.json").read_text())
     with_input = next(i for i, r in enumerate(raw_alpaca) if r["input"])
+    # LLaMA-Factory joins instruction and input with one newline (its data/README.md)
     assert alpaca["prompt"][with_input][0]["content"] == (
-        raw_alpaca[with_input]["instruction"] + "\n\n" + raw_alpaca[with_input]["input"])
+        raw_alpaca[with_input]["instruction"] + "\n" + raw_alpaca[with_input]["input"])
     tulu, _, _ = load(shared / "open_instruct/eval_instances_tulu_1.jsonl")
     assert tulu["models"][0].to_list() == ["tulu_65B", "chatgpt"]
 

@@ -81,7 +81,7 @@ def import_(
     path: Annotated[str, typer.Argument(help="JSONL/JSON/Parquet/CSV file, HF save_to_disk folder or hub id")],
     name: Annotated[str, typer.Option("--name", "-n", help="dataset name in the workspace")],
     map_: Annotated[list[str] | None, typer.Option("--map", help="canonical=column, e.g. prompt=question")] = None,
-    layout: Annotated[str | None, typer.Option(help="force a layout instead of detecting it")] = None,
+    layout: Annotated[str | None, typer.Option(help="force a layout instead of detecting it, e.g. alpaca, sharegpt-preference, kto, chatbot-arena, pku-saferlhf-safer (README lists all)")] = None,
     columns: Annotated[str | None, typer.Option(help="column names of a headerless CSV, comma-separated")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -223,23 +223,34 @@ def export(
     name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
     format_: Annotated[str, typer.Option("--format", "-f", help="hf, parquet or jsonl")] = "hf",
-    trl: Annotated[str, typer.Option(help="standard or conversational")] = "conversational",
+    trl: Annotated[str, typer.Option(help="standard, conversational, or kto (unpaired: prompt, completion, label)")] = "conversational",
     split_test: Annotated[float | None, typer.Option("--split-test", help="share of rows for a test split")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="apply human labels")] = False,
+    label_policy: Annotated[str | None, typer.Option("--label-policy", help="with --labels: majority (default; each annotator's latest label votes), latest, or annotator:NAME")] = None,
+    keep_ties: Annotated[bool, typer.Option("--keep-ties", help="keep pairs marked tie (excluded by default)")] = False,
     seed: Annotated[int, typer.Option(help="seed of --split-test")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output folder")] = False,
     push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="also push to this hub repo")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Export for training: TRL's preference or SFT layout, with a dataset card."""
+    """Export for training: TRL's preference, SFT or KTO layout, with a dataset card."""
+    from workbench.errors import WorkbenchError
     from workbench.io.export import export_dataset
 
+    if label_policy is not None and not labels:
+        raise WorkbenchError("--label-policy applies with --labels")
     result = export_dataset(_ws(workspace), name, out, fmt=format_, trl=trl, split_test=split_test,
                             labels=labels, seed=seed, overwrite=overwrite,
-                            push_to_hub=push_to_hub)
+                            push_to_hub=push_to_hub, keep_ties=keep_ties,
+                            label_policy=label_policy or "majority")
     splits = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
     typer.echo(f"exported {name} to {result['out']} ({result['format']}, TRL {result['trl']} "
                f"{result['task']} layout; {splits})")
+    if result["labels"] is not None:
+        typer.echo("  labels: " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                            for k, v in result["labels"].items()))
+    if result["ties_excluded"]:
+        typer.echo(f"  {result['ties_excluded']} tied pairs excluded (--keep-ties keeps them)")
 
 
 @app.command()

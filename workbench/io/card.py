@@ -16,8 +16,11 @@ def dataset_card(
     splits: dict[str, pl.DataFrame],
     trl: str,
     fmt: str,
-    label_stats: dict[str, int] | None,
+    label_stats: dict[str, Any] | None,
+    ties_excluded: int = 0,
 ) -> str:
+    """The card's YAML `configs` name the files actually written, so `load_dataset(DIR)` finds
+    them (for hf exports: the Arrow shards save_to_disk writes under each split's folder)."""
     columns = next(iter(splits.values())).columns
     sizes = "\n".join(f"- `{name}`: {part.height} rows" for name, part in splits.items())
     lines = [
@@ -26,7 +29,7 @@ def dataset_card(
         "configs:",
         "- config_name: default",
         "  data_files:",
-        *[f"  - split: {name}\n    path: {name}.*" for name in splits],
+        *[f"  - split: {name}\n    path: {data_files(fmt, name)}" for name in splits],
         "---",
         f"# {version.name} (version {version.version})",
         "",
@@ -40,12 +43,21 @@ def dataset_card(
     if label_stats is not None:
         lines += ["## Human labels applied", "",
                   *[f"- {k.replace('_', ' ')}: {v}" for k, v in label_stats.items()], ""]
+    if ties_excluded:
+        lines += ["## Ties", "", f"- {ties_excluded} tied pairs excluded (export with "
+                  "--keep-ties to keep them)", ""]
     lines += ["## Lineage", ""]
     lines += _lineage(version.ref, version.lineage, depth=0)
     models = _models(version.lineage)
     lines += ["", "## Models used", ""]
     lines += [f"- `{name}`: {json.dumps(spec)}" for name, spec in models.items()] or ["- none"]
     return "\n".join(lines) + "\n"
+
+
+def data_files(fmt: str, split: str) -> str:
+    """Where a split's rows are in an export folder of this format."""
+    return {"hf": f"{split}/data-*.arrow", "parquet": f"{split}.parquet",
+            "jsonl": f"{split}.jsonl"}[fmt]
 
 
 def _lineage(ref: str, lineage: dict[str, Any], depth: int) -> list[str]:

@@ -17,8 +17,9 @@ from workbench.schema import MESSAGES
 from workbench.workspace import Workspace
 
 FORMATS = ("hf", "parquet", "jsonl")
-TRL_LAYOUTS = ("standard", "conversational")
+TRL_LAYOUTS = ("standard", "conversational", "kto")
 TASKS = {"preference": "preference", "sft": "prompt-completion", "instruction": "prompt-only"}
+LABEL_POLICIES = ("majority", "latest", "annotator:NAME")
 
 
 def assistant(column: str) -> pl.Expr:
@@ -28,7 +29,10 @@ def assistant(column: str) -> pl.Expr:
 
 
 def to_trl(frame: pl.DataFrame, kind: str, layout: str) -> pl.DataFrame:
-    """Exactly the columns TRL expects: prompt/chosen/rejected, prompt/completion, or prompt."""
+    """Exactly the columns TRL expects: prompt/chosen/rejected, prompt/completion, prompt, or
+    (kto) prompt/completion/label."""
+    if layout == "kto":
+        return to_kto(frame, kind)
     if kind == "candidates":
         raise WorkbenchError("candidates datasets have no TRL layout: pair them first "
                              "(e.g. a best/worst pairing step) or export as preference")
@@ -49,26 +53,101 @@ def to_trl(frame: pl.DataFrame, kind: str, layout: str) -> pl.DataFrame:
     return out.rename({"response": "completion"}) if kind == "sft" else out
 
 
-def apply_labels(frame: pl.DataFrame, labels: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Latest label per row wins: the preferred side becomes `chosen`; tie/both_bad rows go."""
-    if labels.height == 0:
-        return frame, {"labelled": 0}
-    latest = (labels.sort(["created_at", "label_id"])
-              .group_by("row_id").last()
-              .select(pl.col("row_id").alias("id"), "choice", "a_is_chosen"))
-    joined = frame.join(latest, on="id", how="left")
-    prefers_chosen = (pl.col("choice") == "a") == pl.col("a_is_chosen")
-    swap = pl.col("choice").is_in(["a", "b"]) & ~prefers_chosen
-    out = joined.filter(~pl.col("choice").is_in(["tie", "both_bad"]).fill_null(False)).with_columns(
-        pl.when(swap).then(pl.col("rejected")).otherwise(pl.col("chosen")).alias("chosen"),
-        pl.when(swap).then(pl.col("chosen")).otherwise(pl.col("rejected")).alias("rejected"),
-    )
-    stats = {
-        "labelled": int(joined["choice"].is_not_null().sum()),
-        "swapped": int(joined.select(swap.fill_null(False).sum()).item()),
-        "dropped_tie_or_both_bad": joined.height - out.height,
-    }
-    return out.drop("choice", "a_is_chosen"), stats
+def to_kto(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """TRL's unpaired preference layout, conversational: prompt, completion, label.
+
+    sft rows need a boolean `label` (e.g. imported KTO data); a preference pair becomes two
+    rows, its chosen reply labelled true and its rejected reply false.
+    """
+    prompt = pl.col("prompt").cast(MESSAGES)
+    if kind == "sft" and frame.schema.get("label") == pl.Boolean:
+        return frame.select(prompt, assistant("response").alias("completion"), pl.col("label"))
+    if kind == "preference":
+        pairs = frame.with_row_index("_pair")
+        sides = [pairs.select("_pair", prompt, assistant(side).alias("completion"),
+                              pl.lit(side == "chosen").alias("label"))
+                 for side in ("chosen", "rejected")]
+        return pl.concat(sides).sort("_pair", "label", descending=[False, True]).drop("_pair")
+    has = "sft without a boolean label column" if kind == "sft" else kind
+    raise WorkbenchError(f"--trl kto needs a preference dataset or an sft dataset with a boolean "
+                         f"`label` column (e.g. imported KTO data); this one is {has}")
+
+
+def drop_ties(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Pairs marked `tie` (e.g. Chatbot Arena ties, HelpSteer2 strength 0) teach no preference."""
+    if frame.schema.get("tie") != pl.Boolean:
+        return frame, 0
+    kept = frame.filter(~pl.col("tie").fill_null(False))
+    return kept, frame.height - kept.height
+
+
+def _side(choice: pl.Expr, a_is_chosen: pl.Expr) -> pl.Expr:
+    """A label as a decision about the dataset's pair: chosen, rejected, tie or both_bad."""
+    return (pl.when(choice.is_in(["a", "b"]))
+            .then(pl.when((choice == "a") == a_is_chosen).then(pl.lit("chosen"))
+                  .otherwise(pl.lit("rejected")))
+            .otherwise(choice))
+
+
+def label_decisions(labels: pl.DataFrame, policy: str = "majority") -> pl.DataFrame:
+    """One row per labelled row_id with its `decision` (chosen, rejected, tie, both_bad), null
+    when annotators reach no strict majority.
+
+    `labels` holds the latest label per (row, annotator), as `Workspace.latest_labels` gives.
+    majority: each annotator's latest label is one vote; a decision needs more than half the
+    votes. latest: the latest label across annotators wins. annotator:NAME: only NAME's labels.
+    """
+    votes = labels.select("row_id", "annotator", "created_at", "label_id",
+                          _side(pl.col("choice"), pl.col("a_is_chosen")).alias("decision"))
+    if policy == "latest":
+        return votes.sort("created_at", "label_id").group_by("row_id").last().select(
+            "row_id", "decision")
+    if policy.startswith("annotator:"):
+        name = policy.removeprefix("annotator:")
+        known = sorted(votes["annotator"].unique().to_list())
+        if name not in known:
+            raise WorkbenchError(f"--label-policy {policy}: no labels by {name!r} "
+                                 f"(annotators: {', '.join(known) or 'none'})")
+        return votes.filter(pl.col("annotator") == name).select("row_id", "decision")
+    if policy != "majority":
+        raise WorkbenchError(f"unknown label policy {policy!r} "
+                             f"(policies: {', '.join(LABEL_POLICIES)})")
+    counts = votes.group_by("row_id", "decision").len()
+    winners = counts.filter(pl.col("len") * 2 > pl.col("len").sum().over("row_id"))
+    rows = votes.select("row_id").unique()
+    return rows.join(winners.select("row_id", "decision"), on="row_id", how="left")
+
+
+def apply_labels(frame: pl.DataFrame, labels: pl.DataFrame,
+                 policy: str = "majority") -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Human labels decide each labelled pair: a preference for the rejected side swaps it
+    (with its chosen_*/rejected_* columns); tie, both_bad or no majority excludes the row.
+    Unlabelled rows stay as they are."""
+    decisions = label_decisions(labels, policy).with_columns(pl.lit(True).alias("_labelled"))
+    joined = frame.join(decisions.rename({"row_id": "id"}), on="id", how="left")
+    labelled = pl.col("_labelled").fill_null(False)
+    excluded_tie = pl.col("decision").is_in(["tie", "both_bad"]).fill_null(False)
+    no_majority = labelled & pl.col("decision").is_null()
+    swap = (pl.col("decision") == "rejected").fill_null(False)
+    out = joined.filter(~excluded_tie & ~no_majority).with_columns(_swapped(frame.columns, swap))
+    if "tie" in frame.columns:  # a person who picked a side has resolved a source tie
+        out = out.with_columns((pl.col("tie") & ~pl.col("decision").is_in(["chosen", "rejected"])
+                                .fill_null(False)).alias("tie"))
+    counted = joined.select(labelled.sum().alias("labelled"), swap.sum().alias("swapped"),
+                            excluded_tie.sum().alias("excluded_tie_or_both_bad"),
+                            no_majority.sum().alias("excluded_no_majority")).row(0, named=True)
+    if policy != "majority":
+        counted.pop("excluded_no_majority")
+    return out.drop("decision", "_labelled"), {"policy": policy, **counted}
+
+
+def _swapped(columns: list[str], swap: pl.Expr) -> list[pl.Expr]:
+    """chosen <-> rejected, and every chosen_X <-> rejected_X pair (scores, models, flags)."""
+    pairs = [(c, "rejected" + c.removeprefix("chosen")) for c in columns
+             if c.startswith("chosen") and "rejected" + c.removeprefix("chosen") in columns]
+    return [expr for a, b in pairs for expr in (
+        pl.when(swap).then(pl.col(b)).otherwise(pl.col(a)).alias(a),
+        pl.when(swap).then(pl.col(a)).otherwise(pl.col(b)).alias(b))]
 
 
 def split_frame(frame: pl.DataFrame, split_test: float | None, seed: int) -> dict[str, pl.DataFrame]:
@@ -98,8 +177,11 @@ def export_dataset(
     seed: int = 0,
     overwrite: bool = False,
     push_to_hub: str | None = None,
+    keep_ties: bool = False,
+    label_policy: str = "majority",
 ) -> dict[str, Any]:
-    """Write `ref` to `out` atomically; returns what was written (paths, split sizes)."""
+    """Write `ref` to `out` atomically; returns what was written (paths, split sizes, how many
+    rows labels and ties removed)."""
     if fmt not in FORMATS:
         raise WorkbenchError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
     if trl not in TRL_LAYOUTS:
@@ -113,12 +195,15 @@ def export_dataset(
     if labels:
         if version.kind != "preference":
             raise WorkbenchError(f"--labels applies to preference datasets, {version.name} is {version.kind}")
-        frame, label_stats = apply_labels(frame, workspace.latest_labels(version.name))
+        frame, label_stats = apply_labels(frame, workspace.latest_labels(version.name), label_policy)
+    ties = 0
+    if not keep_ties:
+        frame, ties = drop_ties(frame)
     splits = {name: to_trl(part, version.kind, trl)
               for name, part in split_frame(frame, split_test, seed).items()}
     if sum(p.height for p in splits.values()) == 0:
         raise WorkbenchError(f"{version.ref} has no rows to export")
-    card = dataset_card(workspace, version, splits, trl, fmt, label_stats)
+    card = dataset_card(workspace, version, splits, trl, fmt, label_stats, ties)
 
     tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
     tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -135,15 +220,18 @@ def export_dataset(
         (tmp / "README.md").write_text(card, encoding="utf-8")
         (tmp / "workbench_export.json").write_text(json.dumps(
             {"dataset": version.ref, "kind": version.kind, "trl": trl, "format": fmt,
-             "splits": {k: v.height for k, v in splits.items()}}, indent=2))
+             "splits": {k: v.height for k, v in splits.items()}, "ties_excluded": ties,
+             "labels": label_stats}, indent=2))
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if push_to_hub:
         _dataset_dict(splits).push_to_hub(push_to_hub)
-    return {"out": str(out), "format": fmt, "trl": trl, "task": TASKS[version.kind],
-            "splits": {k: v.height for k, v in splits.items()}}
+    task = "unpaired-preference" if trl == "kto" else TASKS.get(version.kind, version.kind)
+    return {"out": str(out), "format": fmt, "trl": trl, "task": task,
+            "splits": {k: v.height for k, v in splits.items()}, "ties_excluded": ties,
+            "labels": label_stats}
 
 
 def _dataset_dict(splits: dict[str, pl.DataFrame]) -> Any:

@@ -1,124 +1,77 @@
 """Recognise the common public layouts and map them onto the canonical kinds.
 
-Each layout is a pair (test on the column names, polars conversion). The first layout whose
-test passes wins; `--map canonical=column` renames columns first for anything else.
+A layout names the columns it reads and tests their types; the first layout in `LAYOUTS`
+that fits the file wins, so specific layouts (a named dataset's columns) come before generic
+ones (`prompt`/`response`). Column names match case-insensitively: `Instruction` is read as
+`instruction`. `--map canonical=column` renames columns first for anything else, and
+`--layout NAME` skips detection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import polars as pl
 
 from workbench.errors import InputError
-from workbench.schema import MESSAGES, _compatible, user
+from workbench.io import layouts_llama_factory as llama_factory
+from workbench.io import layouts_public as public
+from workbench.io.layout_base import (
+    Layout,
+    after_last_user,
+    hh_transcript,
+    is_messages,
+    messages,
+    struct_fields,
+    text,
+    where,
+)
+from workbench.schema import user
 
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant",
-                  "bard": "assistant", "model": "assistant", "system": "system", "user": "user",
-                  "assistant": "assistant", "tool": "tool", "function": "tool"}
-
-
-@dataclass(frozen=True)
-class Layout:
-    name: str
-    kind: str
-    matches: Callable[[pl.Schema], bool]
-    convert: Callable[[pl.DataFrame], pl.DataFrame]
-
-
-def _is_messages(dtype: pl.DataType) -> bool:
-    return _compatible(dtype, MESSAGES) or (
-        isinstance(dtype, pl.List)
-        and isinstance(dtype.inner, pl.Struct)
-        and {"role", "content"} <= {f.name for f in dtype.inner.fields}
-    )
-
-
-def _messages(column: str, dtype: pl.DataType) -> pl.Expr:
-    """A string column becomes one user message; a message list keeps only role/content."""
-    if dtype == pl.String:
-        return user(column)
-    if _is_messages(dtype):
-        return pl.col(column).list.eval(
-            pl.struct(
-                pl.element().struct.field("role").cast(pl.String),
-                pl.element().struct.field("content").cast(pl.String),
-            )
-        )
-    raise InputError(f"column {column!r} has type {dtype}: expected a string or a message list")
-
-
-def _text(column: str, dtype: pl.DataType) -> pl.Expr:
-    """Assistant text from a string, or from the last message of a message list."""
-    if dtype == pl.String:
-        return pl.col(column)
-    if _is_messages(dtype):
-        return pl.col(column).list.last().struct.field("content").cast(pl.String)
-    raise InputError(f"column {column!r} has type {dtype}: expected a string or a message list")
+__all__ = ["LAYOUTS", "Layout", "by_name", "detect", "normalise_columns", "where"]
 
 
 # TRL preference, standard or conversational, explicit or implicit prompt --------------------
+SCORE_NAMES = {"score_chosen": "chosen_score", "score_rejected": "rejected_score"}
+
+
 def _trl_preference(frame: pl.DataFrame) -> pl.DataFrame:
+    """UltraFeedback-binarized's `score_chosen`/`score_rejected` become the canonical
+    `chosen_score`/`rejected_score`."""
     s = frame.schema
     if "prompt" in s:
-        prompt = _messages("prompt", s["prompt"])
-    elif _is_messages(s["chosen"]):  # implicit prompt: everything before the final reply
-        prompt = _messages("chosen", s["chosen"]).list.head(pl.col("chosen").list.len() - 1)
+        prompt = messages("prompt", s["prompt"])
+    elif is_messages(s["chosen"]):  # implicit prompt: everything before the final reply
+        prompt = messages("chosen", s["chosen"]).list.head(pl.col("chosen").list.len() - 1)
     else:
         raise InputError("standard preference rows need a 'prompt' column")
-    return frame.with_columns(
+    out = frame.with_columns(
         prompt.alias("prompt"),
-        _text("chosen", s["chosen"]).alias("chosen"),
-        _text("rejected", s["rejected"]).alias("rejected"),
+        text("chosen", s["chosen"]).alias("chosen"),
+        text("rejected", s["rejected"]).alias("rejected"),
     )
+    return out.rename({k: v for k, v in SCORE_NAMES.items() if k in s and v not in s})
 
 
 # hh-rlhf transcripts -------------------------------------------------------------------------
-def _transcript(column: str) -> pl.Expr:
-    """'\\n\\nHuman: ...\\n\\nAssistant: ...' as messages, in polars string ops."""
-    marked = (
-        pl.col(column)
-        .str.replace_all(r"\n\nHuman: ?", "\x1euser\x1f")
-        .str.replace_all(r"\n\nAssistant: ?", "\x1eassistant\x1f")
-    )
-    parts = marked.str.split("\x1e").list.eval(
-        pl.element().filter(pl.element().str.contains("\x1f"))
-    )
-    return parts.list.eval(
-        pl.struct(
-            pl.element().str.split_exact("\x1f", 1).struct.field("field_0").alias("role"),
-            pl.element().str.split_exact("\x1f", 1).struct.field("field_1").alias("content"),
-        )
-    )
-
-
-def _after_last_user(column: str) -> tuple[pl.Expr, pl.Expr]:
-    """(messages up to and including the last user turn, the assistant text after it)."""
-    msgs = pl.col(column)
-    is_user = msgs.list.eval(pl.element().struct.field("role") == "user")
-    cut = msgs.list.len() - is_user.list.reverse().list.arg_max()
-    reply = msgs.list.slice(cut).list.eval(pl.element().struct.field("content")).list.join("\n\n")
-    return msgs.list.head(cut), reply
-
-
 def _hh_rlhf(frame: pl.DataFrame) -> pl.DataFrame:
     """TRL's hh-rlhf recipe: prompt = chosen transcript up to its last Human turn; chosen and
     rejected = each transcript's reply after its last Human turn. A few transcripts are
     malformed (an inline "Human:" without the blank line, so two replies follow the last
     turn, or rejected diverging earlier): they are kept, with the replies joined, and flagged
     in `import_warning`."""
-    out = frame.with_columns(_transcript("chosen").alias("_c"), _transcript("rejected").alias("_r"))
+    out = frame.with_columns(hh_transcript(pl.col("chosen")).alias("_c"),
+                             hh_transcript(pl.col("rejected")).alias("_r"))
     no_user = out.filter(
         ~pl.col("_c").list.eval(pl.element().struct.field("role") == "user").list.any()
         | (pl.col("_c").list.last().struct.field("role") != "assistant")
         | (pl.col("_r").list.last().struct.field("role") != "assistant")
     )
     if no_user.height:
-        where = _where(no_user.row(0, named=True))
-        raise InputError(f"{where}: hh-rlhf transcript lacks a Human turn or a final Assistant turn")
-    prompt, chosen = _after_last_user("_c")
-    rejected_prompt, rejected = _after_last_user("_r")
+        raise InputError(f"{where(no_user.row(0, named=True))}: hh-rlhf transcript lacks a "
+                         "Human turn or a final Assistant turn")
+    prompt, chosen = after_last_user(pl.col("_c"))
+    rejected_prompt, rejected = after_last_user(pl.col("_r"))
     return out.with_columns(
         prompt.alias("prompt"),
         chosen.alias("chosen"),
@@ -143,7 +96,7 @@ def _looks_like_hh(frame: pl.DataFrame) -> bool:
 def _candidates(frame: pl.DataFrame) -> pl.DataFrame:
     s = frame.schema
     source = "prompt" if "prompt" in s else "instruction"
-    exprs = [_messages(source, s[source]).alias("prompt")]
+    exprs = [messages(source, s[source]).alias("prompt")]
     if "completions" in s:  # open-instruct: [{model, completion}]
         exprs.append(pl.col("completions").list.eval(pl.element().struct.field("completion"))
                      .alias("responses"))
@@ -158,69 +111,30 @@ def _candidates(frame: pl.DataFrame) -> pl.DataFrame:
     return out.drop("completions") if "completions" in s else out
 
 
-# message lists -------------------------------------------------------------------------------
-def _split_last_reply(messages: pl.Expr) -> list[pl.Expr]:
-    return [
-        messages.list.head(messages.list.len() - 1).alias("prompt"),
-        messages.list.last().struct.field("content").alias("response"),
-        messages.list.last().struct.field("role").alias("_reply_role"),
-    ]
-
-
-def _chat_messages(frame: pl.DataFrame) -> pl.DataFrame:
-    messages = _messages("messages", frame.schema["messages"])
-    return frame.with_columns(_split_last_reply(messages)).drop("messages")
-
-
-def _sharegpt_messages() -> pl.Expr:
-    return pl.col("conversations").list.eval(
-        pl.struct(
-            pl.element().struct.field("from").replace(SHAREGPT_ROLES).alias("role"),
-            pl.element().struct.field("value").cast(pl.String).alias("content"),
-        )
-    )
-
-
-def _sharegpt(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(_split_last_reply(_sharegpt_messages())).drop("conversations")
+def _candidates_match(s: pl.Schema) -> bool:
+    if "prompt" not in s and "instruction" not in s:
+        return False
+    if "completions" in s:
+        return "completion" in struct_fields(s["completions"])
+    return "responses" in s
 
 
 # single prompt plus reply ----------------------------------------------------------------------
-def _alpaca_prompt(schema: pl.Schema) -> pl.Expr:
-    """Alpaca joins instruction and input with a blank line; an empty input adds nothing."""
-    text = pl.col("instruction")
-    if "input" in schema:
-        extra = pl.col("input").fill_null("")
-        text = pl.when(extra.str.strip_chars() == "").then(text).otherwise(text + "\n\n" + extra)
-    prompt = user(text)
-    if "system" in schema:
-        system = pl.concat_list(pl.struct(pl.lit("system").alias("role"),
-                                          pl.col("system").alias("content")))
-        prompt = pl.when(pl.col("system").fill_null("") != "").then(
-            pl.concat_list(system, prompt)).otherwise(prompt)
-    return prompt
-
-
-def _alpaca(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(_alpaca_prompt(frame.schema).alias("prompt"),
-                              pl.col("output").alias("response"))
-
-
 def _self_instruct(frame: pl.DataFrame) -> pl.DataFrame:
     """Self-Instruct seed tasks: the first instance's input and output."""
     first = pl.col("instances").list.first()
     inp = first.struct.field("input").fill_null("")
-    text = pl.when(inp.str.strip_chars() == "").then(pl.col("instruction")).otherwise(
+    prompt_text = pl.when(inp.str.strip_chars() == "").then(pl.col("instruction")).otherwise(
         pl.col("instruction") + "\n\n" + inp)
-    return frame.with_columns(user(text).alias("prompt"),
+    return frame.with_columns(user(prompt_text).alias("prompt"),
                               first.struct.field("output").alias("response"))
 
 
 def _prompt_reply(prompt_col: str, reply_col: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
     def convert(frame: pl.DataFrame) -> pl.DataFrame:
         s = frame.schema
-        out = frame.with_columns(_messages(prompt_col, s[prompt_col]).alias("prompt"),
-                                 _text(reply_col, s[reply_col]).alias("response"))
+        out = frame.with_columns(messages(prompt_col, s[prompt_col]).alias("prompt"),
+                                 text(reply_col, s[reply_col]).alias("response"))
         return out.drop(reply_col) if reply_col != "response" else out
     return convert
 
@@ -230,34 +144,61 @@ def _instruction_only(column: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
         dtype = frame.schema[column]
         if column == "turns":  # MT-Bench: later turns depend on earlier answers; keep turn 1
             return frame.with_columns(user(pl.col("turns").list.first()).alias("prompt"))
-        return frame.with_columns(_messages(column, dtype).alias("prompt"))
+        return frame.with_columns(messages(column, dtype).alias("prompt"))
     return convert
 
 
-def _has(*columns: str) -> Callable[[pl.Schema], bool]:
-    return lambda schema: all(c in schema for c in columns)
+HH_RLHF = Layout("hh-rlhf", "preference", ("chosen", "rejected"), _hh_rlhf,
+                 detect=False)  # detected by content, see _looks_like_hh
+TRL_PREFERENCE = Layout(
+    "trl-preference", "preference", ("chosen", "rejected"), _trl_preference,
+    matches=lambda s: "prompt" in s or is_messages(s["chosen"]),
+    optional=("prompt", "score_chosen", "score_rejected"))
 
-
+# Order matters: the first that fits wins.
 LAYOUTS: tuple[Layout, ...] = (
-    Layout("trl-preference", "preference",
-           lambda s: _has("chosen", "rejected")(s) and ("prompt" in s or _is_messages(s["chosen"])),
-           _trl_preference),
-    Layout("candidates", "candidates",
-           lambda s: ("prompt" in s or "instruction" in s) and ("responses" in s or "completions" in s),
-           _candidates),
-    Layout("messages", "sft", _has("messages"), _chat_messages),
-    Layout("sharegpt", "sft", _has("conversations"), _sharegpt),
-    Layout("self-instruct", "sft", _has("instruction", "instances"), _self_instruct),
-    Layout("alpaca", "sft", _has("instruction", "output"), _alpaca),
-    Layout("prompt-response", "sft", _has("prompt", "response"), _prompt_reply("prompt", "response")),
-    Layout("prompt-completion", "sft", _has("prompt", "completion"),
+    *public.LAYOUTS,
+    *llama_factory.LAYOUTS,
+    TRL_PREFERENCE,
+    Layout("candidates", "candidates", (), _candidates, matches=_candidates_match,
+           optional=("prompt", "instruction", "responses", "completions", "rewards_armorm")),
+    public.HELPSTEER2,
+    *llama_factory.CONVERSATIONS,
+    Layout("self-instruct", "sft", ("instruction", "instances"), _self_instruct),
+    llama_factory.ALPACA,
+    Layout("prompt-response", "sft", ("prompt", "response"), _prompt_reply("prompt", "response")),
+    Layout("prompt-completion", "sft", ("prompt", "completion"),
            _prompt_reply("prompt", "completion")),
-    Layout("question-answer", "sft", _has("question", "answer"), _prompt_reply("question", "answer")),
-    Layout("prompt", "instruction", _has("prompt"), _instruction_only("prompt")),
-    Layout("instruction", "instruction", _has("instruction"), _instruction_only("instruction")),
-    Layout("turns", "instruction", _has("turns"), _instruction_only("turns")),
+    Layout("question-answer", "sft", ("question", "answer"), _prompt_reply("question", "answer")),
+    Layout("prompt", "instruction", ("prompt",), _instruction_only("prompt")),
+    Layout("instruction", "instruction", ("instruction",), _instruction_only("instruction")),
+    Layout("turns", "instruction", ("turns",), _instruction_only("turns")),
+    HH_RLHF,
 )
-HH_RLHF = Layout("hh-rlhf", "preference", lambda s: True, _hh_rlhf)
+# Every column name some layout reads: these match case-insensitively.
+KNOWN_COLUMNS = frozenset({"id", *(c for layout in LAYOUTS for c in (*layout.needs, *layout.optional))})
+
+
+def normalise_columns(raw: pl.DataFrame) -> pl.DataFrame:
+    """Rename `Instruction`, `CHOSEN`, ... to the lower-case names layouts read.
+
+    Two columns whose names differ only by case are an error when layouts read that name:
+    which one is meant cannot be guessed (rename one with --map first).
+    """
+    renames: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for column in raw.columns:
+        lower = column.lower()
+        if lower not in KNOWN_COLUMNS:
+            continue
+        if lower in seen:
+            raise InputError(
+                f"columns {seen[lower]!r} and {column!r} differ only by case; rename one "
+                f"with --map (e.g. --map {lower}_2={column})")
+        seen[lower] = column
+        if column != lower:
+            renames[column] = lower
+    return raw.rename(renames) if renames else raw
 
 
 def detect(frame: pl.DataFrame) -> Layout:
@@ -270,27 +211,32 @@ def detect(frame: pl.DataFrame) -> Layout:
         raise InputError(f"column {missing!r} is missing for preference rows "
                          f"(columns: {', '.join(columns)})")
     for layout in LAYOUTS:
-        if layout.matches(schema):
+        if layout.detect and layout.fits(schema):
             return layout
     raise InputError(
         f"no known layout matches the columns {', '.join(columns)}; expected e.g. "
         "prompt/chosen/rejected, chosen/rejected transcripts, prompt/response, "
         "instruction/input/output, messages, conversations, prompt; "
-        "or map yours with --map prompt=COLUMN --map response=COLUMN"
+        "or map yours with --map prompt=COLUMN --map response=COLUMN "
+        "or name a layout with --layout"
     )
 
 
 def by_name(name: str) -> Layout:
-    for layout in (*LAYOUTS, HH_RLHF):
-        if layout.name == name:
+    for layout in LAYOUTS:
+        if name in (layout.name, *layout.aliases):
             return layout
-    names = ", ".join(layout.name for layout in (*LAYOUTS, HH_RLHF))
-    raise InputError(f"unknown layout {name!r} (layouts: {names})")
+    raise InputError(f"unknown layout {name!r} (layouts: {', '.join(names())})")
 
 
-def _where(row: dict) -> str:
-    if row.get("_line") is not None:
-        return f"line {row['_line']}"
-    if row.get("_record") is not None:
-        return f"record {row['_record']}"
-    return "a row"
+def names() -> list[str]:
+    return [layout.name for layout in LAYOUTS]
+
+
+def check_columns(layout: Layout, schema: pl.Schema) -> None:
+    """A layout named with --layout must find its columns; say which are missing."""
+    missing = [c for c in layout.needs if c not in schema]
+    if missing:
+        columns = ", ".join(c for c in schema.names() if not c.startswith("_"))
+        raise InputError(f"layout {layout.name} needs the column(s) {', '.join(missing)} "
+                         f"(columns: {columns}); use --map {missing[0]}=COLUMN")
