@@ -108,9 +108,13 @@ def test_duckdb_guards_hold_without_the_statement_check(hh: Workspace, tmp_path:
     """Underneath the statement check, the connection itself refuses files, extensions,
     writes and changes to its own configuration."""
     target = tmp_path / "out.csv"
+    leak = pl.DataFrame({"secret": ["in a Python variable"]})
     con = open_sandbox(version_views(hh.list_datasets(all_versions=True)))
     try:
         assert con.execute("SELECT count(*) FROM hh").fetchall() == [(8,)]
+        with pytest.raises(duckdb.CatalogException, match="leak"):  # no replacement scans
+            con.sql("SELECT * FROM leak").fetchall()
+        assert leak.height == 1
         settings = dict(con.execute(
             "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access', "
             "'lock_configuration', 'autoload_known_extensions', 'autoinstall_known_extensions', "

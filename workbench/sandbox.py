@@ -51,7 +51,10 @@ def open_sandbox(views: dict[str, DatasetVersion]) -> Any:
         for name, version in views.items():
             path = str(version.path / DATA_FILE)
             if path not in opened:
-                opened[path] = ds.dataset(path, format="parquet")
+                try:
+                    opened[path] = ds.dataset(path, format="parquet")
+                except (OSError, ValueError) as exc:
+                    raise QueryError(f"dataset {version.ref}: cannot open {path}: {exc}") from None
             con.register(name, opened[path])
     except BaseException:
         con.close()
