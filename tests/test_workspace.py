@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import ROOT
 
+from workbench.catalog import SCHEMA_VERSION, Catalog, schema_version
 from workbench.errors import NotFoundError, SchemaError, WorkbenchError
 from workbench.schema import MESSAGES, user
 from workbench.workspace import Workspace
@@ -76,7 +80,7 @@ READER = textwrap.dedent("""
     from workbench.errors import NotFoundError
     ws = Workspace(sys.argv[1])
     seen = set()
-    while len(seen) < 15:
+    while max(seen, default=0) < 15:  # a version published between two polls may be missed
         try:
             version = ws.resolve("grow")
         except NotFoundError:
@@ -94,11 +98,12 @@ def test_two_readers_never_see_a_half_written_version(tmp_path: Path):
     Workspace(root)
     (tmp_path / "writer.py").write_text(WRITER)
     (tmp_path / "reader.py").write_text(READER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, not an installed one
     readers = [subprocess.Popen([sys.executable, str(tmp_path / "reader.py"), str(root)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                for _ in range(2)]
     writer = subprocess.run([sys.executable, str(tmp_path / "writer.py"), str(root)],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env=env)
     assert writer.returncode == 0, writer.stderr
     for reader in readers:
         out, err = reader.communicate(timeout=300)
@@ -115,3 +120,98 @@ def test_labels_append_and_latest_wins(ws: Workspace):
     assert latest["note"].to_list() == ["changed my mind", None]
     with pytest.raises(WorkbenchError, match="a, b, tie or both_bad"):
         ws.add_label("p", "row1", "ann", "maybe", a_is_chosen=True)
+
+
+def test_threads_of_one_process_read_and_write_the_catalog_together(ws: Workspace):
+    """A Streamlit server's sessions are threads of one process: reads and writes interleave."""
+    ws.write_dataset("p", prefs(3), "preference")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def guarded(work):
+        def run():
+            try:
+                work()
+            except BaseException as exc:  # every failure is reported below
+                errors.append(exc)
+        return threading.Thread(target=run)
+
+    def read():
+        while not stop.is_set():
+            assert ws.list_datasets()[0].name == "p"
+            ws.latest_labels("p")
+            assert ws.resolve("p@1").rows == 3
+
+    def label(annotator: str):
+        for i in range(15):
+            ws.add_label("p", f"row{i}", annotator, "a", a_is_chosen=bool(i % 2))
+
+    def publish():
+        for _ in range(3):
+            ws.write_dataset("q", prefs(4), "preference")
+
+    readers = [guarded(read) for _ in range(4)]
+    writers = [guarded(lambda a=f"ann{n}": label(a)) for n in range(3)] + [guarded(publish)]
+    for thread in readers + writers:
+        thread.start()
+    for thread in writers:
+        thread.join(timeout=240)
+    stop.set()
+    for thread in readers:
+        thread.join(timeout=240)
+    assert not errors, errors[:3]
+    labels = ws.latest_labels("p")
+    assert labels.height == 45
+    assert sorted(set(labels["annotator"])) == ["ann0", "ann1", "ann2"]
+    assert [v.version for v in ws.list_datasets(all_versions=True) if v.name == "q"] == [1, 2, 3]
+
+
+def test_reading_an_existing_workspace_never_opens_the_catalog_read_write(tmp_path: Path,
+                                                                           monkeypatch):
+    root = tmp_path / "ws"
+    writer = Workspace(root)
+    writer.write_dataset("p", prefs(2), "preference")
+    writer.add_label("p", "row1", "ann", "a", a_is_chosen=True)
+    catalog_file = root / "workbench.duckdb"
+    before = catalog_file.read_bytes()
+    modes: list[bool] = []
+    original = Catalog.connect
+
+    def counting(self, read_only: bool = False):
+        modes.append(read_only)
+        return original(self, read_only=read_only)
+
+    monkeypatch.setattr(Catalog, "connect", counting)
+    reader = Workspace(root)
+    assert [v.ref for v in reader.list_datasets(all_versions=True)] == ["p@1"]
+    assert reader.resolve("p").rows == 2 and reader.read("p@1").height == 2
+    assert reader.latest_labels("p")["choice"].to_list() == ["a"]
+    assert reader.runs() == [] and reader.has_dataset("p")
+    assert modes and all(modes), modes  # every connection was read-only
+    assert catalog_file.read_bytes() == before
+    reader.add_label("p", "row2", "ann", "b", a_is_chosen=False)  # a write opens it read-write
+    assert modes[-1] is False
+
+
+def test_an_old_catalog_without_a_schema_version_is_upgraded_once(tmp_path: Path):
+    import duckdb
+
+    root = tmp_path / "ws"
+    Workspace(root).write_dataset("p", prefs(2), "preference")
+    with duckdb.connect(str(root / "workbench.duckdb")) as con:
+        con.execute("DROP TABLE catalog_meta")
+    assert Workspace(root).resolve("p").rows == 2  # upgraded in place, data kept
+    with duckdb.connect(str(root / "workbench.duckdb"), read_only=True) as con:
+        assert schema_version(con) == SCHEMA_VERSION
+        con.execute("SELECT 1").fetchall()
+
+
+def test_a_catalog_from_a_newer_workbench_is_refused(tmp_path: Path):
+    import duckdb
+
+    root = tmp_path / "ws"
+    Workspace(root)
+    with duckdb.connect(str(root / "workbench.duckdb")) as con:
+        con.execute("UPDATE catalog_meta SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(WorkbenchError, match="schema version 999, newer"):
+        Workspace(root)

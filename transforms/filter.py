@@ -7,6 +7,7 @@ from typing import Any
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
+from workbench.polars_expr import UnsafeExpression, mentions_pl, parse_polars_expr
 from workbench.transform import DROP, Context, StepConfig, transform
 
 
@@ -30,7 +31,8 @@ class Condition(StepConfig):
 class FilterConfig(StepConfig):
     expr: str | None = Field(
         None,
-        description="a polars expression ('pl.col(\"x\") > 1') or SQL expression ('length(x) > 1')",
+        description="a polars expression ('pl.col(\"x\") > 1', no eval: an allow-listed "
+                    "surface) or a SQL expression ('length(x) > 1')",
     )
     where: dict[str, Condition] | None = Field(None, description="{column: conditions}")
     reason: str | None = Field(None, description="drop reason recorded in the run log")
@@ -50,16 +52,13 @@ class FilterConfig(StepConfig):
 
 
 def parse_expression(text: str) -> pl.Expr:
-    """`pl.`-prefixed text is a polars expression (pipeline YAML is trusted like code);
-    anything else is parsed as a SQL expression by polars."""
-    if text.strip().startswith("pl."):
+    """Text that uses `pl` is a polars expression, interpreted over an allow-list and never
+    passed to eval (`workbench.polars_expr`); anything else is a SQL expression for polars."""
+    if mentions_pl(text):
         try:
-            expr = eval(compile(text, "<filter expr>", "eval"), {"__builtins__": {}}, {"pl": pl})
-        except Exception as exc:
-            raise ValueError(f"bad polars expression {text!r}: {exc}") from exc
-        if not isinstance(expr, pl.Expr):
-            raise ValueError(f"{text!r} is not a polars expression")
-        return expr
+            return parse_polars_expr(text)
+        except UnsafeExpression as exc:
+            raise ValueError(f"polars expression {text!r} refused: {exc}") from None
     try:
         return pl.sql_expr(text)
     except Exception as exc:

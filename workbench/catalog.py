@@ -5,6 +5,12 @@ it meanwhile. So every operation opens a short-lived connection and retries whil
 locked; no process (runner, UI, CLI) keeps the catalog open between operations. Opening goes
 through a turnstile (an exclusive flock on a side file, held only while opening), so a writer
 waiting for readers to finish is not starved by new readers arriving.
+
+Inside one process (a Streamlit server's sessions, a notebook's threads) DuckDB refuses to
+open a file read-only while a read-write connection to it is open, and the other way round.
+So connections to one catalog file in one process also pass a readers-writer lock
+(`workbench.rwlock`): many read-only connections at once, or one read-write connection.
+Read paths never open the catalog read-write: the schema is created only when it is missing.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.atomic import file_lock
+from workbench.errors import WorkbenchError
+from workbench.rwlock import lock_for
+
+SCHEMA_VERSION = 1  # bump with a migration when SCHEMA changes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -69,6 +79,10 @@ CREATE TABLE IF NOT EXISTS labels (
     a_is_chosen BOOLEAN NOT NULL,
     created_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS catalog_meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
 """
 
 LOCK_MARKERS = ("lock", "Conflicting", "being used by another process")
@@ -78,32 +92,56 @@ class Catalog:
     def __init__(self, path: Path, timeout: float = 60.0) -> None:
         self.path = path
         self.timeout = timeout
+        self._lock = lock_for(path)
+        self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        """Create or upgrade the schema only when it is missing or older: an existing, current
+        catalog is only ever opened read-only here, so reading never needs write access."""
+        if self.path.exists():
+            with self.connect(read_only=True) as con:
+                found = schema_version(con)
+            if found == SCHEMA_VERSION:
+                return
+            _check_not_newer(found, self.path)
         with self.connect() as con:
-            con.execute(SCHEMA)
+            found = schema_version(con)  # again: another thread or process may have done it
+            _check_not_newer(found, self.path)
+            if found < SCHEMA_VERSION:
+                con.execute(SCHEMA)
+                con.execute(
+                    "INSERT OR REPLACE INTO catalog_meta VALUES ('schema_version', ?)",
+                    [str(SCHEMA_VERSION)],
+                )
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[Any]:
-        """A connection held only for the block, retried while another process holds the file."""
+        """A connection held only for the block, retried while another process holds the file.
+
+        Within this process, read-only blocks run together and a read-write block runs alone;
+        a block nested in a read-write block of the same thread reuses its (read-write) mode."""
         import duckdb
 
         if read_only and not self.path.exists():
             read_only = False
-        deadline = time.monotonic() + self.timeout
-        delay = 0.005
-        with file_lock(self.path.with_name(self.path.name + ".gate")):  # the turnstile
-            while True:
-                try:
-                    con = duckdb.connect(str(self.path), read_only=read_only)
-                    break
-                except duckdb.Error as exc:  # IOException while another process holds it
-                    if not any(m in str(exc) for m in LOCK_MARKERS) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(delay * (1 + random.random()))
-                    delay = min(delay * 2, 0.1)
-        try:
-            yield con
-        finally:
-            con.close()
+        with self._lock.hold(write=not read_only, timeout=self.timeout) as writing:
+            deadline = time.monotonic() + self.timeout
+            delay = 0.005
+            with file_lock(self.path.with_name(self.path.name + ".gate")):  # the turnstile
+                while True:
+                    try:
+                        con = duckdb.connect(str(self.path), read_only=not writing)
+                        break
+                    except duckdb.Error as exc:  # IOException while another process holds it
+                        if (not any(m in str(exc) for m in LOCK_MARKERS)
+                                or time.monotonic() > deadline):
+                            raise
+                        time.sleep(delay * (1 + random.random()))
+                        delay = min(delay * 2, 0.1)
+            try:
+                yield con
+            finally:
+                con.close()
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         with self.connect(read_only=True) as con:
@@ -114,3 +152,22 @@ class Catalog:
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
         with self.connect() as con:
             con.execute(sql, params or [])
+
+
+def schema_version(con: Any) -> int:
+    """The catalog's schema version: 0 when it predates versioning or is empty."""
+    tables = {row[0] for row in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+    if "catalog_meta" not in tables:
+        return 0
+    rows = con.execute(
+        "SELECT value FROM catalog_meta WHERE key = 'schema_version'").fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _check_not_newer(found: int, path: Path) -> None:
+    if found > SCHEMA_VERSION:
+        raise WorkbenchError(
+            f"catalog {path} has schema version {found}, newer than this workbench "
+            f"({SCHEMA_VERSION}): upgrade preference-workbench"
+        )

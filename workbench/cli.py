@@ -140,17 +140,18 @@ def show(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="a read-only DuckDB query; datasets are views by name")],
+    query: Annotated[str, typer.Argument(
+        help="one read-only SELECT; each dataset is a view by name (latest) and name@N")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON Lines")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Run a read-only SQL query over the workspace's datasets (latest versions)."""
-    from workbench.query import run_query
+    """Run one read-only SELECT over the workspace's datasets (no files, extensions or writes)."""
+    from workbench.query import json_lines, run_query
 
     frame = run_query(_ws(workspace), query)
     if as_json:
-        for row in frame.iter_rows(named=True):
-            _echo_json(row)
+        for line in json_lines(frame):
+            typer.echo(line)
     else:
         typer.echo(str(frame))
 

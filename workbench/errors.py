@@ -21,3 +21,8 @@ class PipelineError(WorkbenchError):
 
 class NotFoundError(WorkbenchError):
     """A dataset, version or run that the workspace does not hold."""
+
+
+class QueryError(WorkbenchError):
+    """A typed-in SQL query that is refused (not one read-only SELECT, or reaching past the
+    workspace's datasets) or fails; the message says what and why."""

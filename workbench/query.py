@@ -1,36 +1,130 @@
-"""Read-only SQL over a workspace: each dataset's latest version is a view named after it."""
+"""SQL a person types at run time (`workbench sql`, the app's filter box and search).
+
+It reads only the workspace's datasets: each dataset's latest version is a view named after
+it and every version is a view `"name@N"` (`name@N` may be written unquoted). Everything runs
+in `workbench.sandbox` (DuckDB guards plus a read-only statement check). The `sql` pipeline
+step is different: it is code the user chose to run, see README "Trust model".
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from typing import Any
+
 import polars as pl
 
-from workbench.errors import WorkbenchError
-from workbench.workspace import DATA_FILE, Workspace
+from workbench.errors import QueryError
+from workbench.sandbox import check_read_only, one_line, open_sandbox, version_views
+from workbench.sqltext import check_fragment, quote_ident, rewrite_refs
+from workbench.workspace import DatasetVersion, Workspace
 
 
 def run_query(workspace: Workspace, query: str) -> pl.DataFrame:
-    import duckdb
-
-    con = duckdb.connect()
+    """Run one read-only SELECT over the workspace's datasets; anything else is refused."""
+    views = version_views(workspace.list_datasets(all_versions=True))
+    sql = rewrite_refs(query, _versions_by_name(views))
+    con = open_sandbox(views)
     try:
-        try:
-            statements = con.extract_statements(query)
-        except duckdb.Error as exc:
-            raise WorkbenchError(f"SQL: {str(exc).splitlines()[0]}") from None
-        if not statements:
-            raise WorkbenchError("SQL: empty query")
-        for statement in statements:
-            if statement.type != duckdb.StatementType.SELECT:
-                raise WorkbenchError(
-                    f"SQL: only read-only queries run here, not {statement.type.name}"
-                )
-        for version in workspace.list_datasets():
-            path = str(version.path / DATA_FILE).replace("'", "''")
-            name = version.name.replace('"', '""')
-            con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{path}')")
-        try:
-            return con.sql(query).pl()
-        except duckdb.Error as exc:
-            raise WorkbenchError(f"SQL: {str(exc).splitlines()[0]}") from None
+        return _select(con, sql)
     finally:
         con.close()
+
+
+def browse(
+    workspace: Workspace,
+    ref: str,
+    where: str | None = None,
+    order_by: str | None = None,
+    search: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[pl.DataFrame, int]:
+    """One page of a dataset version's rows and how many rows match in all.
+
+    `where` and `order_by` are typed SQL clauses (they may use other datasets, e.g.
+    `id IN (SELECT id FROM hh@1)`); `search` is plain text, matched case-insensitively in the
+    text columns (strings, lists of strings, message lists). Runs under the same lockdown as
+    `run_query`."""
+    if limit < 0 or offset < 0:
+        raise QueryError("browse: limit and offset must not be negative")
+    version = workspace.resolve(ref)
+    views = version_views(workspace.list_datasets(all_versions=True))
+    by_name = _versions_by_name(views)
+    source = quote_ident(version.ref)
+    conditions = []
+    if where and where.strip():
+        conditions.append(f"({rewrite_refs(check_fragment(where, 'WHERE clause'), by_name)}\n)")
+    con = open_sandbox(views)
+    try:
+        params: dict[str, Any] = {}
+        if search:
+            columns = _search_terms(con, source)
+            if not columns:
+                raise QueryError(f"browse: {version.ref} has no text column to search")
+            conditions.append("(" + " OR ".join(columns) + ")")
+            params["search"] = search.lower()
+        filtered = f"FROM {source}" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+        order = ""
+        if order_by and order_by.strip():
+            clause = rewrite_refs(check_fragment(order_by, "ORDER BY clause"), by_name)
+            order = f" ORDER BY {clause}\n"
+        total = _select(con, f"SELECT count(*) AS n {filtered}", params)["n"][0]
+        page = _select(con, f"SELECT * {filtered}{order} LIMIT {int(limit)} OFFSET {int(offset)}",
+                       params)
+        return page, int(total)
+    finally:
+        con.close()
+
+
+def json_lines(frame: pl.DataFrame) -> Iterator[str]:
+    """One JSON object per row; nested lists and structs stay JSON arrays and objects."""
+    for row in frame.iter_rows(named=True):
+        yield json.dumps(row, ensure_ascii=False, default=str)
+
+
+def _select(con: Any, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+    import duckdb
+
+    check_read_only(con, sql)
+    try:
+        table = con.sql(sql, params=params or None).to_arrow_table()
+    except duckdb.PermissionException as exc:
+        raise QueryError(
+            f"SQL refused: {one_line(exc)}; queries here read only the workspace's datasets "
+            "(no files, extensions, network or writes)") from None
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL: {one_line(exc)}") from None
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _search_terms(con: Any, source: str) -> list[str]:
+    """A case-insensitive substring test of `$search` per text column of `source`."""
+    relation = con.sql(f"SELECT * FROM {source} LIMIT 0")
+    terms = []
+    for name, dtype in zip(relation.columns, relation.types, strict=True):
+        text = _as_text(quote_ident(name), dtype)
+        if text is not None:
+            terms.append(f"coalesce(contains(lower({text}), $search), false)")
+    return terms
+
+
+def _as_text(column: str, dtype: Any) -> str | None:
+    """Text of a string, list-of-strings or message-list column; None for other types."""
+    if dtype.id == "varchar":
+        return column
+    if dtype.id == "list" and dtype.child.id == "varchar":
+        return f"array_to_string({column}, chr(10))"
+    if dtype.id == "list" and dtype.child.id == "struct" and any(
+            field == "content" and ftype.id == "varchar" for field, ftype in dtype.child.children):
+        return f"array_to_string(list_transform({column}, lambda m: m.content), chr(10))"
+    return None
+
+
+def _versions_by_name(views: dict[str, DatasetVersion]) -> dict[str, set[int]]:
+    versions: dict[str, set[int]] = {}
+    for version in views.values():
+        versions.setdefault(version.name, set()).add(version.version)
+    return versions
