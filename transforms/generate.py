@@ -1,11 +1,20 @@
-"""`generate`: the model answers each prompt (SFT responses, or n candidates per prompt)."""
+"""`generate`: the model answers each prompt (SFT responses, or n candidates per prompt).
+
+Garbage answers (empty, stuck in a loop) are not passed on: a single answer drops its row
+with the reason; among n samples the bad ones are removed and counted in the run log.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import polars as pl
 from pydantic import Field, model_validator
 
+from transforms.garbage import garbage
 from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+
+QUARANTINE_REASON = f"{QUARANTINED} (quarantined)"
 
 
 class GenerateConfig(StepConfig):
@@ -17,6 +26,7 @@ class GenerateConfig(StepConfig):
     stop: list[str] = Field(default_factory=list, description="stop strings")
     seed: int | None = Field(None, description="defaults to the pipeline seed")
     batch_size: int = Field(8, ge=1, description="prompts per model call")
+    min_samples: int = Field(2, ge=1, description="with n > 1: fewest usable samples to keep a row")
 
     @model_validator(mode="after")
     def _samples_differ(self) -> GenerateConfig:
@@ -38,30 +48,76 @@ def generate(frame: pl.LazyFrame, config: GenerateConfig, ctx: Context) -> pl.La
     Rows are sampled independently (keyed by row id), so two rows with the same prompt get
     their own samples at temperature > 0.
     """
+    return answer(frame.collect(), config, ctx, candidates=config.n > 1).lazy()
+
+
+class SampleConfig(GenerateConfig):
+    n: int = Field(5, ge=2, description="responses per prompt (Magpie-DPO samples 5)")
+    temperature: float = Field(0.8, gt=0, description="Magpie-DPO samples at 0.8")
+
+    @property
+    def kind(self) -> str:
+        return "candidates"
+
+
+@transform("sample_responses", scope="row", consumes="instruction", produces="candidates",
+           needs=("generate",))
+def sample_responses(frame: pl.LazyFrame, config: SampleConfig, ctx: Context) -> pl.LazyFrame:
+    """N seeded responses per prompt (candidates), resumable through the call cache; rows
+    with fewer than `min_samples` usable responses are dropped with the reason."""
+    return answer(frame.collect(), config, ctx, candidates=True).lazy()
+
+
+def answer(data: pl.DataFrame, config: GenerateConfig, ctx: Context,
+           candidates: bool) -> pl.DataFrame:
+    """The model's replies as `response` (one) or `responses` (a list, garbage removed)."""
     from workbench.models.base import SamplingParams
 
-    data = frame.collect()
     params = SamplingParams(n=config.n, temperature=config.temperature, top_p=config.top_p,
                             max_new_tokens=config.max_new_tokens, stop=tuple(config.stop),
                             seed=ctx.seed if config.seed is None else config.seed)
     ids = data["id"].to_list()
     results = ctx.call(config.model, "generate", data["prompt"].to_list(), params,
                        row_ids=ids, sample_ids=ids, batch_size=config.batch_size)
-    ok = [r is not None for r in results]
-    samples = [r or [] for r in results]
-    texts = [[g.text for g in gens] for gens in samples]
-    columns = {
-        "finish_reason": [[g.finish_reason for g in gens] for gens in samples],
-        "completion_tokens": [[g.completion_tokens for g in gens] for gens in samples],
-    }
-    if config.n == 1:
-        out = data.with_columns(
-            pl.Series("response", [t[0] if t else None for t in texts], pl.String),
-            *[pl.Series(k, [v[0] if v else None for v in vals]) for k, vals in columns.items()])
-    else:
-        out = data.with_columns(pl.Series("responses", texts, pl.List(pl.String)),
-                                *[pl.Series(k, vals) for k, vals in columns.items()])
-    reason = pl.when(~pl.Series(ok)).then(pl.lit(f"{QUARANTINED} (quarantined)"))
+    if not candidates:
+        gens = [r[0] if r else None for r in results]
+        reasons = [QUARANTINE_REASON if g is None else _reason("generate", g.text) for g in gens]
+        return _keep_reason(data.with_columns(
+            pl.Series("response", [g.text if g else None for g in gens], pl.String),
+            pl.Series("finish_reason", [g.finish_reason if g else None for g in gens], pl.String),
+            pl.Series("completion_tokens", [g.completion_tokens if g else None for g in gens],
+                      pl.Int64),
+        ), reasons)
+    kept: list[list[Any]] = []
+    reasons = []
+    removed = ctx.notes.setdefault("nulled", {})
+    for result in results:
+        usable = [g for g in result or [] if garbage(g.text) is None]
+        for g in result or []:
+            why = garbage(g.text)
+            if why:
+                removed[f"sample removed: {why}"] = removed.get(f"sample removed: {why}", 0) + 1
+        kept.append(usable)
+        reasons.append(QUARANTINE_REASON if result is None else
+                       None if len(usable) >= config.min_samples else
+                       f"fewer than {config.min_samples} usable samples")
+    return _keep_reason(data.with_columns(
+        pl.Series("responses", [[g.text for g in u] for u in kept], pl.List(pl.String)),
+        pl.Series("finish_reason", [[g.finish_reason for g in u] for u in kept],
+                  pl.List(pl.String)),
+        pl.Series("completion_tokens", [[g.completion_tokens for g in u] for u in kept],
+                  pl.List(pl.Int64)),
+    ), reasons)
+
+
+def _reason(step: str, text: str) -> str | None:
+    why = garbage(text)
+    return f"{step}: {why}" if why else None
+
+
+def _keep_reason(out: pl.DataFrame, reasons: list[str | None]) -> pl.DataFrame:
+    """Add this step's drop reasons, keeping any an earlier mark already set."""
+    new = pl.Series(DROP, reasons, pl.String)
     if DROP in out.columns:
-        reason = pl.coalesce(pl.col(DROP), reason)
-    return out.with_columns(reason.alias(DROP)).lazy()
+        return out.with_columns(pl.coalesce(pl.col(DROP), new).alias(DROP))
+    return out.with_columns(new)

@@ -61,7 +61,7 @@ def run(
         dropped = ", ".join(f"{k}: {v}" for k, v in step.dropped.items()) or "none dropped"
         typer.echo(f"  step {step.index} {step.step:<16} {step.status:<8} {step.rows_in:>7} → "
                    f"{step.rows_out:<7} ({dropped}) {step.seconds:.2f}s")
-        for line in _error_lines(step.detail.get("errors")):
+        for line in _error_lines(step.detail.get("errors")) + _nulled_lines(step.detail):
             typer.echo(f"      {line}")
     if result.output is None:
         typer.echo(f"run {result.run_id} finished; no `output:` in the pipeline, last checkpoint: "
@@ -209,8 +209,13 @@ def runs(
         calls = item["detail"].get("model_calls")
         if calls:
             typer.echo("      model calls: " + ", ".join(f"{k} {v}" for k, v in calls.items()))
-        for line in _error_lines(item["detail"].get("errors")):
+        for line in _error_lines(item["detail"].get("errors")) + _nulled_lines(item["detail"]):
             typer.echo(f"      {line}")
+
+
+def _nulled_lines(detail: dict[str, Any]) -> list[str]:
+    """Fields a step nulled, or samples it removed, counted by reason."""
+    return [f"{reason}: {count}" for reason, count in (detail.get("nulled") or {}).items()]
 
 
 def _error_lines(errors: dict[str, Any] | None) -> list[str]:

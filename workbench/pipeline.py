@@ -122,7 +122,7 @@ def build_pipeline(
 
 
 def _check_models(source: str, spec: PipelineSpec, step: Step) -> None:
-    needs = getattr(step.transform, "needs", ())
+    needs = getattr(step.transform.config, "needs", None) or getattr(step.transform, "needs", ())
     for field, model_name in step.transform.models().items():
         if model_name not in spec.models:
             known = ", ".join(spec.models) or "none defined"
@@ -166,7 +166,7 @@ def check_kinds(pipeline: Pipeline, input_kind: str | None) -> list[str]:
                 f"{pipeline.source}: {step.label} consumes {consumes!r} rows but receives "
                 f"{current!r} rows"
             )
-        current = step.transform.output_kind(current) if current else step.transform.produces
+        current = step.transform.output_kind(current)
         kinds.append(current)
     return kinds
 

@@ -304,13 +304,16 @@ class Runner:
 
 
 def _call_detail(ctx: Context) -> dict[str, Any]:
-    """Model-call counts of a step and its errors by kind (count and first message)."""
+    """What a step noted for the run log: model-call counts, errors by kind (count and first
+    message), fields nulled or samples removed by reason (`nulled`), and a step's own
+    `report` (e.g. statistics a method computes)."""
     detail: dict[str, Any] = {}
     calls = ctx.notes.get("calls") or []
     if calls:
         detail["model_calls"] = {k: sum(c[k] for c in calls) for k in calls[0]}
-    if ctx.notes.get("errors"):
-        detail["errors"] = ctx.notes["errors"]
+    for key in ("errors", "nulled", "report"):
+        if ctx.notes.get(key):
+            detail[key] = ctx.notes[key]
     return detail
 
 

@@ -20,6 +20,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "transformers": ("workbench.models.transformers_backend", "TransformersBackend"),
     "vllm": ("workbench.models.vllm_backend", "VLLMBackend"),
     "openai": ("workbench.models.openai_backend", "OpenAIBackend"),
+    "reward": ("workbench.models.reward_backend", "RewardBackend"),
 }
 
 _loaded: dict[str, Backend] = {}

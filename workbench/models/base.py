@@ -16,6 +16,7 @@ Message = dict[str, str]
 Prompt = str | Sequence[Message]
 
 CAPABILITIES = ("generate", "logprobs", "next_token_distribution", "hidden_states")
+# `reward` (a scalar per conversation) is offered by the reward-model backend only.
 
 
 class CapabilityError(RuntimeError):
@@ -24,7 +25,14 @@ class CapabilityError(RuntimeError):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling options shared by all backends; temperature 0 means greedy decoding."""
+    """Sampling options shared by all backends; temperature 0 means greedy decoding.
+
+    The first-token options are Magpie's logits processors: `first_token_temperature` divides
+    the first generated position's logits ("flaming tokens": 1.2), `first_token_ban` pushes the
+    listed single-token strings to -9999.999 there (Llama-3.1 "de-markdown": #, ##, ###, ####).
+    `json_schema` asks for schema-constrained output where the backend can (vLLM guided
+    decoding, OpenAI-compatible `response_format`); others ignore it and callers parse.
+    """
 
     n: int = 1
     temperature: float = 0.0
@@ -32,9 +40,14 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int = 0
+    first_token_temperature: float = 1.0
+    first_token_ban: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The options as the cache keys them; options left at their default are omitted, so
+        adding an option never changes the keys of calls that do not use it."""
+        out: dict[str, Any] = {
             "n": self.n,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -42,6 +55,17 @@ class SamplingParams:
             "stop": list(self.stop),
             "seed": self.seed,
         }
+        if self.first_token_temperature != 1.0:
+            out["first_token_temperature"] = self.first_token_temperature
+        if self.first_token_ban:
+            out["first_token_ban"] = list(self.first_token_ban)
+        if self.json_schema is not None:
+            out["json_schema"] = self.json_schema
+        return out
+
+    @property
+    def shapes_first_token(self) -> bool:
+        return self.first_token_temperature != 1.0 or bool(self.first_token_ban)
 
 
 @dataclass(frozen=True)

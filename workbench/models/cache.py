@@ -370,7 +370,8 @@ class _Plan:
             if params is None:
                 params = SamplingParams()
             elif isinstance(params, dict):
-                params = SamplingParams(**{**params, "stop": tuple(params.get("stop", ()))})
+                params = SamplingParams(**{**params, "stop": tuple(params.get("stop", ())),
+                                           "first_token_ban": tuple(params.get("first_token_ban", ()))})
             self.sampling: SamplingParams = params
             self.n = params.n
             self.sampled = params.temperature > 0
@@ -403,6 +404,8 @@ class _Plan:
                 out = b.generate(items, self.sampling, seeds=seeds)
         elif self.capability == "next_token_distribution":
             out = b.next_token_distribution(items, self.candidates)
+        elif self.capability == "reward":
+            out = b.reward(items)
         elif self.capability in ("logprobs", "hidden_states"):
             prompts = [p for p, _ in items]
             conts = [c for _, c in items]

@@ -304,10 +304,18 @@ class OpenAIBackend:
         }
         if params.stop:
             body["stop"] = list(params.stop)
+        if params.json_schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "answer", "schema": params.json_schema, "strict": True}}
+        if params.shapes_first_token:
+            raise CapabilityError("the openai backend cannot shape the first token's logits "
+                                  "(Magpie's logits processors); use backend: transformers")
         if isinstance(prompt, str):
             path, body["prompt"] = "/completions", prompt
         elif self.endpoint == "chat":
             path, body["messages"] = "/chat/completions", [dict(m) for m in prompt]
+            if _is_prefill(body["messages"]):  # vLLM's way to continue the last turn
+                body.update(continue_final_message=True, add_generation_prompt=False)
         else:
             path, body["prompt"] = "/completions", self._raw_text(prompt, "generate")
 
@@ -504,7 +512,11 @@ class OpenAIBackend:
 
     # -- prompts ---------------------------------------------------------------------------
 
-    def _raw_text(self, prompt: Prompt, what: str) -> str:
+    def render(self, prompt: Prompt, add_generation_prompt: bool = True) -> str:
+        """The text a chat prompt becomes under the `chat_template` option."""
+        return self._raw_text(prompt, "render", add_generation_prompt)
+
+    def _raw_text(self, prompt: Prompt, what: str, add_generation_prompt: bool = True) -> str:
         if isinstance(prompt, str):
             return prompt
         if self.chat_template is None:
@@ -524,8 +536,14 @@ class OpenAIBackend:
             env.globals["raise_exception"] = raise_exception
             self._template = env.from_string(self.chat_template)
         kwargs = {"bos_token": "", "eos_token": "", **self.chat_template_kwargs}
+        messages = [dict(m) for m in prompt]
+        if _is_prefill(messages) and add_generation_prompt:
+            # continue the final assistant turn: render it closed, then cut after its text
+            text = self._template.render(messages=messages, add_generation_prompt=False, **kwargs)
+            end = text.rfind(messages[-1]["content"])
+            return text[: end + len(messages[-1]["content"])] if end >= 0 else text
         return self._template.render(
-            messages=[dict(m) for m in prompt], add_generation_prompt=True, **kwargs
+            messages=messages, add_generation_prompt=add_generation_prompt, **kwargs
         )
 
     # -- transport -------------------------------------------------------------------------
@@ -583,6 +601,10 @@ class OpenAIBackend:
         raise _RequestFailed(
             f"POST {url} failed after {self.max_retries + 1} attempts: {last}", status=status
         )
+
+
+def _is_prefill(messages: list[dict[str, Any]]) -> bool:
+    return bool(messages) and messages[-1].get("role") == "assistant"
 
 
 def _first_choice(data: dict[str, Any]) -> dict[str, Any]:

@@ -6,13 +6,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BackendName = Literal["transformers", "vllm", "openai"]
+BackendName = Literal["transformers", "vllm", "openai", "reward"]
 
 # What each backend can do, known without loading anything, so validation fails before a run.
 BACKEND_CAPABILITIES: dict[str, frozenset[str]] = {
     "transformers": frozenset({"generate", "logprobs", "next_token_distribution", "hidden_states"}),
     "vllm": frozenset({"generate", "logprobs", "next_token_distribution"}),
     "openai": frozenset({"generate", "logprobs", "next_token_distribution"}),
+    "reward": frozenset({"reward"}),
 }
 
 

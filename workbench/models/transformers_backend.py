@@ -45,13 +45,21 @@ class PromptEncoder:
         self.tokenizer = tokenizer
         self.bos_id = _bos_to_add(tokenizer)
 
-    def render(self, prompt: Prompt) -> str:
+    def render(self, prompt: Prompt, add_generation_prompt: bool = True) -> str:
+        """Chat messages as the model's template writes them. A conversation that ends with an
+        assistant turn is a prefill: that turn is left open for the model to continue (the
+        Magpie tagger's `{`)."""
         if isinstance(prompt, str):
             return prompt
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError("this model has no chat template: pass prompts as raw text")
+        messages = [dict(m) for m in prompt]
+        if messages and messages[-1].get("role") == "assistant" and add_generation_prompt:
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=False,
+                continue_final_message=True)
         return self.tokenizer.apply_chat_template(
-            [dict(m) for m in prompt], tokenize=False, add_generation_prompt=True
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
     def encode(self, text: str) -> list[int]:
@@ -62,6 +70,12 @@ class PromptEncoder:
 
     def encode_continuation(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def single_token_ids(self, texts: Sequence[str]) -> list[int]:
+        """Ids of the strings that are one token in this vocabulary (others cannot be banned
+        as a first token and are skipped, as a different vocabulary would split them)."""
+        ids = [self.encode_continuation(t) for t in texts]
+        return [t[0] for t in ids if len(t) == 1]
 
     def candidate_ids(self, candidates: Sequence[str]) -> list[int]:
         """First token id of each candidate, tokenized on its own.
@@ -141,6 +155,9 @@ class TransformersBackend:
         batch_size: int = 8,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a CLI run prints its own progress
 
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -184,6 +201,10 @@ class TransformersBackend:
             "impl": IMPL_VERSION,
         }
 
+    def render(self, prompt: Prompt, add_generation_prompt: bool = True) -> str:
+        """The exact text a chat prompt becomes (Magpie detects template families with it)."""
+        return self.encoder.render(prompt, add_generation_prompt)
+
     # -- generate -------------------------------------------------------------------------
 
     def generate(
@@ -219,7 +240,7 @@ class TransformersBackend:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-        row_sampler, stop_on_strings = _helper_classes()
+        row_sampler, stop_on_strings, first_token = _helper_classes()
         input_ids, mask = self._pad_left(ids)
         width = input_ids.shape[1]
         config = GenerationConfig(
@@ -230,8 +251,11 @@ class TransformersBackend:
             eos_token_id=sorted(self._eos_ids),
             use_cache=True,
         )
+        shaping = ([first_token(width, params.first_token_temperature,
+                                self.encoder.single_token_ids(params.first_token_ban))]
+                   if params.shapes_first_token else [])
         processors = LogitsProcessorList(
-            [row_sampler(seeds, params.temperature, params.top_p)] if seeds else []
+            shaping + ([row_sampler(seeds, params.temperature, params.top_p)] if seeds else [])
         )
         stopping = StoppingCriteriaList(
             [stop_on_strings(self.tokenizer, params.stop, width)] if params.stop else []
@@ -413,7 +437,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 @functools.cache
-def _helper_classes() -> tuple[type, type]:
+def _helper_classes() -> tuple[type, type, type]:
     """transformers hook classes, defined on first use so importing this module stays cheap."""
     import torch
     from transformers import LogitsProcessor, StoppingCriteria
@@ -460,4 +484,21 @@ def _helper_classes() -> tuple[type, type]:
             hit = [any(s in t for s in self.stops) for t in texts]
             return torch.tensor(hit, dtype=torch.bool, device=input_ids.device)
 
-    return RowSampler, StopOnStrings
+    class FirstTokenShaper(LogitsProcessor):
+        """Magpie's first-token processors: only at the first generated position, divide the
+        logits by a temperature and push banned ids to the reference's -9999.999."""
+
+        def __init__(self, prompt_width: int, temperature: float, banned: list[int]) -> None:
+            self.prompt_width = prompt_width
+            self.temperature = temperature
+            self.banned = banned
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            if input_ids.shape[1] != self.prompt_width:
+                return scores
+            scores = scores / self.temperature
+            if self.banned:
+                scores[:, self.banned] = -9999.999
+            return scores
+
+    return RowSampler, StopOnStrings, FirstTokenShaper

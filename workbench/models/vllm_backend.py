@@ -112,6 +112,10 @@ class VLLMBackend:
         """`params.n` samples per prompt; greedy computes one and repeats it. `seeds` gives
         each prompt its own seed (one vLLM SamplingParams per prompt)."""
         greedy = params.temperature <= 0
+        if params.shapes_first_token:
+            raise CapabilityError("the vllm backend does not shape the first token's logits "
+                                  "(Magpie's logits processors); use backend: transformers")
+        structured = self._structured(params.json_schema)
 
         def sampling_for(seed: int) -> Any:
             return self._vllm.SamplingParams(
@@ -121,6 +125,7 @@ class VLLMBackend:
                 max_tokens=params.max_new_tokens,
                 stop=list(params.stop) or None,
                 seed=seed,
+                **structured,
             )
 
         sampling: Any = (sampling_for(params.seed) if seeds is None or greedy
@@ -140,6 +145,18 @@ class VLLMBackend:
             ]
             results.append(samples * params.n if greedy else samples)
         return results
+
+    def render(self, prompt: Prompt, add_generation_prompt: bool = True) -> str:
+        return self.encoder.render(prompt, add_generation_prompt)
+
+    def _structured(self, schema: dict[str, Any] | None) -> dict[str, Any]:
+        """Schema-constrained decoding, in whichever form this vLLM version offers."""
+        if schema is None:
+            return {}
+        params = self._vllm.sampling_params
+        if hasattr(params, "StructuredOutputsParams"):
+            return {"structured_outputs": params.StructuredOutputsParams(json=schema)}
+        return {"guided_decoding": params.GuidedDecodingParams(json=schema)}
 
     def logprobs(
         self, prompts: Sequence[Prompt], continuations: Sequence[str]

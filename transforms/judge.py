@@ -1,0 +1,313 @@
+"""`judge`: a score for every response, by one of five methods, and pairwise preference
+judging that asks in both orders.
+
+- `expected_score`: the judge's next-token distribution over "1".."N" after a rubric, turned
+  into the expected rating (deita's formula, `workbench.scores.expected_score`).
+- `llm_json`: the judge writes JSON `{"score": .., "rationale": ..}` (schema-constrained where
+  the backend can); bad JSON is retried once with a fresh sample, then the score is null with
+  the reason counted.
+- `reward_model`: a sequence-classification reward model (`backend: reward`, any local path).
+- `density_ratio`: log π_strong(y|x) − log π_weak(y|x) (CDR, METHODS.md §7.1), from two models
+  or from one model under two system prompts.
+- `llm_pairwise` (preference rows): which of two responses is better, asked with chosen as A
+  and again with chosen as B; a verdict that follows the position is a recorded flip.
+
+Scores land where the kind keeps them: `scores` (candidates, one per response), `score`
+(sft), `chosen_score` / `rejected_score` (preference). Out-of-range or missing scores are
+null, never invented, and counted by reason in the run log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import Field, model_validator
+
+from workbench.transform import Context, StepConfig, transform
+
+RUBRIC = (
+    "Please act as an impartial judge and rate the quality of the assistant's response to the "
+    "user below. Consider helpfulness, relevance, accuracy, depth and clarity.\n\n"
+    "[Conversation]\n{conversation}\n\n[Assistant's response]\n{response}\n\n"
+    "Rate the response on a scale of 1 to {scale}, where 1 is very poor and {scale} is "
+    "excellent. Answer with the number only."
+)
+JSON_RUBRIC = (
+    "Please act as an impartial judge and evaluate the assistant's response to the user "
+    "below for helpfulness, relevance, accuracy, depth and clarity.\n\n"
+    "[Conversation]\n{conversation}\n\n[Assistant's response]\n{response}\n\n"
+    'Reply with JSON only, in the form {{"rationale": "<one or two sentences>", "score": '
+    "<an integer from 1 to {scale}>}}."
+)
+PAIRWISE = (
+    "Please act as an impartial judge and decide which of two assistant responses answers "
+    "the user better.\n\n[Conversation]\n{conversation}\n\n[Response A]\n{a}\n\n"
+    "[Response B]\n{b}\n\nWhich response is better? Answer with the letter A or B only."
+)
+
+
+class JudgeConfig(StepConfig):
+    method: Literal["expected_score", "llm_json", "reward_model", "density_ratio",
+                    "llm_pairwise"] = Field("expected_score")
+    model: str = Field("default", description="the judge (or the strong model for density_ratio)")
+    weak_model: str | None = Field(None, description="density_ratio: the weak model")
+    strong_system: str | None = Field(None, description="density_ratio with one model: system "
+                                      "prompt of the 'strong' side")
+    weak_system: str | None = Field(None, description="density_ratio with one model: system "
+                                    "prompt of the 'weak' side")
+    average: bool = Field(False, description="density_ratio: per response token (avg_drsow)")
+    scale: int = Field(5, ge=2, le=9, description="ratings 1..scale (single-token digits)")
+    rubric: str | None = Field(None, description="prompt with {conversation}, {response}, {scale}")
+    prefill: str = Field("", description="expected_score: text the judge's answer starts with")
+    max_new_tokens: int = Field(192, ge=8, description="llm_json: judge output length")
+    batch_size: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _density_sides(self) -> JudgeConfig:
+        if self.method == "density_ratio" and self.weak_model is None and (
+                self.strong_system is None or self.weak_system is None):
+            raise ValueError("density_ratio needs weak_model, or strong_system and weak_system "
+                             "for one model under two system prompts")
+        return self
+
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The backend capability this method calls (checked before a run)."""
+        return ({"expected_score": "next_token_distribution", "llm_json": "generate",
+                 "reward_model": "reward", "density_ratio": "logprobs",
+                 "llm_pairwise": "next_token_distribution"}[self.method],)
+
+
+@transform("judge", scope="row", consumes="any", produces="same")
+def judge(frame: pl.LazyFrame, config: JudgeConfig, ctx: Context) -> pl.LazyFrame:
+    """Score each response (or judge each pair in both orders) with the chosen method."""
+    data = frame.collect()
+    if config.method == "llm_pairwise":
+        return _pairwise(data, config, ctx).lazy()
+    items = _items(data)
+    scorer = {"expected_score": _expected, "llm_json": _llm_json, "reward_model": _reward,
+              "density_ratio": _density}[config.method]
+    present = items.filter(pl.col("response").is_not_null())
+    scores, texts = scorer(present, config, ctx) if present.height else ([], [])
+    judged = present.select("row", "slot").with_columns(
+        pl.Series("score", scores, pl.Float64), pl.Series("judge_text", texts, pl.String))
+    items = items.join(judged, on=["row", "slot"], how="left").sort("row", "slot")
+    return _attach(data, items, keep_texts=any(t is not None for t in texts)).lazy()
+
+
+# -- what is judged ------------------------------------------------------------------------
+
+def _items(data: pl.DataFrame) -> pl.DataFrame:
+    """One row per (dataset row, response slot) with the conversation and the response."""
+    rows = pl.int_range(pl.len()).alias("row")
+    if "responses" in data.columns:
+        flat = data.select(rows, "id", "prompt", pl.col("responses").alias("response"),
+                           pl.int_ranges(pl.col("responses").list.len()).alias("slot"))
+        return flat.explode("response", "slot").drop_nulls("slot")
+    columns = (["chosen", "rejected"] if {"chosen", "rejected"} <= set(data.columns)
+               else ["response"] if "response" in data.columns else [])
+    if not columns:
+        raise ValueError("judge needs responses, response, or chosen/rejected columns")
+    parts = [data.select(rows, "id", "prompt", pl.col(c).alias("response"),
+                         pl.lit(i, pl.Int64).alias("slot")) for i, c in enumerate(columns)]
+    return pl.concat(parts).sort("row", "slot")
+
+
+def _conversation(prompt: list[dict[str, str]]) -> str:
+    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
+
+
+def _rubric_messages(items: pl.DataFrame, template: str, scale: int,
+                     prefill: str = "") -> list[list[dict[str, str]]]:
+    out = []
+    for prompt, response in zip(items["prompt"].to_list(), items["response"].to_list(),
+                                strict=True):
+        text = template.format(conversation=_conversation(prompt), response=response, scale=scale)
+        messages = [{"role": "user", "content": text}]
+        if prefill:
+            messages.append({"role": "assistant", "content": prefill})
+        out.append(messages)
+    return out
+
+
+def _keys(items: pl.DataFrame, tag: str) -> list[str]:
+    return [f"{row_id}:{slot}:{tag}" for row_id, slot in
+            zip(items["id"].to_list(), items["slot"].to_list(), strict=True)]
+
+
+def _count(ctx: Context, reason: str, n: int = 1) -> None:
+    nulled = ctx.notes.setdefault("nulled", {})
+    nulled[reason] = nulled.get(reason, 0) + n
+
+
+# -- methods -------------------------------------------------------------------------------
+
+def _expected(items: pl.DataFrame, config: JudgeConfig,
+              ctx: Context) -> tuple[list[float | None], list[str | None]]:
+    from workbench.scores import expected_score
+
+    labels = [str(i) for i in range(1, config.scale + 1)]
+    prompts = _rubric_messages(items, config.rubric or RUBRIC, config.scale, config.prefill)
+    dists = ctx.call(config.model, "next_token_distribution", prompts, {"candidates": labels},
+                     row_ids=_keys(items, "judge"), batch_size=config.batch_size)
+    scores = []
+    for dist in dists:
+        score = expected_score(dist, labels, fallback=None) if dist is not None else None
+        if score is None and dist is not None:
+            _count(ctx, "score: rating digits outside the judge's distribution")
+        scores.append(score)
+    return scores, [None] * len(scores)
+
+
+SCORE_SCHEMA = {"type": "object", "properties": {"rationale": {"type": "string"},
+                                                 "score": {"type": "integer"}},
+                "required": ["rationale", "score"]}
+
+
+def parse_judgement(text: str, scale: int) -> tuple[float | None, str | None, str | None]:
+    """(score, rationale, problem) from a judge's JSON reply; tolerant of prose around it."""
+    match = re.search(r"\{.*\}", text, flags=re.S)
+    if not match:
+        return None, None, "no JSON object in the judge's reply"
+    try:
+        data = json.loads(match.group(0))
+    except json.JSONDecodeError:
+        return None, None, "unparseable JSON from the judge"
+    if not isinstance(data, dict) or "score" not in data:
+        return None, None, "judge JSON has no score"
+    try:
+        score = float(data["score"])
+    except (TypeError, ValueError):
+        return None, None, "judge score is not a number"
+    if not 1 <= score <= scale:
+        return None, None, f"judge score out of range 1..{scale}"
+    rationale = data.get("rationale")
+    return score, rationale if isinstance(rationale, str) else None, None
+
+
+def _llm_json(items: pl.DataFrame, config: JudgeConfig,
+              ctx: Context) -> tuple[list[float | None], list[str | None]]:
+    from workbench.models.base import SamplingParams
+
+    prompts = _rubric_messages(items, config.rubric or JSON_RUBRIC, config.scale)
+    keys = _keys(items, "json")
+    params = SamplingParams(max_new_tokens=config.max_new_tokens, json_schema=SCORE_SCHEMA,
+                            seed=ctx.seed)
+    first = ctx.call(config.model, "generate", prompts, params, row_ids=keys,
+                     batch_size=config.batch_size)
+    texts = [r[0].text if r else None for r in first]
+    parsed = [parse_judgement(t, config.scale) if t is not None else (None, None, None)
+              for t in texts]
+    retry = [i for i, (p, t) in enumerate(zip(parsed, texts, strict=True))
+             if t is not None and p[2] is not None]
+    if retry:  # once more, sampled, so a greedy judge does not repeat the same bad reply
+        again = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=0.7,
+                               json_schema=SCORE_SCHEMA, seed=ctx.seed)
+        second = ctx.call(config.model, "generate", [prompts[i] for i in retry], again,
+                          row_ids=[keys[i] for i in retry],
+                          sample_ids=[f"{keys[i]}:retry" for i in retry],
+                          batch_size=config.batch_size)
+        for i, result in zip(retry, second, strict=True):
+            if result is not None:
+                texts[i] = result[0].text
+                parsed[i] = parse_judgement(result[0].text, config.scale)
+    for _, _, problem in parsed:
+        if problem:
+            _count(ctx, f"score: {problem}")
+    return [p[0] for p in parsed], texts
+
+
+def _reward(items: pl.DataFrame, config: JudgeConfig,
+            ctx: Context) -> tuple[list[float | None], list[str | None]]:
+    conversations = [[*prompt, {"role": "assistant", "content": response}] for prompt, response
+                     in zip(items["prompt"].to_list(), items["response"].to_list(), strict=True)]
+    scores = ctx.call(config.model, "reward", conversations, row_ids=_keys(items, "reward"),
+                      batch_size=config.batch_size)
+    return scores, [None] * len(scores)
+
+
+def _density(items: pl.DataFrame, config: JudgeConfig,
+             ctx: Context) -> tuple[list[float | None], list[str | None]]:
+    prompts = items["prompt"].to_list()
+    responses = items["response"].to_list()
+
+    def side(model: str, system: str | None) -> list[Any]:
+        conv = [([{"role": "system", "content": system}, *p] if system else p) for p in prompts]
+        return ctx.call(model, "logprobs", list(zip(conv, responses, strict=True)),
+                        row_ids=_keys(items, f"density:{model}"), batch_size=config.batch_size)
+
+    strong = side(config.model, config.strong_system)
+    weak = side(config.weak_model or config.model, config.weak_system)
+    scores = []
+    for s, w in zip(strong, weak, strict=True):
+        if s is None or w is None:
+            scores.append(None)
+            continue
+        value = s.total - w.total
+        scores.append(value / max(len(s.logprobs), 1) if config.average else value)
+    return scores, [None] * len(scores)
+
+
+def _attach(data: pl.DataFrame, items: pl.DataFrame, keep_texts: bool) -> pl.DataFrame:
+    """Scores (and judge texts) back onto the rows, aligned with each row's responses."""
+    if "responses" in data.columns:
+        grouped = items.group_by("row", maintain_order=True).agg("score", "judge_text")
+        per_row = pl.DataFrame({"row": range(data.height)}, schema={"row": pl.Int64}).join(
+            grouped.with_columns(pl.col("row").cast(pl.Int64)), on="row", how="left")
+        out = data.with_columns(per_row["score"].alias("scores"))
+        return out.with_columns(per_row["judge_text"].alias("judge_texts")) if keep_texts else out
+    names = (["chosen", "rejected"] if {"chosen", "rejected"} <= set(data.columns)
+             else ["response"])
+    cols = []
+    for slot, name in enumerate(names):
+        part = items.filter(pl.col("slot") == slot).sort("row")
+        prefix = "" if name == "response" else f"{name}_"
+        cols.append(part["score"].alias(f"{prefix}score"))
+        if keep_texts:
+            cols.append(part["judge_text"].alias(f"{prefix}judge_text"))
+    return data.with_columns(cols)
+
+
+def _pairwise(data: pl.DataFrame, config: JudgeConfig, ctx: Context) -> pl.DataFrame:
+    """P(A better) with chosen shown as A, then as B; verdicts, and whether position won."""
+    if not {"chosen", "rejected"} <= set(data.columns):
+        raise ValueError("llm_pairwise judges preference rows (chosen/rejected)")
+    convs = [_conversation(p) for p in data["prompt"].to_list()]
+    chosen, rejected = data["chosen"].to_list(), data["rejected"].to_list()
+
+    def ask(first: list[str], second: list[str], tag: str) -> list[float | None]:
+        prompts = [[{"role": "user", "content": PAIRWISE.format(conversation=c, a=a, b=b)}]
+                   for c, a, b in zip(convs, first, second, strict=True)]
+        dists = ctx.call(config.model, "next_token_distribution", prompts,
+                         {"candidates": ["A", "B"]},
+                         row_ids=[f"{i}:{tag}" for i in data["id"].to_list()],
+                         batch_size=config.batch_size)
+        return [None if d is None else _p_first(d["A"], d["B"]) for d in dists]
+
+    ab = ask(chosen, rejected, "pairwise:chosen_first")
+    ba = ask(rejected, chosen, "pairwise:rejected_first")
+    frame = data.with_columns(
+        pl.Series("p_chosen_as_a", ab, pl.Float64),
+        pl.Series("p_chosen_as_b", [None if x is None else 1.0 - x for x in ba], pl.Float64))
+    first_says = pl.col("p_chosen_as_a") > 0.5
+    second_says = pl.col("p_chosen_as_b") > 0.5
+    return frame.with_columns(
+        pl.when(first_says & second_says).then(pl.lit("chosen"))
+        .when(~first_says & ~second_says).then(pl.lit("rejected"))
+        .when(first_says.is_not_null() & second_says.is_not_null()).then(pl.lit("inconsistent"))
+        .alias("judge_prefers"),
+        (first_says != second_says).alias("position_flip"),
+        ((pl.col("p_chosen_as_a") + pl.col("p_chosen_as_b")) / 2).alias("p_chosen"),
+    )
+
+
+def _p_first(a: float, b: float) -> float | None:
+    """P(A) from the log-probs of "A" and "B", renormalised over the two."""
+    if math.isinf(a) and math.isinf(b):
+        return None
+    return 1.0 / (1.0 + math.exp(min(b - a, 700.0)))

@@ -1,0 +1,81 @@
+"""Backend `reward`: a sequence-classification reward model (ArmoRM, FsfairX, any local path).
+
+A conversation (ending with the assistant's reply) is rendered with the reward model's own
+chat template and scored in one forward pass; the score is `output.score` where a model
+defines one (ArmoRM), else the first logit. The BOS string is removed from the rendered text
+before tokenizing with special tokens, as Magpie does, so it is not doubled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from workbench.models.base import CallFailed, CapabilityError, Message
+from workbench.models.fingerprint import tokenizer_digest
+from workbench.models.transformers_backend import (
+    _chunks,
+    _pick_device,
+    _pick_dtype,
+    describe_weights,
+)
+
+
+class RewardBackend:
+    backend: ClassVar[str] = "reward"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"reward"})
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "float32",
+                 batch_size: int = 4, max_length: int = 4096,
+                 trust_remote_code: bool = False) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.model_name = model
+        self.device = _pick_device(device)
+        self.dtype = _pick_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        t0 = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            model, dtype=self.dtype, trust_remote_code=trust_remote_code)
+        self.model.to(self.device).eval()
+        if self.model.config.pad_token_id is None:  # batching needs to find the last token
+            pad = self.tokenizer.pad_token_id
+            self.model.config.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.load_seconds = time.perf_counter() - t0
+        self._fingerprint = {"backend": self.backend, "model": model,
+                             "weights": describe_weights(model, self.model.config),
+                             "tokenizer": tokenizer_digest(self.tokenizer),
+                             "dtype": str(self.dtype).removeprefix("torch."),
+                             "device": str(self.device).split(":")[0], "max_length": max_length}
+
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self._fingerprint)
+
+    def render(self, conversation: Sequence[Message]) -> str:
+        text = self.tokenizer.apply_chat_template([dict(m) for m in conversation], tokenize=False,
+                                                  add_generation_prompt=False)
+        bos = self.tokenizer.bos_token
+        return text.replace(bos, "") if bos else text
+
+    def reward(self, conversations: Sequence[Sequence[Message]]) -> list[float | CallFailed]:
+        import torch
+
+        texts = [self.render(c) for c in conversations]
+        out: list[float | CallFailed] = []
+        for batch in _chunks(texts, self.batch_size):
+            enc = self.tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
+                                 max_length=self.max_length).to(self.device)
+            with torch.inference_mode():
+                result = self.model(**enc)
+            values = getattr(result, "score", None)
+            values = result.logits[:, 0] if values is None else values.reshape(len(batch), -1)[:, 0]
+            out.extend(float(v) for v in values.float().cpu())
+        return out
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        raise CapabilityError("a reward model only scores conversations (capability 'reward')")
