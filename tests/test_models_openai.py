@@ -691,3 +691,22 @@ def test_every_request_option_is_part_of_the_cache_key(
         assert run(chat_template_kwargs={"x": 1}) == (0, 1)
         assert run(top_logprobs=5) == (0, 1)
         assert run(concurrency=3, timeout=30) == (1, 0)  # transport options do not matter
+
+
+def test_json_judge_uses_schema_constrained_output(server_url: str, tmp_path: Path) -> None:
+    """`judge: llm_json` sends the score schema as `response_format`: the server's grammar
+    makes even a 135M model answer with parseable JSON."""
+    from transforms.judge import SCORE_SCHEMA, parse_judgement
+    from workbench.models.cache import CallCache, cached_call
+
+    ask = [{"role": "user", "content": "Rate the answer 'Paris' to 'Capital of France?' from 1 "
+                                       "to 5 as JSON with a rationale and a score."}]
+    params = SamplingParams(max_new_tokens=48, json_schema=SCORE_SCHEMA)
+    with (CallCache(tmp_path / "calls.sqlite") as cache,
+          OpenAIBackend(MODEL, base_url=server_url, max_retries=1) as b):
+        (result,), _ = cached_call(cache, b, "generate", [ask], params)
+        assert result is not None, cache.failed()
+    data = json.loads(result[0].text)
+    assert set(data) == {"rationale", "score"} and isinstance(data["score"], int)
+    score, _, problem = parse_judgement(result[0].text, 10**6)
+    assert problem is None and score == data["score"]

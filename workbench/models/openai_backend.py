@@ -118,6 +118,9 @@ class OpenAIBackend:
         because the server adds BOS itself. Needed to score chat prompts.
     top_logprobs: top-k asked for in next_token_distribution (default 20).
     logprobs_method: "auto", "grammar" or "echo" (see the module docstring).
+    schema_format: how JSON schemas are sent as `response_format`: "json_schema" (OpenAI,
+        vLLM), "json_object" with a `schema` (llama-cpp-python), or "auto" (the first, then
+        the second if the server refuses it).
     extra_body: fields merged into every request body (server-specific extensions).
     revision: free text added to the fingerprint, e.g. the served checkpoint's version.
     """
@@ -143,6 +146,7 @@ class OpenAIBackend:
         chat_template_kwargs: dict[str, Any] | None = None,
         top_logprobs: int = 20,
         logprobs_method: Literal["auto", "grammar", "echo"] = "auto",
+        schema_format: Literal["auto", "json_schema", "json_object"] = "auto",
         extra_body: dict[str, Any] | None = None,
         revision: str | None = None,
     ) -> None:
@@ -178,6 +182,7 @@ class OpenAIBackend:
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.top_logprobs = top_logprobs
         self.logprobs_method = logprobs_method
+        self._schema_format = schema_format
         self._method: str | None = None if logprobs_method == "auto" else logprobs_method
         self.extra_body = dict(extra_body or {})
         self.revision = revision
@@ -304,9 +309,6 @@ class OpenAIBackend:
         }
         if params.stop:
             body["stop"] = list(params.stop)
-        if params.json_schema is not None:
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "answer", "schema": params.json_schema, "strict": True}}
         if params.shapes_first_token:
             raise CapabilityError("the openai backend cannot shape the first token's logits "
                                   "(Magpie's logits processors); use backend: transformers")
@@ -320,7 +322,10 @@ class OpenAIBackend:
             path, body["prompt"] = "/completions", self._raw_text(prompt, "generate")
 
         def job() -> Generation:
-            data = self._post(path, body)
+            if params.json_schema is None:
+                data = self._post(path, body)
+            else:
+                data = self._post_with_schema(path, body, params.json_schema)
             choice = _first_choice(data)
             if path == "/chat/completions":
                 text = (choice.get("message") or {}).get("content") or ""
@@ -337,6 +342,24 @@ class OpenAIBackend:
             )
 
         return job
+
+    def _post_with_schema(self, path: str, body: dict[str, Any],
+                          schema: dict[str, Any]) -> dict[str, Any]:
+        """Schema-constrained output. OpenAI and vLLM take `{"type": "json_schema", ...}`,
+        llama-cpp-python only `{"type": "json_object", "schema": ...}`; with `schema_format:
+        auto` the second form is used once a server refuses the first, for the backend's life."""
+        forms = {"json_schema": {"type": "json_schema", "json_schema": {
+                     "name": "answer", "schema": schema, "strict": True}},
+                 "json_object": {"type": "json_object", "schema": schema}}
+        chosen = self._schema_format if self._schema_format != "auto" else "json_schema"
+        try:
+            return self._post(path, {**body, "response_format": forms[chosen]})
+        except _RequestFailed as exc:
+            refused = exc.status in (400, 422, 500) and "json_object" in str(exc)
+            if self._schema_format != "auto" or not refused:
+                raise
+            self._schema_format = "json_object"
+            return self._post(path, {**body, "response_format": forms["json_object"]})
 
     def _score_continuation(self, prompt: str, continuation: str) -> TokenLogprobs:
         if not continuation:

@@ -2,8 +2,10 @@
 
 A conversation (ending with the assistant's reply) is rendered with the reward model's own
 chat template and scored in one forward pass; the score is `output.score` where a model
-defines one (ArmoRM), else the first logit. The BOS string is removed from the rendered text
-before tokenizing with special tokens, as Magpie does, so it is not doubled.
+defines one (ArmoRM), else the first logit. The rendered text is tokenized without added
+special tokens and a BOS is prepended only when the tokenizer adds one and the text lacks it,
+which is what Magpie's "remove the BOS string, let the pipeline re-add it" intends without
+deleting ChatML's `<|im_start|>` markers (SmolLM2's BOS) from every turn.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, ClassVar
 from workbench.models.base import CallFailed, CapabilityError, Message
 from workbench.models.fingerprint import tokenizer_digest
 from workbench.models.transformers_backend import (
+    PromptEncoder,
     _chunks,
     _pick_device,
     _pick_dtype,
@@ -46,6 +49,7 @@ class RewardBackend:
             self.model.config.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.encoder = PromptEncoder(self.tokenizer)
         self.load_seconds = time.perf_counter() - t0
         self._fingerprint = {"backend": self.backend, "model": model,
                              "weights": describe_weights(model, self.model.config),
@@ -57,19 +61,16 @@ class RewardBackend:
         return dict(self._fingerprint)
 
     def render(self, conversation: Sequence[Message]) -> str:
-        text = self.tokenizer.apply_chat_template([dict(m) for m in conversation], tokenize=False,
+        return self.tokenizer.apply_chat_template([dict(m) for m in conversation], tokenize=False,
                                                   add_generation_prompt=False)
-        bos = self.tokenizer.bos_token
-        return text.replace(bos, "") if bos else text
 
     def reward(self, conversations: Sequence[Sequence[Message]]) -> list[float | CallFailed]:
         import torch
 
-        texts = [self.render(c) for c in conversations]
+        ids = [self.encoder.encode(self.render(c))[: self.max_length] for c in conversations]
         out: list[float | CallFailed] = []
-        for batch in _chunks(texts, self.batch_size):
-            enc = self.tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_length).to(self.device)
+        for batch in _chunks(ids, self.batch_size):
+            enc = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 result = self.model(**enc)
             values = getattr(result, "score", None)

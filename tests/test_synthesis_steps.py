@@ -1,0 +1,102 @@
+"""sample_responses, rationale, grape_select, magpie_tags and magpie_neighbors on real rows
+and the embedded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from transforms.magpie_neighbors import neighbor_stats
+from transforms.magpie_tags import parse_tag_reply
+from transforms.rationale import conditioning_prompt
+from workbench.pipeline import build_pipeline
+from workbench.runner import run_pipeline
+
+EMBEDDED = {"default": {"backend": "transformers", "model": "embedded"}}
+Q = [{"role": "user", "content": "Name a primary colour."}]
+
+
+def run(ws, source: Path, steps: list[dict], output: str = "out") -> pl.DataFrame:
+    spec = build_pipeline({"name": output, "input": str(source), "output": output,
+                           "models": EMBEDDED, "steps": steps})
+    run_pipeline(spec, ws, progress=False)
+    return ws.read(output)
+
+
+def test_neighbor_stats_follow_gen_dis_exactly():
+    # unit vectors: rows 0 and 2 are near-duplicates (cos 0.99), row 1 is far, row 3 == row 2
+    a = np.array([1.0, 0.0])
+    b = np.array([0.0, 1.0])
+    c = np.array([0.99, np.sqrt(1 - 0.99**2)])
+    vectors = np.stack([a, b, c, c]).astype(np.float32)
+    distance, repeats, similar = neighbor_stats(vectors, ["r0", "r1", "r2", "r3"], 500, 0.05)
+    assert repeats == [2, 0, 2, 2]
+    assert similar == ["r0", None, "r0", "r0"]  # smallest index among near-duplicates
+    assert distance[0] == pytest.approx(2 - 2 * 0.99, abs=1e-5)  # squared L2 = 2 - 2 cos
+    assert distance[1] == pytest.approx(2 - 2 * np.sqrt(1 - 0.99**2), abs=1e-5)
+    assert distance[2] == pytest.approx(0.0, abs=1e-6)  # its exact twin
+
+
+def test_tag_replies_are_read_like_unitag():
+    assert parse_tag_reply('"input_quality": "good"\n}') == ({"input_quality": "good"}, None)
+    assert parse_tag_reply('"a": 1} trailing } text')[0] is None  # cut after the LAST }
+    value, problem = parse_tag_reply("not json at all")
+    assert value is None and problem.startswith("unparseable JSON")
+    assert parse_tag_reply(None) == (None, "no reply from the tagger")
+
+
+@pytest.mark.slow
+def test_sampled_candidates_judged_paired_and_explained(ws, tmp_path: Path):
+    source = tmp_path / "q.jsonl"
+    source.write_text('{"prompt": "Name a primary colour."}\n{"prompt": "Say hello in French."}\n')
+    out = run(ws, source, [
+        {"sample_responses": {"n": 3, "max_new_tokens": 12, "batch_size": 2}},
+        {"judge": {"method": "expected_score"}},
+        {"pairs": {"method": "best_worst"}},
+        {"rationale": {"max_new_tokens": 24, "conditioning_order": "random"}},
+    ])
+    assert out.height >= 1
+    for row in out.iter_rows(named=True):
+        assert row["chosen"] != row["rejected"] and row["chosen_score"] > row["rejected_score"]
+        assert len(row["responses"]) == len(row["scores"]) >= 2
+        assert row["rationale"].strip()
+        user = row["prompt"][-1]["content"]
+        above, below = ((row["chosen"], row["rejected"]) if row["rationale_chosen_above"]
+                        else (row["rejected"], row["chosen"]))
+        assert row["rationale_prompt"] == conditioning_prompt(user, above, below)
+        assert row["rationale_shown_first"] in ("chosen", "rejected")
+
+
+@pytest.mark.slow
+def test_grape_select_keeps_the_most_likely_response(ws, tmp_path: Path):
+    from workbench.models import load_backend
+    from workbench.models.spec import ModelSpec
+
+    responses = ["Red.", "Red.", "Purple polka dots on a Tuesday."]
+    source = tmp_path / "c.parquet"
+    pl.DataFrame({"prompt": [Q], "responses": [responses]}).write_parquet(source)
+    row = run(ws, source, [{"grape_select": {"batch_size": 2}}]).row(0, named=True)
+    scores = row["grape_scores"]
+    assert scores[0] == pytest.approx(scores[1])  # identical responses, identical scores
+    backend = load_backend(ModelSpec())
+    single = [backend.logprobs([Q], [r])[0] for r in responses]  # one at a time, no padding
+    expected = [s.total / len(s.logprobs) for s in single]
+    assert scores == pytest.approx(expected, abs=1e-4)
+    best = int(np.argmax(expected))
+    assert row["response"] == responses[best] and row["grape_index"] == best == 0  # first tie
+
+
+@pytest.mark.slow
+def test_magpie_tags_never_crash_on_what_a_small_tagger_writes(ws, tmp_path: Path):
+    source = tmp_path / "i.jsonl"
+    source.write_text('{"prompt": "How do I bake bread?"}\n{"prompt": "Écris un poème."}\n')
+    out = run(ws, source, [{"magpie_tags": {"tags": ["quality", "language", "length"],
+                                            "max_new_tokens": 24}}])
+    assert out["language"].to_list() == ["EN", "FR"]
+    assert out["instruction_length"].to_list() == [20, 15]
+    for value, errors in zip(out["input_quality"].to_list(), out["tag_errors"].to_list(),
+                             strict=True):
+        assert (value is None) == bool(errors)  # a null tag always says why
