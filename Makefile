@@ -28,7 +28,11 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt Makefile
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/workbench --workspace $(WORKSPACE) run data/pipelines/demo.yaml
-	@echo "(workbench is installed in $(BIN): 'source $(BIN)/activate' first, or call $(BIN)/workbench)"
+	@echo
+	@echo "Next: 'source $(BIN)/activate', then"
+	@echo "  workbench -w $(WORKSPACE) show demo_preferences --limit 3     # the pairs, with rationales"
+	@echo "  workbench -w $(WORKSPACE) ui                                  # browse and label them (http://127.0.0.1:8501)"
+	@echo "  workbench -w $(WORKSPACE) export demo_preferences --out exports/demo   # a dataset TRL loads as it is"
 
 test: setup test-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
