@@ -100,3 +100,19 @@ def test_magpie_tags_never_crash_on_what_a_small_tagger_writes(ws, tmp_path: Pat
     for value, errors in zip(out["input_quality"].to_list(), out["tag_errors"].to_list(),
                              strict=True):
         assert (value is None) == bool(errors)  # a null tag always says why
+
+
+def test_magpie_neighbors_on_real_repetitive_conversations(ws, shared: Path):
+    """FastChat's identity conversations repeat themselves: Magpie's filter keeps one of each
+    near-identical group (the smallest index) and counts the rest."""
+    source = shared / "fastchat/dummy_conversation.json"
+    spec = build_pipeline({"name": "nb", "input": str(source), "output": "nb",
+                           "steps": [{"sample": {"n": 120}}, {"magpie_neighbors": {}}]})
+    run_pipeline(spec, ws, progress=False)
+    out = ws.read("nb")
+    assert out["repeat_count"].max() > 0
+    keep = out.filter(pl.col("min_similar_id").is_null() | (pl.col("min_similar_id") == pl.col("id")))
+    assert 0 < keep.height < out.height
+    ids = set(out["id"])
+    assert set(out["min_similar_id"].drop_nulls()) <= ids
+    assert ((out["min_neighbor_distance"] >= -1e-5) & (out["min_neighbor_distance"] <= 4)).all()
