@@ -75,4 +75,4 @@ def test_readme_commands_run_from_a_fresh_clone(tmp_path: Path):
     assert {"import", "datasets", "show", "sql", "run", "runs", "transforms", "export",
             "ui"} <= seen
     assert (clone / "workspace" / "workbench.duckdb").is_file()
-    assert (clone / "exports" / "demo" / "README.md").is_file()
+    assert (clone / "exports" / "hh_clean" / "README.md").is_file()
