@@ -151,9 +151,10 @@ def deita_select(frame: pl.LazyFrame, config: DeitaSelectConfig, ctx: Context) -
         "beyond_budget": int((chosen.status == NOT_REACHED).sum()),
         "threshold": config.threshold, "budget": config.budget,
     }
-    status, twin = pl.Series(chosen.status[positions]), pl.Series(twin[positions])
+    status, twin = pl.Series(chosen.status[positions]), twin[positions]
+    twin_id = data["id"].gather(np.maximum(twin, 0))
     return data[order[positions]].with_columns(  # selected first, in selection order
-        pl.when(twin >= 0).then(pl.col("id").gather(twin.clip(0))).alias("duplicate_of"),
+        pl.when(pl.Series(twin >= 0)).then(twin_id).alias("duplicate_of"),
         pl.Series("similarity", chosen.similarity[positions], pl.Float64).fill_nan(None),
         pl.when(status == SIMILAR).then(pl.lit(similar))
         .when(status == NOT_REACHED).then(pl.lit(over)).alias(DROP),
