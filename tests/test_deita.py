@@ -121,11 +121,11 @@ def test_select_needs_numbers_and_vectors():
 def test_deita_score_is_one_forward_per_prompt_on_the_embedded_model(tmp_path):
     import torch
 
+    from transforms.deita import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE
     from workbench.models import load_backend
     from workbench.models.spec import ModelSpec
     from workbench.scores import expected_score
     from workbench.workspace import Workspace
-    from transforms.deita import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE
 
     backend = load_backend(ModelSpec(backend="transformers", model="embedded"))
     frame = pl.DataFrame({
