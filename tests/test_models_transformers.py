@@ -181,18 +181,44 @@ def test_next_token_distribution_matches_logits(backend):
 
 
 def test_hidden_states_match_forward(backend):
+    """Rows from the last prompt token to the last continuation token, as a plain unpadded
+    forward gives them; the pooled form sums the predicting rows in float64."""
     import numpy as np
 
     results = backend.hidden_states(CHATS[:2], CONTINUATIONS[:2])
+    pooled = backend.hidden_states(CHATS[:2], CONTINUATIONS[:2], pool="sum")
     tok = backend.tokenizer
-    for prompt, cont, got in zip(CHATS[:2], CONTINUATIONS[:2], results, strict=True):
+    for prompt, cont, got, pool in zip(CHATS[:2], CONTINUATIONS[:2], results, pooled,
+                                       strict=True):
         p_ids = _prompt_ids(backend, prompt)
         c_ids = tok(cont, add_special_tokens=False)["input_ids"]
         out = _forward(backend, p_ids + c_ids, output_hidden_states=True)
-        expected = out.hidden_states[-1][0, len(p_ids) :].float().numpy()
+        expected = out.hidden_states[-1][0, len(p_ids) - 1 :].float().numpy()
         assert got.dtype == np.float32
-        assert got.shape == (len(c_ids), backend.model.config.hidden_size)
+        assert got.shape == (len(c_ids) + 1, backend.model.config.hidden_size)
         np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert pool["tokens"] == len(c_ids)
+        np.testing.assert_allclose(pool["sum"], expected[:-1].astype(np.float64).sum(0),
+                                   rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(pool["last"], expected[-1], atol=1e-4)
+
+
+def test_hidden_states_tokenize_once_and_split_by_offsets(backend):
+    """A word cut by the boundary is one token of the joint text: it counts as prompt, and
+    the continuation's rows start at the first token that begins after the prompt."""
+    import numpy as np
+
+    tok = backend.tokenizer
+    prompt, cont = "The capital of Fra", "nce is Paris."
+    joint = tok(prompt + cont, add_special_tokens=False, return_offsets_mapping=True)
+    first = next(k for k, (start, _) in enumerate(joint["offset_mapping"]) if start >= len(prompt))
+    ids = joint["input_ids"]
+    assert ids[:first] != tok(prompt, add_special_tokens=False)["input_ids"]  # a merged token
+    (got,) = backend.hidden_states([prompt], [cont])
+    out = _forward(backend, ids, output_hidden_states=True)
+    expected = out.hidden_states[-1][0, first - 1 :].float().numpy()
+    assert got.shape[0] == len(ids) - first + 1
+    np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_unknown_option_is_a_clear_error():

@@ -259,6 +259,39 @@ def export(
         typer.echo(f"  {result['ties_excluded']} tied pairs excluded (--keep-ties keeps them)")
 
 
+report_app = typer.Typer(help="Reports computed from a dataset.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("length-bias")
+def report_length_bias(
+    name: Annotated[str, typer.Argument(help="a preference dataset: NAME or NAME@VERSION")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    unit: Annotated[str, typer.Option(help="chars or words")] = "chars",
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the prompts")] = 1000,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Length bias of a preference dataset: the length-controlled GLM coefficient."""
+    from workbench.errors import WorkbenchError
+    from workbench.length_bias import report
+
+    if unit not in ("chars", "words"):
+        raise WorkbenchError(f"--unit must be chars or words, not {unit!r}")
+    try:
+        result = report(_ws(workspace).read(name), unit, bootstrap, seed)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise WorkbenchError(f"{name}: {exc}") from exc
+    if as_json:
+        _echo_json(result)
+        return
+    typer.echo(f"{name}: {result['n']} pairs, lengths in {unit}")
+    typer.echo(f"  length coefficient  {result['coef']:.3f}  (95% bootstrap interval "
+               f"{result['ci_low']:.3f} to {result['ci_high']:.3f}, {bootstrap} resamples)")
+    typer.echo(f"  P(preferred) at +1 SD length  {result['p_at_plus_1sd']:.3f}")
+    typer.echo(f"  chosen is longer in  {100 * result['share_chosen_longer']:.1f}% of pairs")
+
+
 @app.command()
 def ui(
     port: Annotated[int, typer.Option(help="port on localhost")] = 8501,

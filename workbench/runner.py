@@ -248,6 +248,8 @@ class Runner:
         if unexplained > 0 and source is not None:
             dropped[f"{step.name}: not kept"] = unexplained
         detail.update(_call_detail(ctx))
+        if "report" in ctx.notes:  # a step's own statistics (selection, dedup, length bias)
+            detail["report"] = ctx.notes["report"]
         meta = {"rows_in": rows_in, "rows_out": kept.height, "dropped": dropped, "detail": detail}
         with atomic_dir(target) as tmp:
             kept.write_parquet(tmp / DATA_FILE)
@@ -296,7 +298,9 @@ class Runner:
             "run_id": run_id,
             "input": input_lineage,
             "steps": [{"index": r.index, "step": r.step, "rows_in": r.rows_in,
-                       "rows_out": r.rows_out, "dropped": r.dropped} for r in results],
+                       "rows_out": r.rows_out, "dropped": r.dropped,
+                       **({"report": r.detail["report"]} if "report" in r.detail else {})}
+                      for r in results],
             "models": {n: m.model_dump() for n, m in spec.models.items()},
         }
         return self.ws.write_dataset(spec.output, pl.read_parquet(data), kind, lineage,

@@ -46,6 +46,14 @@ def dataset_card(
     if ties_excluded:
         lines += ["## Ties", "", f"- {ties_excluded} tied pairs excluded (export with "
                   "--keep-ties to keep them)", ""]
+    bias = _length_bias(version.lineage)
+    if bias is not None:
+        lines += ["## Length bias", "",
+                  f"Length-controlled GLM over {bias['n']} pairs ({bias.get('unit', 'chars')}): "
+                  f"coefficient {bias['coef']:.3f} (95% bootstrap interval {bias['ci_low']:.3f} "
+                  f"to {bias['ci_high']:.3f}); P(preferred) at +1 SD of length "
+                  f"{bias['p_at_plus_1sd']:.3f}; chosen is longer in "
+                  f"{100 * bias['share_chosen_longer']:.1f}% of pairs.", ""]
     lines += ["## Lineage", ""]
     lines += _lineage(version.ref, version.lineage, depth=0)
     models = _models(version.lineage)
@@ -89,6 +97,14 @@ def _lineage(ref: str, lineage: dict[str, Any], depth: int) -> list[str]:
                 f"{indent}  ```", ""]
         return out
     return [f"{indent}- `{ref}`: no lineage recorded"]
+
+
+def _length_bias(lineage: dict[str, Any]) -> dict[str, Any] | None:
+    """The report of the last `length_bias` step in this version's lineage, if any. Only
+    this pipeline's steps count: earlier datasets' rows may since have been filtered."""
+    found = [s["report"] for s in lineage.get("steps", [])
+             if s.get("step") == "length_bias" and s.get("report")]
+    return found[-1] if found else None
 
 
 def _models(lineage: dict[str, Any]) -> dict[str, Any]:

@@ -115,6 +115,9 @@ def encode_value(capability: str, value: Any) -> tuple[str, bytes]:
         import numpy as np
 
         buf = io.BytesIO()
+        if isinstance(value, dict):  # pooled states: named arrays and counts
+            np.savez(buf, **{k: np.asarray(v) for k, v in value.items()})
+            return "npz", buf.getvalue()
         np.save(buf, np.asarray(value, dtype=np.float32), allow_pickle=False)
         return "npy", buf.getvalue()
     if dataclasses.is_dataclass(value):
@@ -123,10 +126,13 @@ def encode_value(capability: str, value: Any) -> tuple[str, bytes]:
 
 
 def decode_value(capability: str, fmt: str, blob: bytes) -> Any:
-    if fmt == "npy":
+    if fmt in ("npy", "npz"):
         import numpy as np
 
-        return np.load(io.BytesIO(blob), allow_pickle=False)
+        loaded = np.load(io.BytesIO(blob), allow_pickle=False)
+        if fmt == "npy":
+            return loaded
+        return {k: loaded[k].item() if loaded[k].ndim == 0 else loaded[k] for k in loaded.files}
     data = json.loads(blob)
     if capability == "generate":
         return Generation(**data)
@@ -264,7 +270,8 @@ def cached_call(
     `logprobs` and `hidden_states` take (prompt, continuation) pairs. `params` is a
     SamplingParams for `generate` (each of its n samples is cached on its own, keyed by sample
     index, so raising n reuses the samples already made) and {"candidates": [...]} for
-    `next_token_distribution`. Identical inputs are computed once, except sampled generations
+    `next_token_distribution`; for `hidden_states` its items are passed to the backend as
+    options (e.g. {"pool": "sum"}). Identical inputs are computed once, except sampled generations
     with `sample_ids`: each distinct sample id is its own draw (own key, own seed). Missing
     items go to the backend in batches of `batch_size`, and each batch is committed before the
     next starts. A failing batch is retried item by item; an item that still fails is
@@ -409,7 +416,8 @@ class _Plan:
         elif self.capability in ("logprobs", "hidden_states"):
             prompts = [p for p, _ in items]
             conts = [c for _, c in items]
-            out = getattr(b, self.capability)(prompts, conts)
+            options = self.key_params if self.capability == "hidden_states" else {}
+            out = getattr(b, self.capability)(prompts, conts, **options)
         else:
             raise ValueError(f"unknown capability {self.capability!r}")
         if len(out) != len(items):

@@ -35,7 +35,8 @@ from workbench.models.base import (
 from workbench.models.fingerprint import tokenizer_digest
 
 # Bump when a change here alters outputs for the same inputs (invalidates the call cache).
-IMPL_VERSION = 1
+# 2: hidden_states tokenizes prompt and continuation once and starts at the last prompt token.
+IMPL_VERSION = 2
 
 
 class PromptEncoder:
@@ -331,20 +332,78 @@ class TransformersBackend:
         return results
 
     def hidden_states(
-        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+        self, prompts: Sequence[Prompt], continuations: Sequence[str], pool: str = "none"
     ) -> list[Any | CallFailed]:
         """Last-layer hidden states (after the final norm, i.e. `hidden_states[-1]`) at the
-        continuation's token positions, float32 (tokens x dim)."""
-        pairs = self._pairs(prompts, continuations)
-        results: list[Any] = [None] * len(pairs)
-        for batch in self._length_batches(pairs):
-            out = self._forward([pairs[i][0] + pairs[i][1] for i in batch], 1, hidden=True)
-            last = out.hidden_states[-1]
+        positions that predict the continuation's tokens, and at its last token: row 0 is the
+        last prompt token, row k continuation token k; float32 (n + 1) x dim.
+
+        Prompt text and continuation are tokenized together, once; the continuation starts at
+        the first token that begins at or after the prompt's end (offsets), so a token merged
+        across the boundary counts as prompt. One left-padded forward per batch, explicit
+        position ids: equal to unpadded forwards. `pool="sum"` returns {"sum": float64 Σ of
+        rows 0..n-1, "last": row n, "tokens": n} instead, which is all CHES needs and keeps
+        the transfer and the call cache small.
+        """
+        import torch
+
+        if pool not in ("none", "sum"):
+            raise ValueError(f"pool must be 'none' or 'sum', not {pool!r}")
+        if len(prompts) != len(continuations):
+            raise ValueError("prompts and continuations differ in length")
+        joint = [self._joint_ids(p, c) for p, c in zip(prompts, continuations, strict=True)]
+        results: list[Any] = [None] * len(joint)
+        order = sorted(range(len(joint)), key=lambda i: len(joint[i][0]))
+        for batch in _chunks(order, self.batch_size):
+            seqs = [joint[i][0] for i in batch]
+            last = self._last_hidden(seqs)  # (B, W, dim), left padded
             width = last.shape[1]
+            firsts = [width - len(s) + joint[i][1] - 1 for s, i in zip(seqs, batch, strict=True)]
+            if pool == "none":
+                for row, (i, first) in enumerate(zip(batch, firsts, strict=True)):
+                    results[i] = last[row, first:].float().cpu().numpy()
+                continue
+            columns = torch.arange(width, device=last.device)
+            start = torch.tensor(firsts, device=last.device).unsqueeze(1)
+            mask = (columns >= start) & (columns < width - 1)  # predicting positions only
+            sums = torch.einsum("bw,bwd->bd", mask.double(), last.double()).cpu().numpy()
+            finals = last[:, -1].float().cpu().numpy()
             for row, i in enumerate(batch):
-                n = len(pairs[i][1])
-                results[i] = last[row, width - n :].float().cpu().numpy()
+                results[i] = {"sum": sums[row], "last": finals[row],
+                              "tokens": len(joint[i][0]) - joint[i][1]}
         return results
+
+    def _joint_ids(self, prompt: Prompt, continuation: str) -> tuple[list[int], int]:
+        """(ids of prompt + continuation tokenized once, number of prompt tokens)."""
+        import numpy as np
+
+        text = self.encoder.render(prompt)
+        try:
+            enc = self.tokenizer(text + continuation, add_special_tokens=False,
+                                 return_offsets_mapping=True)
+        except NotImplementedError:  # a slow tokenizer has no offsets: tokenize apart
+            head = self.encoder.encode(text)
+            return head + self.encoder.encode_continuation(continuation), len(head)
+        ids = list(enc["input_ids"])
+        starts = np.array([s for s, _ in enc["offset_mapping"]], dtype=np.int64)
+        boundary = int((starts < len(text)).sum())
+        bos = self.encoder.bos_id
+        if bos is not None and ids[:1] != [bos]:
+            ids, boundary = [bos, *ids], boundary + 1
+        if boundary == 0:
+            raise ValueError("an empty prompt gives the continuation's first token no context")
+        return ids, boundary
+
+    def _last_hidden(self, seqs: list[list[int]]) -> Any:
+        """The decoder's final (normed) hidden states, without the LM head."""
+        import torch
+
+        ids, mask = self._pad_left(seqs)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.model.base_model(input_ids=ids, attention_mask=mask,
+                                        position_ids=positions, use_cache=False)
+        return out.last_hidden_state
 
     # -- helpers --------------------------------------------------------------------------
 

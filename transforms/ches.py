@@ -1,0 +1,128 @@
+"""CHES, Centered Hidden Embedding Similarity (Razin et al., ICLR 2025; METHODS.md §4).
+
+With h(x, y<k) the policy's last-layer hidden state at the position predicting y_k (the last
+prompt token for k = 1), S± = Σ_k h(x, y±<k) and
+
+    CHES    = ⟨S⁺, S⁻⟩ − ‖S⁺‖²
+    LN-CHES = ⟨S⁺, S⁻⟩ / (|y⁺|·|y⁻|) − ‖S⁺‖² / |y⁺|²
+
+A high score means chosen and rejected look alike to the model: the pair risks likelihood
+displacement. `variant: definition` is `ches.py` (the n positions that predict the n response
+tokens); `variant: paper_script` is what produced the paper's numbers: it also adds the state
+at the last response token and counts n + 1. Both tokenize prompt and response once (the
+backend finds the boundary by offsets; the script tokenized the query apart). Compute it with
+the model you will train.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field, model_validator
+
+from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+
+
+def pooled(states: np.ndarray, variant: str = "definition") -> tuple[np.ndarray, int]:
+    """(S, length) from per-position states, rows 0..n: row k-1 predicts response token k,
+    row n is the state at the last response token."""
+    n = states.shape[0] - 1
+    if variant == "paper_script":
+        return states.sum(0, dtype=np.float64), n + 1
+    return states[:n].sum(0, dtype=np.float64), n
+
+
+def ches(plus: np.ndarray, n_plus: np.ndarray, minus: np.ndarray,
+         n_minus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(CHES, LN-CHES) per row of the summed states S⁺, S⁻ (rows x dim) and their lengths.
+    A pair with identical sides gives exactly 0; LN-CHES is NaN where a side has no token."""
+    plus, minus = np.atleast_2d(plus), np.atleast_2d(minus)
+    n_plus = np.asarray(n_plus, dtype=np.float64)
+    n_minus = np.asarray(n_minus, dtype=np.float64)
+    cross = np.einsum("ij,ij->i", plus, minus)
+    own = np.einsum("ij,ij->i", plus, plus)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normalized = cross / (n_plus * n_minus) - own / (n_plus * n_plus)
+    return cross - own, np.where((n_plus > 0) & (n_minus > 0), normalized, np.nan)
+
+
+class ChesScoreConfig(StepConfig):
+    model: str = Field("default", description="the policy you will train (hidden_states)")
+    variant: Literal["definition", "paper_script"] = Field(
+        "definition", description="definition: ches.py; paper_script: adds the last "
+        "response token's state and counts n + 1, as the paper's script did")
+    batch_size: int = Field(8, ge=1, description="pairs per model call")
+
+
+@transform("ches_score", scope="row", consumes="preference", needs=("hidden_states",))
+def ches_score(frame: pl.LazyFrame, config: ChesScoreConfig, ctx: Context) -> pl.LazyFrame:
+    """Adds `ches_score` and `ln_ches_score`: one batched forward per side (chosen, then
+    rejected), the states summed on the device and cached pooled, never per token."""
+    data = frame.collect()
+    prompts, ids = data["prompt"].to_list(), data["id"].to_list()
+    sides = []
+    for column in ("chosen", "rejected"):
+        items = list(zip(prompts, data[column].fill_null("").to_list(), strict=True))
+        sides.append(ctx.call(config.model, "hidden_states", items, {"pool": "sum"},
+                              row_ids=ids, batch_size=config.batch_size))
+    ok = np.array([a is not None and b is not None for a, b in zip(*sides, strict=True)])
+    dim = next((r["sum"].shape[0] for side in sides for r in side if r is not None), 0)
+    (plus, n_plus), (minus, n_minus) = (_sums(side, config.variant, dim) for side in sides)
+    score, normalized = ches(plus, n_plus, minus, n_minus)
+    out = data.with_columns(
+        pl.Series("ches_score", np.where(ok, score, np.nan)).fill_nan(None),
+        pl.Series("ln_ches_score", np.where(ok, normalized, np.nan)).fill_nan(None),
+    )
+    reason = pl.when(~pl.Series(ok)).then(pl.lit(f"{QUARANTINED} (quarantined)"))
+    if DROP in out.columns:
+        reason = pl.coalesce(pl.col(DROP), reason)
+    return out.with_columns(reason.alias(DROP)).lazy()
+
+
+def _sums(results: list, variant: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backend results (None where a call failed) as S (rows x dim) and lengths."""
+    empty = {"sum": np.zeros(dim), "last": np.zeros(dim), "tokens": 0}
+    rows = [empty if r is None else r for r in results]
+    total = np.stack([r["sum"] for r in rows]) if rows else np.zeros((0, dim))
+    lengths = np.array([r["tokens"] for r in rows], dtype=np.float64)
+    if variant == "paper_script":  # the last response token's state, and one more position
+        total = total + (np.stack([r["last"] for r in rows]) if rows else 0.0)
+        lengths = lengths + 1
+    return total, lengths
+
+
+class ChesFilterConfig(StepConfig):
+    by: Literal["ln_ches_score", "ches_score"] = Field("ln_ches_score")
+    drop_fraction: float | None = Field(None, ge=0, le=1, description="drop this share of "
+                                        "the rows with the highest scores (rounded down)")
+    keep: int | None = Field(None, ge=0, description="keep only this many lowest-score rows "
+                             "(the paper's unalignment setting kept the lowest ~5%)")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ChesFilterConfig:
+        if (self.drop_fraction is None) == (self.keep is None):
+            raise ValueError("give exactly one of drop_fraction or keep")
+        return self
+
+
+@transform("ches_filter", scope="global", consumes="preference")
+def ches_filter(frame: pl.LazyFrame, config: ChesFilterConfig, ctx: Context) -> pl.LazyFrame:
+    """Drops the most similar pairs by CHES; ties keep input order, rows without a score go."""
+    data = frame.collect()
+    if config.by not in data.columns:
+        raise ValueError(f"no column {config.by!r}: run ches_score first")
+    scored = data[config.by].is_not_null().sum()
+    keep = (config.keep if config.keep is not None
+            else scored - math.floor(config.drop_fraction * scored + 1e-9))  # type: ignore[operator]
+    rank = pl.col(config.by).rank("ordinal")  # ascending, ties by position; nulls stay null
+    reason = (pl.when(pl.col(config.by).is_null()).then(pl.lit(f"ches_filter: no {config.by}"))
+              .when(rank > keep)
+              .then(pl.lit(f"ches_filter: not among the {keep} lowest {config.by}")))
+    out = data.with_columns(reason.alias(DROP))
+    kept = out.filter(pl.col(DROP).is_null())[config.by]
+    ctx.notes["report"] = {"by": config.by, "scored": int(scored), "kept": kept.len(),
+                           "highest_kept": kept.max()}
+    return out.lazy()

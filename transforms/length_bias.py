@@ -1,0 +1,32 @@
+"""`length_bias`: how strongly a preference dataset rewards length (METHODS.md §7.6).
+
+Fits AlpacaEval's length-controlled GLM on the pairs, both ways round (no intercept):
+logit P(A preferred) = φ · tanh((len_A − len_B) / sd), and reports φ with a bootstrap
+interval over prompts, the share of pairs whose chosen response is longer, and the preference
+probability at a +1 SD length advantage. Nothing is dropped; the report goes to the run log
+and the dataset card (`workbench report length-bias NAME` prints it for any dataset).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import polars as pl
+from pydantic import Field
+
+from workbench.length_bias import report
+from workbench.transform import Context, StepConfig, transform
+
+
+class LengthBiasConfig(StepConfig):
+    unit: Literal["chars", "words"] = Field("chars", description="length in characters "
+                                            "(AlpacaEval) or whitespace-separated words")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of the prompts")
+
+
+@transform("length_bias", scope="global", consumes="preference")
+def length_bias(frame: pl.LazyFrame, config: LengthBiasConfig, ctx: Context) -> pl.LazyFrame:
+    """Rows pass through unchanged; the fit is the step's report."""
+    data = frame.collect()
+    ctx.notes["report"] = report(data, config.unit, config.bootstrap, ctx.seed)
+    return data.lazy()
