@@ -210,3 +210,16 @@ def test_garbage_model_output_is_dropped_with_counted_reasons(tmp_path: Path, ws
     assert result.steps[0].dropped["questions: at least 3 did not parse"] == 2
     assert result.steps[0].dropped["not drawn (more than 1 turns in the context)"] == 6
     assert ws.read("pairs").height == 2  # good and three, one turn each
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"chunk_tokens": 64, "context_tokens": 64}, "context_tokens must be larger"),
+    ({"min_chunk_tokens": 200}, "min_chunk_tokens is larger"),
+    ({"min_questions": 5}, "min_questions is larger than num_questions"),
+    ({"question_count": 4}, "question_count"),  # unknown options are errors
+])
+def test_inconsistent_options_are_refused_before_running(options: dict, message: str):
+    from workbench.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=message):
+        build_pipeline(pipeline(["x.txt"], {"backend": "transformers"}, **options))

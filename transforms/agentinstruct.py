@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from transforms.agentinstruct_taxonomy import Skill, builtin_file, load_skills
 from transforms.doc_source import DocumentSource, load_chunks
@@ -73,6 +73,12 @@ class AgentInstructConfig(DocumentSource):
                                               "max_new_tokens)")
     seed: int | None = Field(None, description="defaults to the pipeline seed")
     batch_size: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> AgentInstructConfig:
+        if self.min_chunk_tokens > self.chunk_tokens:
+            raise ValueError("min_chunk_tokens is larger than chunk_tokens")
+        return self
 
     def extra_files(self, base_dir: Path | None) -> list[Path]:
         return [builtin_file(), *([_path(self.taxonomy, base_dir)] if self.taxonomy else [])]
@@ -183,7 +189,7 @@ class Flow:
                 self._drop(item, reason, text)
             else:
                 done.append(replace(item, passage=text))
-        return _in_chunk_order(verbatim + done, planned)
+        return _ordered(verbatim + done, planned)
 
     # flow 2 -----------------------------------------------------------------------------------
     def seed_instructions(self, contents: list[Item]) -> list[Item]:
@@ -258,7 +264,7 @@ class Flow:
                                    editor_answer=parsed.get("answer")))
         refined_chunks = {_chunk_key(i) for i in refined}
         kept = [i for i in items if _chunk_key(i) not in refined_chunks]  # the reference quirk
-        return _in_chunk_order(refined + kept, planned + items)
+        return _ordered(refined + kept, planned + items)
 
     # final answers ----------------------------------------------------------------------------
     def answer(self, items: list[Item]) -> list[Item]:
@@ -388,12 +394,12 @@ def _chunk_key(item: Item) -> str:
     return f"{item.doc_id}:{item.chunk_index}"
 
 
-def _in_chunk_order(items: list[Item], order: list[Item]) -> list[Item]:
-    """Items sorted as their chunks first appear in `order`, keeping order within a chunk."""
-    rank: dict[str, int] = {}
+def _ordered(items: list[Item], order: list[Item]) -> list[Item]:
+    """`items` in the order their keys first appear in `order` (chunk by chunk, as planned)."""
+    position: dict[str, int] = {}
     for item in order:
-        rank.setdefault(_chunk_key(item), len(rank))
-    return sorted(items, key=lambda i: rank.get(_chunk_key(i), len(rank)))
+        position.setdefault(item.key, len(position))
+    return sorted(items, key=lambda i: position[i.key])
 
 
 def rows(items: list[Item], skill: Skill, skill_name: str) -> pl.DataFrame:

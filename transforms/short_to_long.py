@@ -33,7 +33,7 @@ import re
 from typing import Any
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from transforms.doc_source import DocumentSource, load_chunks
 from workbench.documents import pack
@@ -148,6 +148,17 @@ class ShortToLongConfig(DocumentSource):
                                   "(chunk, question, longer answer) is longer")
     seed: int | None = Field(None, description="defaults to the pipeline seed")
     batch_size: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ShortToLongConfig:
+        if self.min_chunk_tokens > self.chunk_tokens:
+            raise ValueError("min_chunk_tokens is larger than chunk_tokens")
+        if self.context_tokens <= self.chunk_tokens:
+            raise ValueError("context_tokens must be larger than chunk_tokens: the long context "
+                             "holds several chunks")
+        if self.min_questions is not None and self.min_questions > self.num_questions:
+            raise ValueError("min_questions is larger than num_questions")
+        return self
 
 
 @transform("short_to_long", scope="global", consumes="none", produces="preference",
