@@ -175,7 +175,7 @@ class Runner:
                                code_fingerprint(type(step.transform)),
                                {n: m.model_dump() for n, m in spec.models.items()
                                 if n in step.transform.models().values()},
-                               spec.batch_size)
+                               spec.batch_size, *_files_digest(step, self.pipeline))
                     ctx = Context(seed=spec.seed, workspace=self.ws, model_loader=self._model,
                                   base_dir=self.pipeline.base_dir, step=step.label,
                                   breaker=Breaker(spec.failures))
@@ -305,6 +305,18 @@ class Runner:
         }
         return self.ws.write_dataset(spec.output, pl.read_parquet(data), kind, lineage,
                                      run_key=key), False
+
+
+def _files_digest(step: Step, pipeline: Pipeline) -> list[str]:
+    """The content hash of files a step reads by itself (a config's `content_digest`, e.g.
+    the documents of `agentinstruct`), so an edited file re-runs the step."""
+    digest = getattr(step.transform.config, "content_digest", None)
+    if not callable(digest):
+        return []
+    try:
+        return [digest(pipeline.base_dir)]
+    except WorkbenchError as exc:
+        raise PipelineError(f"{step.label}: {exc}") from exc
 
 
 def _call_detail(ctx: Context) -> dict[str, Any]:

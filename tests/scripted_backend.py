@@ -1,0 +1,51 @@
+"""A backend whose replies a test scripts: garbage on purpose (empty, repetitive, refusals,
+unparseable, failed calls), to check that model steps drop such rows with counted reasons.
+
+`install` puts it where the pipeline runner loads models from, under a `models:` entry, so a
+test drives the real runner, call cache and run log around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from workbench.models.base import CallFailed, Generation, SamplingParams
+
+FAIL = object()  # a reply that makes the call fail
+
+
+class ScriptedBackend:
+    backend: ClassVar[str] = "transformers"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"generate"})
+
+    def __init__(self, reply: Callable[[list[dict[str, str]]], Any], name: str) -> None:
+        self.reply = reply
+        self.name = name
+        self.prompts: list[Any] = []
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"backend": "scripted", "name": self.name}
+
+    def generate(self, prompts: Sequence[Any], params: SamplingParams,
+                 seeds: Sequence[int] | None = None) -> list[Any]:
+        out: list[Any] = []
+        for prompt in prompts:
+            self.prompts.append(prompt)
+            text = self.reply(list(prompt))
+            if text is FAIL:
+                out.append(CallFailed("scripted failure"))
+            else:
+                out.append([Generation(text, "stop", 10, len(text.split()))
+                            for _ in range(params.n)])
+        return out
+
+
+def install(monkeypatch: Any, backend: ScriptedBackend) -> dict[str, Any]:
+    """A `models:` entry that the runner resolves to `backend` (no model is loaded)."""
+    import workbench.models as models
+    from workbench.models.spec import ModelSpec
+
+    spec = ModelSpec(backend="transformers", model=f"scripted-{backend.name}")
+    monkeypatch.setitem(models._loaded, models._spec_key(spec), backend)
+    return spec.model_dump()
