@@ -8,8 +8,10 @@ step is different: it is code the user chose to run, see README "Trust model".
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -48,31 +50,122 @@ def browse(
     `run_query`."""
     if limit < 0 or offset < 0:
         raise QueryError("browse: limit and offset must not be negative")
-    version = workspace.resolve(ref)
+    with _sandboxed(workspace, ref, where) as (con, source, conditions):
+        return _page(con, source, conditions, order_by, search, limit, offset,
+                     _versions_by_name(version_views(workspace.list_datasets(all_versions=True))))
+
+
+def browse_file(
+    workspace: Workspace,
+    path: Path,
+    where: str | None = None,
+    order_by: str | None = None,
+    search: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[pl.DataFrame, int]:
+    """`browse` over one Parquet file of the workspace that is not a dataset version (a
+    step's `dropped.parquet`), under the same lockdown: the file is handed to the sandbox as
+    an Arrow dataset named `rows`, the typed clauses may also read the datasets."""
+    import pyarrow.dataset as ds
+
+    if limit < 0 or offset < 0:
+        raise QueryError("browse: limit and offset must not be negative")
+    root = workspace.root.resolve()
+    if not Path(path).resolve().is_relative_to(root):
+        raise QueryError(f"browse: {path} is outside the workspace {root}")
     views = version_views(workspace.list_datasets(all_versions=True))
     by_name = _versions_by_name(views)
-    source = quote_ident(version.ref)
     conditions = []
     if where and where.strip():
         conditions.append(f"({rewrite_refs(check_fragment(where, 'WHERE clause'), by_name)}\n)")
     con = open_sandbox(views)
     try:
-        params: dict[str, Any] = {}
-        if search:
-            columns = _search_terms(con, source)
-            if not columns:
-                raise QueryError(f"browse: {version.ref} has no text column to search")
-            conditions.append("(" + " OR ".join(columns) + ")")
-            params["search"] = search.lower()
+        con.register("rows", ds.dataset(str(path), format="parquet"))
+        return _page(con, "rows", conditions, order_by, search, limit, offset, by_name)
+    finally:
+        con.close()
+
+
+def _page(con: Any, source: str, conditions: list[str], order_by: str | None,
+          search: str | None, limit: int, offset: int,
+          by_name: dict[str, set[int]]) -> tuple[pl.DataFrame, int]:
+    params: dict[str, Any] = {}
+    if search:
+        columns = _search_terms(con, source)
+        if not columns:
+            raise QueryError(f"browse: {source} has no text column to search")
+        conditions.append("(" + " OR ".join(columns) + ")")
+        params["search"] = search.lower()
+    filtered = f"FROM {source}" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+    order = ""
+    if order_by and order_by.strip():
+        clause = rewrite_refs(check_fragment(order_by, "ORDER BY clause"), by_name)
+        order = f" ORDER BY {clause}\n"
+    total = _select(con, f"SELECT count(*) AS n {filtered}", params)["n"][0]
+    page = _select(con, f"SELECT * {filtered}{order} LIMIT {int(limit)} OFFSET {int(offset)}",
+                   params)
+    return page, int(total)
+
+
+def queue_rows(
+    workspace: Workspace,
+    ref: str,
+    where: str | None = None,
+    exclude: Any = None,
+    only: Any = None,
+    salt: str = "",
+    limit: int = 1,
+) -> pl.DataFrame:
+    """Up to `limit` rows of `ref` matching the typed `where`, in a stable pseudo-random order
+    that `salt` picks (the same salt, the same order), for a labeling queue.
+
+    `exclude` and `only` are Arrow tables with a `row_id` column (rows already labelled
+    enough, gold rows, skipped rows; or the only rows allowed): an anti- or semi-join in the
+    sandbox, so a million-row dataset is never loaded."""
+    if limit < 0:
+        raise QueryError("queue_rows: limit must not be negative")
+    with _sandboxed(workspace, ref, where) as (con, source, conditions):
+        for name, table in (("_wb_exclude", exclude), ("_wb_only", only)):
+            if table is not None:
+                con.register(name, table)
+        if exclude is not None:
+            conditions.append("id NOT IN (SELECT row_id FROM _wb_exclude)")
+        if only is not None:
+            conditions.append("id IN (SELECT row_id FROM _wb_only)")
         filtered = f"FROM {source}" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
-        order = ""
-        if order_by and order_by.strip():
-            clause = rewrite_refs(check_fragment(order_by, "ORDER BY clause"), by_name)
-            order = f" ORDER BY {clause}\n"
-        total = _select(con, f"SELECT count(*) AS n {filtered}", params)["n"][0]
-        page = _select(con, f"SELECT * {filtered}{order} LIMIT {int(limit)} OFFSET {int(offset)}",
-                       params)
-        return page, int(total)
+        return _select(con, f"SELECT * {filtered} ORDER BY hash(id || $salt), id "
+                            f"LIMIT {int(limit)}", {"salt": salt})
+
+
+def count_rows(workspace: Workspace, ref: str, where: str | None = None,
+               among: Any = None) -> tuple[int, int]:
+    """How many rows of `ref` match the typed `where`, and how many of those have their id in
+    `among` (an Arrow table with a `row_id` column; e.g. rows labelled enough)."""
+    with _sandboxed(workspace, ref, where) as (con, source, conditions):
+        filtered = f"FROM {source}" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+        if among is None:
+            return int(_select(con, f"SELECT count(*) AS n {filtered}")["n"][0]), 0
+        con.register("_wb_among", among)
+        row = _select(con, "SELECT count(*) AS n, count(*) FILTER "
+                           f"(id IN (SELECT row_id FROM _wb_among)) AS k {filtered}").row(0)
+        return int(row[0]), int(row[1])
+
+
+@contextlib.contextmanager
+def _sandboxed(workspace: Workspace, ref: str,
+               where: str | None) -> Iterator[tuple[Any, str, list[str]]]:
+    """A sandbox over the workspace, the quoted view of `ref`, and the checked typed `where`
+    as a condition list to extend."""
+    version = workspace.resolve(ref)
+    views = version_views(workspace.list_datasets(all_versions=True))
+    conditions = []
+    if where and where.strip():
+        where = rewrite_refs(check_fragment(where, "WHERE clause"), _versions_by_name(views))
+        conditions.append(f"({where}\n)")
+    con = open_sandbox(views)
+    try:
+        yield con, quote_ident(version.ref), conditions
     finally:
         con.close()
 
