@@ -188,3 +188,39 @@ def summary(values: pl.DataFrame, item: str = "item", rater: str = "rater",
     return {"raters": d["rater"].n_unique(), "items": d["item"].n_unique(),
             "items_with_2_or_more": shared, "fleiss_kappa": fleiss_kappa(d),
             "krippendorff_alpha": krippendorff_alpha(d)}
+
+
+def report(ws: Workspace, dataset: str) -> dict[str, Any]:
+    """Everything the agreement page shows for one dataset (by name; its latest version for
+    the judge's scores): `judgements` (item, rater, value), `pairwise` Cohen's kappa,
+    `summary` (Fleiss, Krippendorff), `judge` (people against the AI judge, maybe empty) and
+    `counts` (rater, value, n). Pairs are compared as decisions; rankings as response pairs.
+    Leads' resolutions (`lead:NAME`) are left out: they only meet disagreements."""
+    from workbench.labels import LEAD_PREFIX, decisions, rankings_table
+
+    version = ws.resolve(dataset)
+    if version.kind == "candidates":
+        ranked = rankings_table(ws, version.name)
+        ranked = ranked.filter(~pl.col("annotator").str.starts_with(LEAD_PREFIX))
+        judgements = ranking_pairs(ranked) if ranked.height else _frame(
+            pl.DataFrame({"item": [], "rater": [], "value": []}, schema={
+                "item": pl.String, "rater": pl.String, "value": pl.String}),
+            "item", "rater", "value")
+        ids = ranked["row_id"].unique().to_list() if ranked.height else []
+        judge_pairs = ranking_pairs(judge_rankings(ws, version.ref, ids)) if ids else None
+        judge = (judge_agreement(judgements, judge_pairs.select("item", pl.col("value")),
+                                 item="item", rater="rater", value="value")
+                 if judge_pairs is not None and judge_pairs.height else None)
+    else:
+        people = decisions(ws, version.name).filter(
+            ~pl.col("annotator").str.starts_with(LEAD_PREFIX))
+        judgements = _frame(people, "row_id", "annotator", "decision")
+        ids = people["row_id"].unique().to_list()
+        by_judge = judge_decisions(ws, version.ref, ids) if ids else None
+        judge = (judge_agreement(people, by_judge)
+                 if by_judge is not None and by_judge.height else None)
+    counts = judgements.group_by("rater", "value").len().rename({"len": "n"}).sort("rater",
+                                                                                   "value")
+    return {"kind": version.kind, "judgements": judgements,
+            "pairwise": pairwise_kappa(judgements), "summary": summary(judgements),
+            "judge": judge, "counts": counts}

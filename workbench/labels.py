@@ -172,17 +172,22 @@ def make_item(row: dict[str, Any], annotator: str, gold: bool = False) -> Item:
                 order=shown_order(annotator, str(row["id"]), n))
 
 
-def row_item(ws: Workspace, queue: Queue, annotator: str, row_id: str) -> Item | None:
-    """One row of the queue's dataset by id (to go back to it), as this annotator sees it."""
+def get_row(ws: Workspace, dataset: str, row_id: str) -> dict[str, Any] | None:
+    """One row of a dataset (NAME or NAME@N) by id, read through the query sandbox."""
     import pyarrow as pa
 
-    only = pa.table({"row_id": [row_id]})
-    rows = queue_rows(ws, queue.dataset, None, only=only, limit=1)
-    if rows.height == 0:
+    rows = queue_rows(ws, dataset, None, only=pa.table({"row_id": [row_id]}), limit=1)
+    return rows.row(0, named=True) if rows.height else None
+
+
+def row_item(ws: Workspace, queue: Queue, annotator: str, row_id: str) -> Item | None:
+    """One row of the queue's dataset by id (to go back to it), as this annotator sees it."""
+    row = get_row(ws, queue.dataset, row_id)
+    if row is None:
         return None
     gold = bool(ws.catalog.query("SELECT 1 FROM gold WHERE dataset = ? AND row_id = ?",
                                  [queue.dataset_name, row_id]))
-    return make_item(rows.row(0, named=True), annotator, gold=gold)
+    return make_item(row, annotator, gold=gold)
 
 
 def _digest(*parts: str) -> bytes:
@@ -418,3 +423,37 @@ def resolve(ws: Workspace, dataset: str, row_id: str, lead: str, decision: str,
     check_annotator(name, lead=True)
     choice = {"chosen": "a", "rejected": "b"}.get(decision, decision)
     return ws.add_label(dataset.partition("@")[0], row_id, name, choice, True, note or None)
+
+
+def labelled_datasets(ws: Workspace) -> list[str]:
+    """Names of datasets with at least one live label or ranking."""
+    rows = ws.catalog.query(
+        """SELECT DISTINCT dataset FROM (SELECT dataset, label_id FROM labels UNION ALL
+                                         SELECT dataset, label_id FROM rankings)
+           WHERE label_id NOT IN (SELECT label_id FROM label_undos) ORDER BY dataset""")
+    return [r["dataset"] for r in rows]
+
+
+def labelled_version(ws: Workspace, ref: str, name: str | None = None,
+                     policy: str = "majority", keep_undecided: bool = False) -> tuple[Any, dict]:
+    """Write a new dataset version where human labels decide chosen/rejected (the same
+    decisions as `workbench export --labels --label-policy POLICY`): a pair decided for its
+    rejected side is swapped, ties and both-bad pairs are left out (or kept, flagged in
+    `tie`/`both_bad`, with keep_undecided), rows without a majority are left out, unlabelled
+    rows stay. Returns (the new version, the counts)."""
+    from workbench.io.export import apply_labels
+
+    version = ws.resolve(ref)
+    if version.kind != "preference":
+        raise WorkbenchError(f"labels decide preference datasets; {version.name} is "
+                             f"{version.kind}")
+    frame, counts = apply_labels(ws.read(version.ref), ws.latest_labels(version.name), policy,
+                                 keep_undecided=keep_undecided)
+    target = name or f"{version.name}-labelled"
+    if target == version.name:
+        raise WorkbenchError("write the labelled rows under a new name: labels key on the "
+                             "dataset's name, and a swapped pair is a new row")
+    written = ws.write_dataset(target, frame, "preference", lineage={
+        "labels_from": version.ref, "labels": counts, "keep_undecided": keep_undecided,
+        "input": {"dataset": version.ref, "lineage": version.lineage}})
+    return written, counts
