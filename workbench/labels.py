@@ -113,57 +113,86 @@ def _salt(queue: Queue, annotator: str) -> str:
     return queue.name if queue.min_labels > 1 else f"{queue.name}\x1f{annotator}"
 
 
-def _done_rows(ws: Workspace, queue: Queue, annotator: str, skip: list[str]) -> Any:
-    """Rows this annotator must not be served (as an Arrow table of row_id): labelled by them,
-    labelled by K people already (leads do not count), gold rows, rows they skipped."""
-    with ws.catalog.connect(read_only=True) as con:
-        return con.sql(
-            f"""SELECT row_id FROM ({_LIVE}) WHERE NOT starts_with(annotator, $lead)
-                GROUP BY row_id
-                HAVING count(DISTINCT annotator) >= $k OR bool_or(annotator = $me)
-                UNION SELECT row_id FROM gold WHERE dataset = $dataset
-                UNION SELECT unnest($skip::VARCHAR[])""",
-            params={"dataset": queue.dataset_name, "k": queue.min_labels, "me": annotator,
-             "lead": LEAD_PREFIX, "skip": skip}).to_arrow_table()
+BATCH = 16  # rows of a queue's order fetched at once by `next_item`
+
+_DONE = f"""
+    SELECT row_id FROM ({_LIVE}) WHERE NOT starts_with(annotator, $lead)
+    GROUP BY row_id HAVING count(DISTINCT annotator) >= $k OR bool_or(annotator = $me)
+"""
 
 
 def next_items(ws: Workspace, queue: Queue, annotator: str, skip: list[str] | None = None,
-               limit: int = 1) -> list[Item]:
-    """The next rows for `annotator`: a gold row at the queue's rate, else rows with fewer
-    than K labels that they have not labelled or skipped."""
+               limit: int = 1, gold: bool = True) -> list[Item]:
+    """The next rows for `annotator`: a gold row at the queue's rate (unless gold=False),
+    then rows with fewer than K labels that they have not labelled or skipped, in the queue's
+    order. One catalog read and one query in the sandbox."""
     skip = list(skip or [])
+    versions = ws.list_datasets(all_versions=True)
+    mine = {"dataset": queue.dataset_name, "me": annotator}
+    with ws.catalog.connect(read_only=True) as con:
+        golden = _gold_rows(con, queue, annotator, skip) if gold else None
+        # labelled by this annotator or by K people (leads aside), gold rows, skipped rows
+        exclude = con.sql(
+            f"""{_DONE} UNION SELECT row_id FROM gold WHERE dataset = $dataset
+                UNION SELECT unnest($skip::VARCHAR[])""",
+            params={**mine, "k": queue.min_labels, "lead": LEAD_PREFIX, "skip": skip},
+        ).to_arrow_table()
     items: list[Item] = []
-    if queue.gold_rate > 0 and _gold_turn(ws, queue, annotator):
-        gold = _gold_rows(ws, queue, annotator, skip)
-        if gold.height:
-            items.append(make_item(gold.row(0, named=True), annotator, gold=True))
+    if golden is not None and golden.num_rows:
+        rows = queue_rows(ws, queue.dataset, None, only=golden, salt=annotator, limit=1,
+                          versions=versions)
+        items += [make_item(row, annotator, gold=True) for row in rows.iter_rows(named=True)]
     if len(items) < limit:
-        rows = queue_rows(ws, queue.dataset, queue.filter, exclude=_done_rows(
-            ws, queue, annotator, skip), salt=_salt(queue, annotator), limit=limit - len(items))
+        rows = queue_rows(ws, queue.dataset, queue.filter, exclude=exclude,
+                          salt=_salt(queue, annotator), limit=limit - len(items),
+                          versions=versions)
         items += [make_item(row, annotator) for row in rows.iter_rows(named=True)]
     return items
 
 
-def _gold_turn(ws: Workspace, queue: Queue, annotator: str) -> bool:
-    """Whether this annotator's next item is a gold one: a draw at the gold rate, seeded by
-    the queue, the annotator and how many rows they have labelled in it (stable on reload)."""
-    with ws.catalog.connect(read_only=True) as con:
-        done = con.execute(
-            f"SELECT count(DISTINCT row_id) FROM ({_LIVE}) WHERE annotator = $me AND queue = $q",
-            {"dataset": queue.dataset_name, "me": annotator, "q": queue.name}).fetchone()[0]
-    return random.Random(f"{queue.name}\x1f{annotator}\x1f{done}").random() < queue.gold_rate
+def _gold_rows(con: Any, queue: Queue, annotator: str, skip: list[str]) -> Any:
+    """Gold rows this annotator has not labelled (an Arrow table of row_id) when it is their
+    gold turn, else None. The turn is a draw at the gold rate seeded by the queue, the
+    annotator and how many rows they labelled in it, so it is stable across reloads."""
+    if queue.gold_rate <= 0:
+        return None
+    mine = {"dataset": queue.dataset_name, "me": annotator}
+    done = con.execute(f"SELECT count(DISTINCT row_id) FROM ({_LIVE}) WHERE annotator = $me "
+                       "AND queue = $q", {**mine, "q": queue.name}).fetchall()[0][0]
+    if random.Random(f"{queue.name}\x1f{annotator}\x1f{done}").random() >= queue.gold_rate:
+        return None
+    return con.sql(
+        f"""SELECT row_id FROM gold WHERE dataset = $dataset
+            AND row_id NOT IN (SELECT row_id FROM ({_LIVE}) WHERE annotator = $me)
+            AND row_id NOT IN (SELECT unnest($skip::VARCHAR[]))""",
+        params={**mine, "skip": skip}).to_arrow_table()
 
 
-def _gold_rows(ws: Workspace, queue: Queue, annotator: str, skip: list[str]) -> pl.DataFrame:
+def next_item(ws: Workspace, queue: Queue, annotator: str, skip: list[str] | None = None,
+              buffer: list[Item] | None = None) -> Item | None:
+    """The next row for `annotator`, as `next_items` picks it, with `buffer` (a list the
+    caller keeps between calls, e.g. in the page's session) holding the next rows of the
+    queue's order fetched BATCH at a time. Each call checks the buffered rows against the
+    labels in one catalog read (someone may have labelled them meanwhile) and queries the
+    dataset only when the buffer runs dry: after a label on a million-row queue, the next
+    row costs one short catalog read."""
+    buffer = buffer if buffer is not None else []
+    skip = list(skip or [])
     with ws.catalog.connect(read_only=True) as con:
-        only = con.sql(
-            f"""SELECT row_id FROM gold WHERE dataset = $dataset
-                AND row_id NOT IN (SELECT row_id FROM ({_LIVE}) WHERE annotator = $me)
-                AND row_id NOT IN (SELECT unnest($skip::VARCHAR[]))""",
-            params={"dataset": queue.dataset_name, "me": annotator, "skip": skip}).to_arrow_table()
-    if only.num_rows == 0:
-        return pl.DataFrame()
-    return queue_rows(ws, queue.dataset, None, only=only, salt=annotator, limit=1)
+        golden = _gold_rows(con, queue, annotator, skip)
+        done = {r[0] for r in con.execute(
+            f"SELECT row_id FROM ({_DONE}) WHERE row_id IN (SELECT unnest($ids::VARCHAR[]))",
+            {"dataset": queue.dataset_name, "me": annotator, "k": queue.min_labels,
+             "lead": LEAD_PREFIX, "ids": [i.row_id for i in buffer]}).fetchall()} if buffer \
+            else set()
+    buffer[:] = [i for i in buffer if i.row_id not in done and i.row_id not in skip]
+    if golden is not None and golden.num_rows:
+        rows = queue_rows(ws, queue.dataset, None, only=golden, salt=annotator, limit=1)
+        if rows.height:
+            return make_item(rows.row(0, named=True), annotator, gold=True)
+    if not buffer:
+        buffer.extend(next_items(ws, queue, annotator, skip, limit=BATCH, gold=False))
+    return buffer.pop(0) if buffer else None
 
 
 def make_item(row: dict[str, Any], annotator: str, gold: bool = False) -> Item:
@@ -292,19 +321,31 @@ def my_label(ws: Workspace, dataset: str, row_id: str, annotator: str) -> dict[s
 
 
 # progress and the labels table ----------------------------------------------------------------
-def progress(ws: Workspace, queue: Queue, annotator: str | None = None) -> dict[str, int]:
-    """Rows in the queue (its filter), rows with K labels, and this annotator's rows."""
+def queue_size(ws: Workspace, queue: Queue) -> int:
+    """Rows of the queue's dataset its filter keeps (a query over the dataset: callers may
+    cache it per queue and dataset version, which never change)."""
+    return count_rows(ws, queue.dataset, queue.filter)[0]
+
+
+def progress(ws: Workspace, queue: Queue, annotator: str | None = None,
+             rows: int | None = None) -> dict[str, int]:
+    """Rows in the queue (`rows` if the caller knows it from `queue_size`), rows labelled in
+    it by K people or more (leads aside), and rows this annotator labelled in it. The counts
+    are one catalog read."""
     with ws.catalog.connect(read_only=True) as con:
-        full = con.sql(
-            f"""SELECT row_id FROM ({_LIVE}) WHERE NOT starts_with(annotator, $lead)
-                GROUP BY row_id HAVING count(DISTINCT annotator) >= $k""",
-            params={"dataset": queue.dataset_name, "k": queue.min_labels,
-             "lead": LEAD_PREFIX}).to_arrow_table()
-        mine = con.execute(
-            f"SELECT count(DISTINCT row_id) FROM ({_LIVE}) WHERE annotator = $me AND queue = $q",
-            {"dataset": queue.dataset_name, "me": annotator or "", "q": queue.name}).fetchone()
-    total, complete = count_rows(ws, queue.dataset, queue.filter, among=full)
-    return {"rows": total, "complete": complete, "mine": int(mine[0])}
+        complete, mine = con.execute(
+            f"""WITH live AS ({_LIVE}),
+                    here AS (SELECT DISTINCT row_id FROM live WHERE queue = $q)
+                SELECT (SELECT count(*) FROM (
+                            SELECT row_id FROM live WHERE NOT starts_with(annotator, $lead)
+                            AND row_id IN (SELECT row_id FROM here)
+                            GROUP BY row_id HAVING count(DISTINCT annotator) >= $k)),
+                       (SELECT count(DISTINCT row_id) FROM live
+                        WHERE annotator = $me AND queue = $q)""",
+            {"dataset": queue.dataset_name, "k": queue.min_labels, "lead": LEAD_PREFIX,
+             "me": annotator or "", "q": queue.name}).fetchone()
+    total = queue_size(ws, queue) if rows is None else rows
+    return {"rows": total, "complete": int(complete), "mine": int(mine)}
 
 
 def labels_table(ws: Workspace, dataset: str | None = None, live: bool = True) -> pl.DataFrame:

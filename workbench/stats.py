@@ -37,8 +37,8 @@ def _lengths(version: DatasetVersion, scan: pl.LazyFrame) -> list[pl.Expr]:
 
 
 def length_histogram(ws: Workspace, version: DatasetVersion, bins: int = 30) -> pl.DataFrame:
-    """Characters per text column, binned on a shared log-friendly scale:
-    column, bin (lower edge), rows."""
+    """Characters per text column in shared bins up to the 99th percentile (longer ones
+    fall in the last bin): column, bin, bin_end, rows."""
     scan = ws.scan(version.ref)
     exprs = _lengths(version, scan)
     if not exprs:
@@ -48,11 +48,11 @@ def length_histogram(ws: Workspace, version: DatasetVersion, bins: int = 30) -> 
     width = max(1.0, float(top) / bins)
     return (lengths.with_columns((pl.col("chars").clip(0, top) // width * width).alias("bin"))
             .group_by("column", "bin").agg(pl.len().alias("rows")).sort("column", "bin")
-            .collect())
+            .with_columns((pl.col("bin") + width).alias("bin_end")).collect())
 
 
 def score_histogram(ws: Workspace, version: DatasetVersion, bins: int = 30) -> pl.DataFrame:
-    """Numeric score columns (`scores` lists flattened): column, bin, rows."""
+    """Numeric score columns (`scores` lists flattened): column, bin, bin_end, rows."""
     scan = ws.scan(version.ref)
     schema = scan.collect_schema()
     exprs = []
@@ -73,7 +73,7 @@ def score_histogram(ws: Workspace, version: DatasetVersion, bins: int = 30) -> p
     width = max((high - low) / bins, 1e-9) if low is not None else 1.0
     return (values.with_columns(((pl.col("value") - low) // width * width + low).alias("bin"))
             .group_by("column", "bin").agg(pl.len().alias("rows")).sort("column", "bin")
-            .collect())
+            .with_columns((pl.col("bin") + width).alias("bin_end")).collect())
 
 
 def length_scatter(ws: Workspace, version: DatasetVersion, n: int = 2000) -> pl.DataFrame:

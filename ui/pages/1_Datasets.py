@@ -54,8 +54,9 @@ with left:
     st.subheader("Lengths (characters)")
     lengths = summary["lengths"]
     if lengths.height:
-        st.altair_chart(alt.Chart(lengths.to_pandas()).mark_bar(opacity=0.7).encode(
-            x=alt.X("bin:Q", title="characters (99th percentile and above in the last bin)"),
+        st.altair_chart(alt.Chart(lengths.to_pandas()).mark_bar(opacity=0.6).encode(
+            x=alt.X("bin:Q", title="characters (the last bin holds the longest 1%)",
+                    scale=alt.Scale(nice=False)), x2="bin_end:Q",
             y=alt.Y("rows:Q", stack=None), color="column:N",
             tooltip=["column", "bin", "rows"]).properties(height=260), width="stretch")
     else:
@@ -64,8 +65,8 @@ with right:
     st.subheader("Scores")
     scores = summary["scores"]
     if scores.height:
-        st.altair_chart(alt.Chart(scores.to_pandas()).mark_bar(opacity=0.7).encode(
-            x=alt.X("bin:Q", title="score"), y=alt.Y("rows:Q", stack=None), color="column:N",
+        st.altair_chart(alt.Chart(scores.to_pandas()).mark_bar(opacity=0.6).encode(
+            x=alt.X("bin:Q", title="score", scale=alt.Scale(nice=False)), x2="bin_end:Q", y=alt.Y("rows:Q", stack=None), color="column:N",
             tooltip=["column", "bin", "rows"]).properties(height=260), width="stretch")
     else:
         st.caption("no score columns (chosen_score, rejected_score, scores, margin)")

@@ -37,7 +37,7 @@ if st.query_params.get("queue") != name:
 queue = labels.get_queue(ws, name)
 state = st.session_state.setdefault(f"lab:{name}", {"history": [], "pos": 0, "skip": [],
                                                     "fresh": None, "items": {}, "flash": None,
-                                                    "strength": None})
+                                                    "strength": None, "buffer": []})
 
 
 def current() -> labels.Item | None:
@@ -48,10 +48,10 @@ def current() -> labels.Item | None:
             state["items"][row_id] = labels.row_item(ws, queue, me, row_id)
         return state["items"][row_id]
     if state["fresh"] is None:
-        found = labels.next_items(ws, queue, me, skip=state["skip"], limit=1)
-        state["fresh"] = found[0] if found else False
+        found = labels.next_item(ws, queue, me, skip=state["skip"], buffer=state["buffer"])
+        state["fresh"] = found or False
         if found:
-            state["items"][found[0].row_id] = found[0]
+            state["items"][found.row_id] = found
     return state["fresh"] or None
 
 
@@ -140,8 +140,15 @@ def on_undo() -> None:
 
 
 # the page ---------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=256)
+def queue_size(root: str, name: str, filter: str | None, version: str) -> int:
+    """A queue's row count changes only with its filter or its dataset's version."""
+    return labels.queue_size(ws, labels.get_queue(ws, name))
+
+
 try:
-    progress = labels.progress(ws, queue, me)
+    size = queue_size(str(ws.root), queue.name, queue.filter, ws.resolve(queue.dataset).ref)
+    progress = labels.progress(ws, queue, me, rows=size)
     item = current()
 except WorkbenchError as exc:
     show_error(exc)
@@ -183,7 +190,8 @@ if kind == "preference":
     with right, st.container(key="lab_side_b"):
         response("B", b)
     strength = state.get("strength")
-    with st.container(horizontal=True, vertical_alignment="center", key="lab_strength"):
+    with st.container(horizontal=True, horizontal_alignment="left", vertical_alignment="center",
+                      gap="small", key="lab_strength"):
         st.caption("strength (optional)")
         for value, key in (("slightly", "Q"), ("clearly", "W")):
             st.button(f"{value} better", key=f"lab_{value}", shortcut=key, on_click=on_strength,

@@ -72,7 +72,7 @@ if report["kind"] == "preference":
     if table.height == 0:
         st.caption("none: every row labelled by 2+ annotators got one decision")
         st.stop()
-    shown = table.with_columns(pl.col("decisions").list.join(" · "))
+    shown = table.with_columns(pl.col("decisions").list.join(" · ")).fill_null("")
     st.dataframe(shown, hide_index=True, width="stretch")
     pick = st.selectbox("open a pair", table["row_id"].to_list(), key="agr_open")
     found = labels.get_row(ws, name, pick)

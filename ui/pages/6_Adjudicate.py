@@ -16,18 +16,21 @@ names = [n for n in labels.labelled_datasets(ws) if ws.resolve(n).kind == "prefe
 if not names:
     st.info("No labelled preference datasets yet.")
     st.stop()
+tables = {n: labels.disagreements(ws, n) for n in names}
+open_first = sorted(names, key=lambda n: -tables[n].filter(pl.col("resolution").is_null()).height)
 left, right = st.columns(2)
-name = left.selectbox("dataset", names, key="adj_dataset")
+name = left.selectbox("dataset (most unresolved first)", open_first, key="adj_dataset")
 lead = right.text_input("your name (resolutions are recorded as lead:NAME)", key="adj_lead",
-                        value=st.session_state.get("annotator", ""))
-table = labels.disagreements(ws, name)
+                        value=st.session_state.get("annotator")
+                        or st.query_params.get("annotator", ""))
+table = tables[name]
 show_all = st.toggle("show resolved rows too", key="adj_all")
 todo = table if show_all else table.filter(pl.col("resolution").is_null())
 st.write(f"{table.height} disagreements, {table.height - table.filter(pl.col('resolution').is_null()).height} resolved")
 if todo.height == 0:
     st.success("Nothing to resolve.")
     st.stop()
-st.dataframe(todo.with_columns(pl.col("decisions").list.join(" · ")), hide_index=True,
+st.dataframe(todo.with_columns(pl.col("decisions").list.join(" · ")).fill_null(""), hide_index=True,
              width="stretch")
 pick = st.selectbox("row", todo["row_id"].to_list(), key="adj_row")
 opened = todo.filter(pl.col("row_id") == pick).row(0, named=True)

@@ -21,7 +21,7 @@ if version is not None:
     latest = ws.latest_labels(version.name)
     people = sorted({a for a in latest["annotator"].to_list()} if latest.height else [])
     st.caption(f"{latest['row_id'].n_unique() if latest.height else 0} labelled rows of "
-               f"{version.ref} by {len(people)} annotators")
+               f"{version.ref} by {len(people)} annotator{'' if len(people) == 1 else 's'}")
     with st.form("apply"):
         left, right = st.columns(2)
         policy = left.selectbox(
