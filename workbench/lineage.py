@@ -38,13 +38,20 @@ def steps(ws: Workspace, version: DatasetVersion) -> list[StepDrops]:
     logs = ws.step_logs(run_id) if run_id else []
     if logs:
         return [StepDrops(r["step_index"], r["step"], r["rows_in"], r["rows_out"], r["dropped"],
-                          _path(r["detail"].get("checkpoint"))) for r in logs]
+                          _checkpoint(ws, r["detail"].get("checkpoint"))) for r in logs]
     return [StepDrops(s["index"], s["step"], s.get("rows_in"), s.get("rows_out"),
                       s.get("dropped") or {}, None) for s in version.lineage.get("steps", [])]
 
 
-def _path(value: Any) -> Path | None:
-    return Path(value) if value else None
+def _checkpoint(ws: Workspace, value: Any) -> Path | None:
+    """The checkpoint folder a run log names, found again under this workspace's cache when
+    the workspace was moved or copied since (logs keep absolute paths)."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_relative_to(ws.root) or path.resolve().is_relative_to(ws.root.resolve()):
+        return path
+    return ws.cache_dir / "checkpoints" / path.parent.name / path.name
 
 
 def drops_table(ws: Workspace, version: DatasetVersion) -> pl.DataFrame:

@@ -69,7 +69,8 @@ def score_histogram(ws: Workspace, version: DatasetVersion, bins: int = 30) -> p
     if not exprs:
         return pl.DataFrame(schema={"column": pl.String, "bin": pl.Float64, "rows": pl.UInt32})
     values = pl.concat(exprs).drop_nulls()
-    low, high = values.select(pl.col("value").min(), pl.col("value").max()).collect().row(0)
+    low, high = values.select(pl.col("value").min().alias("low"),
+                              pl.col("value").max().alias("high")).collect().row(0)
     width = max((high - low) / bins, 1e-9) if low is not None else 1.0
     return (values.with_columns(((pl.col("value") - low) // width * width + low).alias("bin"))
             .group_by("column", "bin").agg(pl.len().alias("rows")).sort("column", "bin")

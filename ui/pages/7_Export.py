@@ -30,7 +30,7 @@ if version is not None:
             "without a strict majority is left out; latest: the latest label wins; "
             "annotator:NAME: only NAME's labels. A lead's resolution settles its row.")
         target = right.text_input("new dataset name", value=f"{version.name}-labelled",
-                                  key="exp_name")
+                                  key=f"exp_name:{version.name}")
         keep = st.checkbox("keep pairs decided tie or both bad (flagged in `tie`/`both_bad`)",
                            key="exp_keep")
         if st.form_submit_button("Write labelled version", type="primary"):
