@@ -3,6 +3,7 @@ upgrade, and the labelled version the app writes matching `export --labels`."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -18,12 +19,19 @@ from workbench.io.importer import import_path
 from workbench.workspace import Workspace
 
 
-@pytest.fixture
-def hh(ws: Workspace) -> Workspace:
-    """The first 30 pairs of the hh-rlhf sample."""
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = Workspace(tmp_path_factory.mktemp("labels") / "ws")
     import_path(ws, DATA / "hh_rlhf_harmless_test_600.jsonl.gz", "full")
     ws.write_dataset("hh", ws.read("full").head(30), "preference")
-    return ws
+    return ws.root
+
+
+@pytest.fixture
+def hh(base: Path, tmp_path: Path) -> Workspace:
+    """The first 30 pairs of the hh-rlhf sample, in a fresh copy of the workspace."""
+    shutil.copytree(base, tmp_path / "ws")
+    return Workspace(tmp_path / "ws")
 
 
 def serve(ws: Workspace, queue: labels.Queue, who: str, **options) -> str | None:
@@ -111,12 +119,12 @@ def test_gold_pairs_are_mixed_in_and_scored(hh: Workspace):
     assert labels.gold_from_dataset(hh, "hh", 10) == 10
     queue = labels.create_queue(hh, "g", "hh", None, min_labels=1, gold_rate=0.3)
     served, buffer = [], []
-    for _ in range(20):
+    for _ in range(12):
         item = labels.next_item(hh, queue, "ann", buffer=buffer)
         served.append(item.gold)
         choice = "a" if item.a_is_chosen == (len(served) % 4 != 0) else "b"  # 3 in 4 right
         labels.label(hh, "hh", item.row_id, "ann", choice, item.a_is_chosen, queue="g")
-    assert 2 <= sum(served) <= 10
+    assert 1 <= sum(served) <= 8  # about 30% of 12 (a seeded draw)
     accuracy = labels.gold_accuracy(hh, "hh").row(0, named=True)
     assert accuracy["annotator"] == "ann" and accuracy["gold_labelled"] == sum(served)
     golds = [i for i, g in enumerate(served, start=1) if g]

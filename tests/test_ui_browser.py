@@ -123,12 +123,16 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20) -> An
 
 
 def idle(chrome: Any) -> None:
-    """Streamlit has finished running the script (no 'running' status widget)."""
+    """Streamlit has finished running the script and drawing: the app's script state is
+    'notRunning' and no element is stale."""
     from selenium.webdriver.common.by import By
 
-    time.sleep(0.2)
-    wait_for(lambda: not chrome.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
-             and chrome.find_elements(By.CSS_SELECTOR, "h1"), "the page to finish running")
+    def done() -> bool:
+        app = chrome.find_element(By.CSS_SELECTOR, '[data-testid="stApp"]')
+        return (app.get_attribute("data-test-script-state") == "notRunning"
+                and not chrome.find_elements(By.CSS_SELECTOR, '[data-stale="true"]'))
+
+    wait_for(done, "the page to finish running")
 
 
 def shown_row(chrome: Any) -> str:
@@ -170,7 +174,7 @@ def screenshot(chrome: Any, server: dict[str, Any], page: str, query: str = "") 
     server["shots"].mkdir(exist_ok=True)
     chrome.get(f"{server['url']}/{page}{query}")
     idle(chrome)
-    time.sleep(1.0)  # charts draw after the script finishes
+    time.sleep(0.3)  # tables and charts draw on canvases after the script finishes
     path = server["shots"] / f"{page or 'home'}.png"
     chrome.save_screenshot(str(path))
     return path

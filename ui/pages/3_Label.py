@@ -34,7 +34,7 @@ name = st.selectbox("queue", names, index=names.index(wanted) if wanted in names
                     key="lab_queue")
 if st.query_params.get("queue") != name:
     st.query_params["queue"] = name
-queue = labels.get_queue(ws, name)
+queue = next(q for q in all_queues if q.name == name)
 state = st.session_state.setdefault(f"lab:{name}", {"history": [], "pos": 0, "skip": [],
                                                     "fresh": None, "items": {}, "flash": None,
                                                     "strength": None, "buffer": []})
@@ -174,7 +174,7 @@ if item is None:
 
 row = item.row
 revisit = state["pos"] < len(state["history"])
-mine = labels.my_label(ws, queue.dataset_name, item.row_id, me)
+mine = labels.my_label(ws, queue.dataset_name, item.row_id, me) if revisit else None
 st.container(key=f"lab_row_{item.row_id}").caption(f"row `{item.row_id}`" + (" · going back through your rows" if revisit else "")
            + (f" · your label: **{CHOICE_TEXT.get(mine['choice'], 'ranking')}**"
               + (f" ({mine['strength']})" if mine.get("strength") else "") if mine else ""))
