@@ -49,25 +49,27 @@ if steps:
                                 "dropped": ", ".join(f"{k} ({v})" for k, v in s.dropped.items())}
                                for s in steps]), hide_index=True, width="stretch")
 
+def histogram(frame: pl.DataFrame, title: str) -> alt.Chart:
+    """Binned counts per column as overlapping step areas (bins come from workbench.stats)."""
+    return alt.Chart(frame.to_pandas()).mark_area(
+        interpolate="step-after", opacity=0.35, line=True).encode(
+        x=alt.X("bin:Q", title=title, scale=alt.Scale(nice=False)),
+        y=alt.Y("rows:Q", stack=None), color=alt.Color("column:N", title=None),
+        tooltip=["column", "bin", "bin_end", "rows"]).properties(height=260)
+
+
 left, right = st.columns(2)
 with left:
     st.subheader("Lengths (characters)")
-    lengths = summary["lengths"]
-    if lengths.height:
-        st.altair_chart(alt.Chart(lengths.to_pandas()).mark_bar(opacity=0.6).encode(
-            x=alt.X("bin:Q", title="characters (the last bin holds the longest 1%)",
-                    scale=alt.Scale(nice=False)), x2="bin_end:Q",
-            y=alt.Y("rows:Q", stack=None), color="column:N",
-            tooltip=["column", "bin", "rows"]).properties(height=260), width="stretch")
+    if summary["lengths"].height:
+        st.altair_chart(histogram(summary["lengths"], "characters (the last bin holds the "
+                                                      "longest 1%)"), width="stretch")
     else:
         st.caption("no text columns")
 with right:
     st.subheader("Scores")
-    scores = summary["scores"]
-    if scores.height:
-        st.altair_chart(alt.Chart(scores.to_pandas()).mark_bar(opacity=0.6).encode(
-            x=alt.X("bin:Q", title="score", scale=alt.Scale(nice=False)), x2="bin_end:Q", y=alt.Y("rows:Q", stack=None), color="column:N",
-            tooltip=["column", "bin", "rows"]).properties(height=260), width="stretch")
+    if summary["scores"].height:
+        st.altair_chart(histogram(summary["scores"], "score"), width="stretch")
     else:
         st.caption("no score columns (chosen_score, rejected_score, scores, margin)")
 
@@ -87,9 +89,12 @@ with right:
     st.subheader("Drops per step")
     drops = summary["drops"]
     if drops.height:
-        st.altair_chart(alt.Chart(drops.to_pandas()).mark_bar().encode(
-            x=alt.X("rows:Q"), y=alt.Y("step:N", sort=None), color="reason:N",
-            tooltip=["step", "reason", "rows"]).properties(height=260), width="stretch")
+        st.altair_chart(alt.Chart(drops.to_pandas()).mark_bar(size=22).encode(
+            x=alt.X("rows:Q"), y=alt.Y("step:N", sort=None, title=None),
+            color=alt.Color("reason:N", legend=alt.Legend(orient="bottom", labelLimit=400,
+                                                          columns=1)),
+            tooltip=["step", "reason", "rows"]).properties(height=60 + 40 * drops["step"]
+                                                          .n_unique()), width="stretch")
     else:
         st.caption("no rows dropped (or not written by a pipeline)")
 
@@ -97,7 +102,7 @@ mix = summary["mix"]
 if mix.height:
     st.subheader("Mix")
     columns = mix["column"].unique(maintain_order=True).to_list()
-    for column, box in zip(columns, st.columns(min(3, len(columns))) * len(columns), strict=False):
+    for column, box in zip(columns, st.columns(3) * len(columns), strict=False):
         with box:
             part = mix.filter(pl.col("column") == column)
             st.altair_chart(alt.Chart(part.to_pandas()).mark_bar().encode(
