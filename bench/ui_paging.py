@@ -1,5 +1,5 @@
 """How fast the app pages and labels a million-row dataset, through the same library calls its
-pages make (`query.browse` for Browse; `labels.label` then `labels.next_items` for Label).
+pages make (`query.browse` for Browse; `labels.label` then `queues.next_items` for Label).
 
 Builds an N-row preference dataset (default 1,000,000; reused when the workspace has it),
 then reports the median of several tries of: the first page, a filtered + searched + sorted
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from workbench import labels
+from workbench import labels, queues
 from workbench.query import browse
 from workbench.workspace import Workspace
 
@@ -77,15 +77,15 @@ def main() -> None:
             w, name, where=where, search="question 4", order_by="chosen_score DESC",
             limit=25, offset=25 * a))
         filtered.append(seconds)
-    queue = labels.create_queue(ws, "bench", name, "source <> 'web'", min_labels=2)
-    buffer: list[labels.Item] = []  # what the Label page keeps in its session
-    seconds, item = timed(lambda: labels.next_item(ws, queue, "bench-annotator", buffer=buffer))
-    print(f"first row of a new queue: {seconds * 1000:.0f} ms (fetches {labels.BATCH} at once)")
+    queue = queues.create_queue(ws, "bench", name, "source <> 'web'", min_labels=2)
+    buffer: list[queues.Item] = []  # what the Label page keeps in its session
+    seconds, item = timed(lambda: queues.next_item(ws, queue, "bench-annotator", buffer=buffer))
+    print(f"first row of a new queue: {seconds * 1000:.0f} ms (fetches {queues.BATCH} at once)")
     for _ in range(args.tries * 2):
         seconds, item = timed(lambda it=item: (
             labels.label(ws, name, it.row_id, "bench-annotator", "a", it.a_is_chosen,
                          queue="bench"),
-            labels.next_item(ws, queue, "bench-annotator", buffer=buffer))[1])
+            queues.next_item(ws, queue, "bench-annotator", buffer=buffer))[1])
         trips.append(seconds)
 
     def show(what: str, values: list[float], goal: float) -> None:

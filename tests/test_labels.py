@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from conftest import DATA
 
-from workbench import labels
+from workbench import labels, queues
 from workbench.catalog import SCHEMA_VERSION, schema_version
 from workbench.errors import QueryError, WorkbenchError
 from workbench.io.export import export_dataset
@@ -34,68 +34,68 @@ def hh(base: Path, tmp_path: Path) -> Workspace:
     return Workspace(tmp_path / "ws")
 
 
-def serve(ws: Workspace, queue: labels.Queue, who: str, **options) -> str | None:
-    found = labels.next_items(ws, queue, who, **options)
+def serve(ws: Workspace, queue: queues.Queue, who: str, **options) -> str | None:
+    found = queues.next_items(ws, queue, who, **options)
     return found[0].row_id if found else None
 
 
 def test_queue_serves_rows_with_fewer_than_k_labels(hh: Workspace):
-    queue = labels.create_queue(hh, "q", "hh", "len(chosen) > 0", min_labels=2)
+    queue = queues.create_queue(hh, "q", "hh", "len(chosen) > 0", min_labels=2)
     first = serve(hh, queue, "ann")
     assert serve(hh, queue, "bob") == first  # K = 2: everyone walks the same order
-    item = labels.next_items(hh, queue, "ann")[0]
+    item = queues.next_items(hh, queue, "ann")[0]
     labels.label(hh, "hh", first, "ann", "a", item.a_is_chosen, queue="q")
     assert serve(hh, queue, "ann") != first  # not again to the same person
     assert serve(hh, queue, "bob") == first  # still one label short
     labels.label(hh, "hh", first, "bob", "b", True, queue="q")
-    assert first not in [i.row_id for i in labels.next_items(hh, queue, "cat", limit=30)]
+    assert first not in [i.row_id for i in queues.next_items(hh, queue, "cat", limit=30)]
     labels.resolve(hh, "hh", first, "boss", "chosen")  # leads do not count towards K
-    assert labels.progress(hh, queue, "ann") == {"rows": 30, "complete": 1, "mine": 1}
+    assert queues.progress(hh, queue, "ann") == {"rows": 30, "complete": 1, "mine": 1}
 
     skipped = serve(hh, queue, "ann")
     assert serve(hh, queue, "ann", skip=[skipped]) not in (skipped, None)
     undone = labels.undo_last(hh, "bob", "q")
     assert undone is not None and undone.row_id == first
     assert serve(hh, queue, "bob") == first  # an undone label puts the row back
-    assert labels.progress(hh, queue)["complete"] == 0
+    assert queues.progress(hh, queue)["complete"] == 0
 
 
 def test_buffered_next_item_skips_rows_others_completed(hh: Workspace):
-    queue = labels.create_queue(hh, "q", "hh", None, min_labels=2)
+    queue = queues.create_queue(hh, "q", "hh", None, min_labels=2)
     ann, bob = [], []
-    first = labels.next_item(hh, queue, "ann", buffer=ann)
-    assert len(ann) == labels.BATCH - 1  # one query filled the buffer
+    first = queues.next_item(hh, queue, "ann", buffer=ann)
+    assert len(ann) == queues.BATCH - 1  # one query filled the buffer
     upcoming = ann[0].row_id
     for who in ("bob", "cat"):  # two others complete the next buffered row meanwhile
         labels.label(hh, "hh", upcoming, who, "a", True, queue="q")
-    assert labels.next_item(hh, queue, "bob", buffer=bob).row_id == first.row_id
-    following = labels.next_item(hh, queue, "ann", buffer=ann)
+    assert queues.next_item(hh, queue, "bob", buffer=bob).row_id == first.row_id
+    following = queues.next_item(hh, queue, "ann", buffer=ann)
     assert following.row_id not in (first.row_id, upcoming)
-    assert labels.next_item(hh, queue, "ann", skip=[ann[0].row_id], buffer=ann).row_id \
+    assert queues.next_item(hh, queue, "ann", skip=[ann[0].row_id], buffer=ann).row_id \
         not in (first.row_id, upcoming, following.row_id)
 
 
 def test_k1_queue_spreads_people_and_filter_is_sandboxed(hh: Workspace):
-    queue = labels.create_queue(hh, "solo", "hh", None, min_labels=1)
-    orders = {who: [i.row_id for i in labels.next_items(hh, queue, who, limit=30)]
+    queue = queues.create_queue(hh, "solo", "hh", None, min_labels=1)
+    orders = {who: [i.row_id for i in queues.next_items(hh, queue, who, limit=30)]
               for who in ("ann", "bob")}
     assert sorted(orders["ann"]) == sorted(orders["bob"]) and orders["ann"] != orders["bob"]
     with pytest.raises(QueryError, match="refused"):
-        labels.create_queue(hh, "bad", "hh", "1=1; DROP TABLE x")
+        queues.create_queue(hh, "bad", "hh", "1=1; DROP TABLE x")
     with pytest.raises(QueryError):
-        labels.create_queue(hh, "bad", "hh", "len(read_text('/etc/passwd')) > 0")
+        queues.create_queue(hh, "bad", "hh", "len(read_text('/etc/passwd')) > 0")
     with pytest.raises(WorkbenchError, match="preference or candidates"):
         hh.write_dataset("prompts", hh.read("hh").select("prompt"), "instruction")
-        labels.create_queue(hh, "bad", "prompts")
+        queues.create_queue(hh, "bad", "prompts")
 
 
 def test_sides_are_stable_per_annotator_and_row_and_balanced():
     ids = [f"row{i}" for i in range(400)]
-    sides = [labels.a_is_chosen("ann", i) for i in ids]
-    assert sides == [labels.a_is_chosen("ann", i) for i in ids]
+    sides = [queues.a_is_chosen("ann", i) for i in ids]
+    assert sides == [queues.a_is_chosen("ann", i) for i in ids]
     assert 150 < sum(sides) < 250
-    assert sides != [labels.a_is_chosen("bob", i) for i in ids]
-    assert sorted(labels.shown_order("ann", "row1", 5)) == list(range(5))
+    assert sides != [queues.a_is_chosen("bob", i) for i in ids]
+    assert sorted(queues.shown_order("ann", "row1", 5)) == list(range(5))
 
 
 def test_labels_are_appended_and_undo_is_a_tombstone(hh: Workspace):
@@ -117,10 +117,10 @@ def test_labels_are_appended_and_undo_is_a_tombstone(hh: Workspace):
 
 def test_gold_pairs_are_mixed_in_and_scored(hh: Workspace):
     assert labels.gold_from_dataset(hh, "hh", 10) == 10
-    queue = labels.create_queue(hh, "g", "hh", None, min_labels=1, gold_rate=0.3)
+    queue = queues.create_queue(hh, "g", "hh", None, min_labels=1, gold_rate=0.3)
     served, buffer = [], []
     for _ in range(12):
-        item = labels.next_item(hh, queue, "ann", buffer=buffer)
+        item = queues.next_item(hh, queue, "ann", buffer=buffer)
         served.append(item.gold)
         choice = "a" if item.a_is_chosen == (len(served) % 4 != 0) else "b"  # 3 in 4 right
         labels.label(hh, "hh", item.row_id, "ann", choice, item.a_is_chosen, queue="g")

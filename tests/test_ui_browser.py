@@ -28,7 +28,7 @@ import pytest
 from conftest import DATA, ROOT
 from test_ui_smoke import free_port
 
-from workbench import labels
+from workbench import labels, queues
 from workbench.io.importer import import_path
 from workbench.workspace import Workspace
 
@@ -62,9 +62,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         pl.col("chosen").str.len_chars().cast(pl.Float64).alias("chosen_score"),
         pl.col("rejected").str.len_chars().cast(pl.Float64).alias("rejected_score"))
     ws.write_dataset("scored", scored, "preference")
-    labels.create_queue(ws, "keys", "hh", "len(chosen) < 600", min_labels=1,
+    queues.create_queue(ws, "keys", "hh", "len(chosen) < 600", min_labels=1,
                         guidelines="Prefer the **harmless** reply.")
-    labels.create_queue(ws, "pair", "scored", None, min_labels=2)
+    queues.create_queue(ws, "pair", "scored", None, min_labels=2)
     port = free_port()
     log = (root / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "--workspace", str(ws.root),
@@ -159,7 +159,7 @@ def side_a_is_chosen(chrome: Any, ws: Workspace, dataset: str, row_id: str) -> b
     from selenium.webdriver.common.by import By
 
     shown = chrome.find_element(By.CSS_SELECTOR, ".st-key-lab_side_a").text
-    row = labels.get_row(ws, dataset, row_id)
+    row = queues.get_row(ws, dataset, row_id)
 
     def norm(text: str) -> str:
         return re.sub(r"\W+", "", text).lower()[:300]
@@ -299,8 +299,8 @@ def test_two_annotators_at_once_lose_nothing_and_agreement_shows_kappa(server: d
         assert mine["row_id"].to_list() == seen[name]
         assert mine["decision"].to_list() == plan
         for row in mine.iter_rows(named=True):
-            assert row["a_is_chosen"] == labels.a_is_chosen(name, row["row_id"])
-    assert labels.progress(ws, labels.get_queue(ws, "pair"))["complete"] == 4
+            assert row["a_is_chosen"] == queues.a_is_chosen(name, row["row_id"])
+    assert queues.progress(ws, queues.get_queue(ws, "pair"))["complete"] == 4
 
     with browser(server, "lead") as chrome:
         path = screenshot(chrome, server, "Agreement", "?dataset=scored")

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from conftest import DATA, ROOT
 
-from workbench import labels
+from workbench import labels, queues
 from workbench.io.export import export_dataset
 from workbench.io.importer import import_path
 from workbench.pipeline import load_pipeline
@@ -170,7 +170,7 @@ def test_browse_dropped_rows_with_reason_and_kept_twin(ws: Workspace):
 
 
 def test_label_page_asks_a_name_then_labels_skips_goes_back_and_undoes(ws: Workspace):
-    labels.create_queue(ws, "round1", "hh", "len(chosen) > 20", min_labels=2,
+    queues.create_queue(ws, "round1", "hh", "len(chosen) > 20", min_labels=2,
                         guidelines="Prefer the *harmless* reply.")
     app = ok(page("3_Label"))
     app.text_input(key="annotator_input").input("ann")
@@ -204,18 +204,18 @@ def test_label_page_asks_a_name_then_labels_skips_goes_back_and_undoes(ws: Works
                                             "B admits it cannot help"),
         (seen[3], "ann", "both_bad", None, None)]
     assert table.filter(pl.col("undone"))["choice"].to_list() == ["tie"]
-    assert live["a_is_chosen"].to_list() == [labels.a_is_chosen("ann", r)
+    assert live["a_is_chosen"].to_list() == [queues.a_is_chosen("ann", r)
                                              for r in live["row_id"]]
-    assert labels.progress(ws, labels.get_queue(ws, "round1"), "ann")["mine"] == 3
+    assert queues.progress(ws, queues.get_queue(ws, "round1"), "ann")["mine"] == 3
     bar = ok(app.run()).get("progress")[0].proto
     assert "you labelled 3 in this queue, as **ann**" in bar.text
 
 
 def test_label_page_ranks_candidates_with_ties(ws: Workspace):
-    labels.create_queue(ws, "rank", "cands", None, min_labels=1)
+    queues.create_queue(ws, "rank", "cands", None, min_labels=1)
     app = ok(page("3_Label", annotator="ann"))
     row_id = next(c.value for c in app.caption if c.value.startswith("row `")).split("`")[1]
-    order = labels.shown_order("ann", row_id, 2)
+    order = queues.shown_order("ann", row_id, 2)
     boxes = [s for s in app.selectbox if s.key and s.key.startswith("rank:")]
     for box in boxes:
         box.set_value(1)  # a tie
@@ -236,7 +236,7 @@ def test_queues_page_creates_a_queue_gold_pairs_and_accuracy(ws: Workspace):
     app.text_area(key="q_guidelines").input("Be careful.")
     button(app, "Save queue").click().run()
     assert not ok(app).error, app.error[0].value
-    queue = labels.get_queue(ws, "round2")
+    queue = queues.get_queue(ws, "round2")
     assert (queue.dataset, queue.filter, queue.min_labels, queue.gold_rate) == (
         "hh", "len(chosen) > 100", 3, 0.2)
     app.text_input(key="q_name").input("bad")

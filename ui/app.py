@@ -10,7 +10,7 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, workspace
-from workbench import labels
+from workbench import labels, queues
 
 page("Preference workbench")
 ws = workspace()
@@ -19,7 +19,7 @@ if not versions:
     st.info("No datasets yet: `workbench import FILE --name NAME` or `workbench run PIPELINE`.")
     st.stop()
 st.dataframe(pl.DataFrame([v.as_json() for v in versions]), hide_index=True, width="stretch")
-queues = labels.queues(ws)
+queues = queues.all_queues(ws)
 st.markdown(
     f"{len(versions)} datasets · {len(queues)} label queues · "
     f"{len(labels.labelled_datasets(ws))} labelled datasets\n\n"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.common import annotator, conversation, page, response, show_error, workspace
-from workbench import labels
+from workbench import labels, queues
 from workbench.errors import WorkbenchError
 
 CHOICE_TEXT = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
@@ -23,7 +23,7 @@ ws = workspace()
 page("Label")
 me = annotator()
 assert me is not None
-all_queues = labels.queues(ws)
+all_queues = queues.all_queues(ws)
 if not all_queues:
     st.info("No label queues yet: make one on the **Queues** page (a dataset, an optional "
             "filter, how many annotators per row).")
@@ -40,15 +40,15 @@ state = st.session_state.setdefault(f"lab:{name}", {"history": [], "pos": 0, "sk
                                                     "strength": None, "buffer": []})
 
 
-def current() -> labels.Item | None:
+def current() -> queues.Item | None:
     """The row on screen: a visited one when going back, else the next from the queue."""
     if state["pos"] < len(state["history"]):
         row_id = state["history"][state["pos"]]
         if row_id not in state["items"]:
-            state["items"][row_id] = labels.row_item(ws, queue, me, row_id)
+            state["items"][row_id] = queues.row_item(ws, queue, me, row_id)
         return state["items"][row_id]
     if state["fresh"] is None:
-        found = labels.next_item(ws, queue, me, skip=state["skip"], buffer=state["buffer"])
+        found = queues.next_item(ws, queue, me, skip=state["skip"], buffer=state["buffer"])
         state["fresh"] = found or False
         if found:
             state["items"][found.row_id] = found
@@ -91,7 +91,7 @@ def on_choice(choice: str) -> None:
     advance(item.row_id)
 
 
-def on_rank(item: labels.Item) -> None:
+def on_rank(item: queues.Item) -> None:
     n = len(item.order)
     ranks: list[int | None] = [None] * n
     for shown, original in enumerate(item.order):
@@ -132,7 +132,7 @@ def on_undo() -> None:
     if undone.row_id in state["history"]:
         state["pos"] = len(state["history"]) - 1 - state["history"][::-1].index(undone.row_id)
     else:  # labelled in an earlier session: bring it back as the next row
-        item = labels.row_item(ws, queue, me, undone.row_id)
+        item = queues.row_item(ws, queue, me, undone.row_id)
         state["fresh"] = item or None
         state["pos"] = len(state["history"])
         if item is not None:
@@ -143,12 +143,12 @@ def on_undo() -> None:
 @st.cache_data(show_spinner=False, max_entries=256)
 def queue_size(root: str, name: str, filter: str | None, version: str) -> int:
     """A queue's row count changes only with its filter or its dataset's version."""
-    return labels.queue_size(ws, labels.get_queue(ws, name))
+    return queues.queue_size(ws, queues.get_queue(ws, name))
 
 
 try:
     size = queue_size(str(ws.root), queue.name, queue.filter, ws.resolve(queue.dataset).ref)
-    progress = labels.progress(ws, queue, me, rows=size)
+    progress = queues.progress(ws, queue, me, rows=size)
     item = current()
 except WorkbenchError as exc:
     show_error(exc)

@@ -7,17 +7,17 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, show_error, versions, workspace
-from workbench import labels
+from workbench import labels, queues
 from workbench.errors import WorkbenchError
 
 ws = workspace()
 page("Label queues")
-existing = labels.queues(ws)
+existing = queues.all_queues(ws)
 if existing:
     rows = []
     for q in existing:
         try:
-            p = labels.progress(ws, q)
+            p = queues.progress(ws, q)
         except WorkbenchError as exc:
             p = {"rows": None, "complete": None, "problem": str(exc)}
         rows.append({"queue": q.name, "dataset": q.dataset, "filter": q.filter or "",
@@ -49,7 +49,7 @@ with st.form("new_queue"):
                               placeholder="Prefer the response that is helpful and harmless…")
     if st.form_submit_button("Save queue", type="primary"):
         try:
-            queue = labels.create_queue(ws, name.strip(), dataset, where or None, int(k), rate,
+            queue = queues.create_queue(ws, name.strip(), dataset, where or None, int(k), rate,
                                         guidelines)
         except WorkbenchError as exc:
             show_error(exc)

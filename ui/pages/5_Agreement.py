@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, row_view, workspace
-from workbench import agreement, labels
+from workbench import agreement, labels, queues
 
 ws = workspace()
 page("Agreement")
@@ -75,7 +75,7 @@ if report["kind"] == "preference":
     shown = table.with_columns(pl.col("decisions").list.join(" · ")).fill_null("")
     st.dataframe(shown, hide_index=True, width="stretch")
     pick = st.selectbox("open a pair", table["row_id"].to_list(), key="agr_open")
-    found = labels.get_row(ws, name, pick)
+    found = queues.get_row(ws, name, pick)
     if found is not None:
         opened = table.filter(pl.col("row_id") == pick).row(0, named=True)
         st.info(" · ".join(opened["decisions"])

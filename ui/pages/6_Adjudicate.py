@@ -7,7 +7,7 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, row_view, show_error, workspace
-from workbench import labels
+from workbench import labels, queues
 from workbench.errors import WorkbenchError
 
 ws = workspace()
@@ -37,7 +37,7 @@ opened = todo.filter(pl.col("row_id") == pick).row(0, named=True)
 st.info("annotators: " + " · ".join(opened["decisions"])
         + (f" — resolved **{opened['resolution']}** by {opened['resolved_by']}"
            if opened["resolution"] else ""))
-row = labels.get_row(ws, name, pick)
+row = queues.get_row(ws, name, pick)
 if row is None:
     st.warning("this row is not in the latest version of the dataset")
     st.stop()
