@@ -99,3 +99,26 @@ def test_undefined_statistics_are_nan():
     assert math.isnan(agreement.krippendorff_alpha(same))
     assert math.isnan(agreement.krippendorff_alpha(long([(1, "a", "x")])))
     assert agreement.summary(same)["items_with_2_or_more"] == 2
+
+
+def test_report_on_rankings_of_candidates_with_the_judge(ws):
+    from workbench import labels
+
+    prompt = [{"role": "user", "content": "Name a colour."}]
+    ws.write_dataset("cands", pl.DataFrame({
+        "prompt": [prompt, prompt], "responses": [["red", "blue", "green"], ["a", "b", "c"]],
+        "scores": [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]}), "candidates")
+    ids = ws.read("cands")["id"].to_list()
+    labels.rank(ws, "cands", ids[0], "ann", [1, 2, 3], [0, 1, 2])  # as the judge
+    labels.rank(ws, "cands", ids[0], "bob", [1, 3, 2], [2, 1, 0])  # swaps 1 and 2
+    labels.rank(ws, "cands", ids[1], "ann", [3, 2, 1], [0, 1, 2])  # as the judge
+    labels.rank(ws, "cands", ids[1], "bob", [1, 1, None], [0, 1, 2])
+    report = agreement.report(ws, "cands")
+    # ann and bob share pairs: row 0 (0,1) (0,2) (1,2) and row 1 (0,1): ann first, first,
+    # first, second; bob first, first, second, tie -> they agree on 2 of 4.
+    pair = report["pairwise"].row(0, named=True)
+    assert (pair["rater_1"], pair["rater_2"], pair["items"]) == ("ann", "bob", 4)
+    assert pair["agreement"] == pytest.approx(0.5)
+    judge = report["judge"].sort("annotator")
+    assert judge["agreement"].to_list() == pytest.approx([1.0, 0.5])  # bob: 2 of 4 pairs
+    assert judge["items"].to_list() == [6, 4]

@@ -207,6 +207,12 @@ def test_label_with_keys_and_mouse_undo_and_reload(server: dict[str, Any]):
             idle(chrome)
             rows.append(row)
             sides.append(side_a_is_chosen(chrome, ws, "hh", row))
+            if "q" in keys:  # keys typed into the note are text, not shortcuts
+                note = chrome.find_element(By.CSS_SELECTOR, ".st-key-lab_note input")
+                note.send_keys("1 2 u typed")
+                chrome.execute_script("document.activeElement.blur()")
+                idle(chrome)
+                assert shown_row(chrome) == row and labels.labels_table(ws, "hh").height == 1
             for key in keys:
                 press(chrome, key)
                 if key == "q":
@@ -235,6 +241,7 @@ def test_label_with_keys_and_mouse_undo_and_reload(server: dict[str, Any]):
     assert live["row_id"].to_list() == rows[:3]
     assert live["choice"].to_list() == ["a", "b", "tie"]
     assert live["strength"].to_list() == [None, "slightly", None]
+    assert live["note"].to_list() == [None, "1 2 u typed", None]
     assert live["a_is_chosen"].to_list() == sides[:3]  # what the page showed as A
     assert live["queue"].to_list() == ["keys"] * 3
     assert live["decision"].to_list()[:2] == ["chosen" if sides[0] else "rejected",
