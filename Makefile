@@ -11,11 +11,13 @@ WORKSPACE ?= workspace
 
 setup: $(VENV)/.installed
 
-# the tests also need a real OpenAI-compatible server: llama-cpp-python's, built once per machine
+# the tests also need a real OpenAI-compatible server (llama-cpp-python's, built once per
+# machine) and, for the app's browser tests, Debian's chromium and chromium-driver
 test-deps: $(VENV)/.test-deps
 
-$(VENV)/.test-deps: $(VENV)/.installed scripts/install-llama-server.sh
+$(VENV)/.test-deps: $(VENV)/.installed scripts/install-llama-server.sh scripts/install-chromium.sh
 	scripts/install-llama-server.sh $(BIN)/python
+	scripts/install-chromium.sh
 	touch $@
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt Makefile

@@ -26,7 +26,7 @@ from workbench.atomic import file_lock
 from workbench.errors import WorkbenchError
 from workbench.rwlock import lock_for
 
-SCHEMA_VERSION = 1  # bump with a migration when SCHEMA changes
+SCHEMA_VERSION = 2  # bump with an entry in UPGRADES when SCHEMA changes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -77,13 +77,58 @@ CREATE TABLE IF NOT EXISTS labels (
     choice VARCHAR NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
     note VARCHAR,
     a_is_chosen BOOLEAN NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    strength VARCHAR,
+    queue VARCHAR
+);
+CREATE TABLE IF NOT EXISTS label_undos (
+    label_id BIGINT PRIMARY KEY,
+    annotator VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rankings (
+    label_id BIGINT PRIMARY KEY DEFAULT nextval('label_seq'),
+    dataset VARCHAR NOT NULL,
+    row_id VARCHAR NOT NULL,
+    annotator VARCHAR NOT NULL,
+    ranks INTEGER[] NOT NULL,
+    shown_order INTEGER[] NOT NULL,
+    note VARCHAR,
+    queue VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queues (
+    name VARCHAR PRIMARY KEY,
+    dataset VARCHAR NOT NULL,
+    filter VARCHAR,
+    min_labels INTEGER NOT NULL,
+    gold_rate DOUBLE NOT NULL,
+    guidelines VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gold (
+    dataset VARCHAR NOT NULL,
+    row_id VARCHAR NOT NULL,
+    decision VARCHAR NOT NULL CHECK (decision IN ('chosen', 'rejected', 'tie', 'both_bad')),
+    created_by VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (dataset, row_id)
 );
 CREATE TABLE IF NOT EXISTS catalog_meta (
     key VARCHAR PRIMARY KEY,
     value VARCHAR NOT NULL
 );
 """
+
+# What each version adds to a catalog of the version before it. SCHEMA (all CREATE ... IF NOT
+# EXISTS) creates new tables; these statements change existing ones and must be idempotent.
+UPGRADES: dict[int, tuple[str, ...]] = {
+    # 2: labels get an optional strength (slightly / clearly, as HelpSteer2-Preference records
+    # it) and the queue they were made in; undo is a row in label_undos (labels stay
+    # append-only); rankings of candidates, label queues and gold answers are new tables.
+    2: ("ALTER TABLE labels ADD COLUMN IF NOT EXISTS strength VARCHAR",
+        "ALTER TABLE labels ADD COLUMN IF NOT EXISTS queue VARCHAR"),
+}
 
 LOCK_MARKERS = ("lock", "Conflicting", "being used by another process")
 
@@ -109,6 +154,9 @@ class Catalog:
             _check_not_newer(found, self.path)
             if found < SCHEMA_VERSION:
                 con.execute(SCHEMA)
+                for version in range(found + 1, SCHEMA_VERSION + 1):
+                    for statement in UPGRADES.get(version, ()):
+                        con.execute(statement)
                 con.execute(
                     "INSERT OR REPLACE INTO catalog_meta VALUES ('schema_version', ?)",
                     [str(SCHEMA_VERSION)],

@@ -294,20 +294,26 @@ def report_length_bias(
 
 @app.command()
 def ui(
-    port: Annotated[int, typer.Option(help="port on localhost")] = 8501,
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8501,
+    host: Annotated[str, typer.Option(help="address to bind: 127.0.0.1 (default) serves this "
+                                      "machine only; put a reverse proxy with authentication "
+                                      "in front rather than binding 0.0.0.0 (see README)")]
+    = "127.0.0.1",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Start the Streamlit app on localhost."""
+    """Start the Streamlit app (browse, label, agreement, export); 127.0.0.1 unless --host."""
     import subprocess
 
     app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     root = (workspace or _state["workspace"] or Path(os.environ.get("WORKBENCH_HOME", "workspace")))
     env = {**os.environ, "WORKBENCH_HOME": str(Path(root).resolve())}
-    typer.echo(f"workbench UI on http://localhost:{port} (workspace {root}); Ctrl-C stops it")
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"workbench UI on http://{shown}:{port} (workspace {root}); Ctrl-C stops it")
     raise typer.Exit(subprocess.call(
-        [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", "localhost",
+        [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host,
          "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"], env=env))
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+         "--client.toolbarMode", "minimal"], env=env))
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from workbench.errors import NotFoundError, WorkbenchError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DATA_FILE = "data.parquet"
+STRENGTHS = ("slightly", "clearly")
 
 
 @dataclass(frozen=True)
@@ -268,26 +269,39 @@ class Workspace:
         choice: str,
         a_is_chosen: bool,
         note: str | None = None,
-    ) -> None:
-        """Append a label; a relabel is a new row and the latest one wins."""
+        *,
+        strength: str | None = None,
+        queue: str | None = None,
+    ) -> int:
+        """Append a label and return its id; a relabel is a new row and the latest one wins.
+
+        `strength` (slightly / clearly) says how much better the picked side is, as
+        HelpSteer2-Preference records it; it applies to `a` and `b` only."""
         if choice not in ("a", "b", "tie", "both_bad"):
             raise WorkbenchError(f"label choice must be a, b, tie or both_bad, not {choice!r}")
+        if strength is not None and (strength not in STRENGTHS or choice not in ("a", "b")):
+            raise WorkbenchError(f"label strength must be one of {', '.join(STRENGTHS)} and "
+                                 f"given with choice a or b, not {strength!r} with {choice!r}")
         now = datetime.now()
         with self.catalog.connect() as con:
             con.execute(
                 "INSERT INTO annotators VALUES (?, ?) ON CONFLICT DO NOTHING", [annotator, now]
             )
-            con.execute(
+            row = con.execute(
                 "INSERT INTO labels (dataset, row_id, annotator, choice, note, a_is_chosen, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [dataset, row_id, annotator, choice, note, a_is_chosen, now],
-            )
+                "created_at, strength, queue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING label_id",
+                [dataset, row_id, annotator, choice, note, a_is_chosen, now, strength, queue],
+            ).fetchone()
+        return int(row[0])
 
     def latest_labels(self, dataset: str) -> pl.DataFrame:
-        """The latest label per (row, annotator)."""
+        """The latest label per (row, annotator); an undone label (see `workbench.labels.undo`)
+        no longer counts, so the one before it is the latest again."""
         with self.catalog.connect(read_only=True) as con:
             table = con.sql(
-                "SELECT * FROM labels WHERE dataset = ? QUALIFY row_number() OVER "
+                "SELECT * FROM labels WHERE dataset = ? "
+                "AND label_id NOT IN (SELECT label_id FROM label_undos) QUALIFY row_number() OVER "
                 "(PARTITION BY row_id, annotator ORDER BY created_at DESC, label_id DESC) = 1",
                 params=[dataset],
             ).to_arrow_table()

@@ -1,0 +1,84 @@
+"""Agreement: Cohen's kappa per pair of annotators, Fleiss' kappa and Krippendorff's alpha
+across all, people against the AI judge, and the disagreements, each opening its pair."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import streamlit as st
+
+from ui.common import page, row_view, workspace
+from workbench import agreement, labels, queues
+
+ws = workspace()
+page("Agreement")
+names = labels.labelled_datasets(ws)
+if not names:
+    st.info("No labels yet: the **Label** page makes them.")
+    st.stop()
+wanted = st.query_params.get("dataset")
+name = st.selectbox("dataset", names, index=names.index(wanted) if wanted in names else 0,
+                    key="agr_dataset")
+report = agreement.report(ws, name)
+
+
+def fmt(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+summary = report["summary"]
+cols = st.columns(4)
+cols[0].metric("annotators", summary["raters"])
+cols[1].metric("items judged by 2+", summary["items_with_2_or_more"])
+cols[2].metric("Fleiss' kappa", fmt(summary["fleiss_kappa"]))
+cols[3].metric("Krippendorff's alpha (nominal)", fmt(summary["krippendorff_alpha"]))
+what = ("pairs of responses within each ranking" if report["kind"] == "candidates"
+        else "decisions about the pair (chosen, rejected, tie, both bad), whatever side each "
+             "person saw")
+st.caption(f"Compared: {what}. n/a where undefined (everyone used one category). "
+           "Leads' resolutions are left out.")
+
+st.subheader("Cohen's kappa per pair of annotators")
+pairwise = report["pairwise"]
+if pairwise.height:
+    st.table(pairwise.rename({"rater_1": "annotator 1", "rater_2": "annotator 2",
+                              "items": "shared items"})
+             .with_columns(pl.col("kappa").map_elements(fmt, return_dtype=pl.String),
+                           pl.col("agreement").round(3)).to_pandas().set_index("annotator 1"))
+else:
+    st.caption("no two annotators have labelled the same rows yet (a queue with K ≥ 2 "
+               "gives overlap)")
+
+st.subheader("People vs the AI judge")
+judge = report["judge"]
+if judge is not None and judge.height:
+    st.dataframe(judge.with_columns(pl.col("kappa").round(3), pl.col("agreement").round(3)),
+                 hide_index=True, width="stretch")
+    st.caption("The judge's preference comes from `chosen_score`/`rejected_score` (for "
+               "candidates, `scores`). Its kappa is n/a when it always prefers the same side.")
+else:
+    st.caption("this dataset has no judge scores (`chosen_score`/`rejected_score` or `scores`)")
+
+counts = report["counts"]
+if counts.height:
+    with st.expander("label distribution per annotator"):
+        st.dataframe(counts.pivot(on="value", index="rater", values="n").fill_null(0),
+                     hide_index=True)
+
+if report["kind"] == "preference":
+    st.subheader("Disagreements")
+    table = labels.disagreements(ws, name)
+    if table.height == 0:
+        st.caption("none: every row labelled by 2+ annotators got one decision")
+        st.stop()
+    shown = table.with_columns(pl.col("decisions").list.join(" · ")).fill_null("")
+    st.dataframe(shown, hide_index=True, width="stretch")
+    pick = st.selectbox("open a pair", table["row_id"].to_list(), key="agr_open")
+    found = queues.get_row(ws, name, pick)
+    if found is not None:
+        opened = table.filter(pl.col("row_id") == pick).row(0, named=True)
+        st.info(" · ".join(opened["decisions"])
+                + (f" — resolved **{opened['resolution']}** by {opened['resolved_by']}"
+                   if opened["resolution"] else " — unresolved (see **Adjudicate**)"))
+        row_view(found, "preference")

@@ -1,0 +1,69 @@
+"""Export: a new dataset version where human labels decide chosen/rejected, then a Hugging
+Face dataset, Parquet or JSONL, the same as `workbench export --labels`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.common import page, pick_version, show_error, workspace
+from workbench import labels
+from workbench.errors import WorkbenchError
+from workbench.io.export import FORMATS, TRL_LAYOUTS, export_dataset
+
+ws = workspace()
+page("Export")
+
+st.subheader("1. Apply human labels (preference datasets)")
+version = pick_version(ws, "export", kinds=("preference",), latest_only=True)
+if version is not None:
+    latest = ws.latest_labels(version.name)
+    people = sorted({a for a in latest["annotator"].to_list()} if latest.height else [])
+    st.caption(f"{latest['row_id'].n_unique() if latest.height else 0} labelled rows of "
+               f"{version.ref} by {len(people)} annotator{'' if len(people) == 1 else 's'}")
+    with st.form("apply"):
+        left, right = st.columns(2)
+        policy = left.selectbox(
+            "label policy", ["majority", "latest", *[f"annotator:{p}" for p in people]],
+            key="exp_policy", help="majority: each annotator's latest label votes, a row "
+            "without a strict majority is left out; latest: the latest label wins; "
+            "annotator:NAME: only NAME's labels. A lead's resolution settles its row.")
+        target = right.text_input("new dataset name", value=f"{version.name}-labelled",
+                                  key=f"exp_name:{version.name}")
+        keep = st.checkbox("keep pairs decided tie or both bad (flagged in `tie`/`both_bad`)",
+                           key="exp_keep")
+        if st.form_submit_button("Write labelled version", type="primary"):
+            try:
+                written, counts = labels.labelled_version(ws, version.ref, target, policy, keep)
+            except WorkbenchError as exc:
+                show_error(exc)
+            else:
+                st.session_state["exp_written"] = written.ref
+                st.success(f"wrote **{written.ref}**: {written.rows:,} rows · "
+                           + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+
+st.subheader("2. Export a version for training")
+chosen = pick_version(ws, "export_out", label="dataset to export")
+if chosen is None:
+    st.stop()
+with st.form("export"):
+    left, mid, right = st.columns(3)
+    fmt = left.selectbox("format", FORMATS, key="exp_format")
+    trl = mid.selectbox("TRL layout", TRL_LAYOUTS, index=TRL_LAYOUTS.index("conversational"),
+                        key="exp_trl")
+    out = right.text_input("folder", value=f"exports/{chosen.name}", key="exp_out")
+    keep_ties = st.checkbox("keep pairs marked tie", key="exp_keep_ties")
+    overwrite = st.checkbox("replace the folder if it exists", key="exp_overwrite")
+    if st.form_submit_button("Export", type="primary"):
+        try:
+            result = export_dataset(ws, chosen.ref, Path(out), fmt=fmt, trl=trl,
+                                    overwrite=overwrite, keep_ties=keep_ties)
+        except WorkbenchError as exc:
+            show_error(exc)
+        else:
+            st.success(f"exported {chosen.ref} to `{Path(result['out']).resolve()}` "
+                       f"({result['task']}): "
+                       + ", ".join(f"{k} {v:,}" for k, v in result["splits"].items()))
+            st.caption("load it with `datasets.load_dataset(FOLDER)`"
+                       + (" or `load_from_disk(FOLDER)`" if fmt == "hf" else ""))
