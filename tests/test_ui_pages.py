@@ -1,5 +1,5 @@
 """Every page of the app under Streamlit's AppTest, on a real workspace built from data/:
-the hh-rlhf sample imported, the demo pipeline run (drops), a pipeline that drops
+the hh-rlhf sample imported, the hh_clean pipeline run (drops), a pipeline that drops
 duplicates, a copy with judge scores and a candidates dataset."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("ui-pages")
     ws = Workspace(root / "ws")
     hh = import_path(ws, DATA / "hh_rlhf_harmless_test_600.jsonl.gz", "hh")
-    run_pipeline(load_pipeline(ROOT / "data" / "pipelines" / "demo.yaml"), ws, progress=False)
+    run_pipeline(load_pipeline(ROOT / "data" / "pipelines" / "hh_clean.yaml"), ws, progress=False)
     head = ws.read(hh.ref).head(20).drop("id")
     ws.write_dataset("twins", pl.concat([head, head.head(3)]), "preference")
     (root / "dedup.yaml").write_text(DEDUP)
@@ -92,10 +92,10 @@ def test_home_and_datasets_pages(ws: Workspace):
     home = ok(page("app"))
     assert "label queues" in texts(home)
     app = ok(page("1_Datasets"))
-    app.selectbox(key="dataset_name").set_value("hh_harmless_demo").run()
+    app.selectbox(key="dataset_name").set_value("hh_clean").run()
     ok(app)
     shown = texts(app)
-    assert "pipeline **demo**" in shown and "Lineage" in shown
+    assert "pipeline **hh_clean**" in shown and "Lineage" in shown
     steps = app.dataframe[1].value
     assert "chosen shorter than 20 chars (36)" in " ".join(map(str, steps["dropped"]))
     charts = app.get("vega_lite_chart")
@@ -162,7 +162,7 @@ def test_browse_dropped_rows_with_reason_and_kept_twin(ws: Workspace):
     assert "3 matching rows" in texts(app)
     assert "duplicate" in app.warning[0].value
     assert [s.value for s in app.subheader] == ["dropped duplicate", "kept twin"]
-    app.selectbox(key="dataset_name").set_value("hh_harmless_demo").run()
+    app.selectbox(key="dataset_name").set_value("hh_clean").run()
     radio = ok(app).radio(key="browse_source")
     radio.set_value(radio.options[1]).run()
     assert "36 matching rows" in texts(ok(app))
