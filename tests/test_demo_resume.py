@@ -26,7 +26,7 @@ def small_demo(tmp_path: Path) -> tuple[Path, int]:
     per prompt."""
     spec = yaml.safe_load((DATA / "pipelines" / "demo.yaml").read_text())
     steps = {next(iter(s)): next(iter(s.values())) for s in spec["steps"]}
-    assert list(steps) == ["magpie", "filter", "sample_responses", "judge", "pairs", "rationale"]
+    assert list(steps) == ["magpie", "quality_filter", "sample_responses", "judge", "pairs", "rationale"]
     steps["magpie"].update(n=N, max_new_tokens=16)
     steps["sample_responses"].update(max_new_tokens=12, batch_size=1)
     steps["rationale"].update(max_new_tokens=12)
