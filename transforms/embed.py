@@ -12,7 +12,9 @@ from workbench.transform import Context, StepConfig, transform
 class EmbedConfig(StepConfig):
     column: str = Field("prompt", description="text to embed (message lists are rendered)")
     encoder: str = Field(
-        "embedded", description="sentence-transformers name or path; embedded = all-MiniLM-L6-v2")
+        "embedded", description="sentence-transformers name or path; embedded = all-MiniLM-L6-v2; "
+        "static = static embeddings distilled once from it (tens of times faster, rougher; "
+        "static:TEACHER@DIMS for another teacher or size)")
     output: str = Field("embedding", description="name of the new column")
     batch_size: int = Field(64, ge=1)
 

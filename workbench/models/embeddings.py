@@ -45,7 +45,13 @@ def load_model(model: str = "embedded", device: str | None = None) -> Any:
 def embed(
     texts: list[str], model: str = "embedded", batch_size: int = 64, device: str | None = None
 ) -> np.ndarray:
-    """Embeddings (len(texts) x dim), float32, each row of unit L2 norm."""
+    """Embeddings (len(texts) x dim), float32, each row of unit L2 norm. `model`: `embedded`
+    (all-MiniLM-L6-v2), a sentence-transformers name or path, or `static[:TEACHER][@DIMS]` for
+    static embeddings distilled from a teacher (workbench.models.static_encoder)."""
+    from workbench.models import static_encoder
+
+    if static_encoder.is_static(model):
+        return static_encoder.load(model).encode(list(texts))
     st = load_model(model, device)
     if not texts:
         return np.zeros((0, st.get_embedding_dimension()), dtype=np.float32)
