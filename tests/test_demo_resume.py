@@ -41,6 +41,9 @@ def cache_entries(workspace: Path) -> int:
     if not db.exists():
         return 0
     with sqlite3.connect(db) as con:
+        created = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'calls'").fetchone()
+        if not created[0]:  # the run has created the file but not yet its table
+            return 0
         return con.execute("SELECT count(*) FROM calls").fetchone()[0]
 
 
