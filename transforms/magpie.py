@@ -145,33 +145,30 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
                                          for text in out["instruction"]]
     reasons: list[str | None] = list(out[DROP])
     backend = ctx.model(config.model)
-    for turn in range(1, config.turns + 1):
-        if turn > 1:  # sample the next user turn after the rendered history (§1.5)
-            todo = [i for i, ok in enumerate(alive) if ok]
-            prompts = [backend.render([{"role": "system", "content": MT_SYSTEM}, *chats[i]],
-                                      add_generation_prompt=False) + family.mt_append_template
-                       for i in todo]
-            keys = [f"{ids[i]}:user{turn}" for i in todo]
-            got = ctx.call(config.model, "generate", prompts, follow, row_ids=keys,
-                           sample_ids=keys, batch_size=config.batch_size)
-            for i, result in zip(todo, got, strict=True):
-                text = result[0].text.strip() if result else ""
-                if not text:
-                    alive[i], reasons[i] = False, (f"{QUARANTINED} (quarantined)" if result is None
-                                                   else f"magpie: empty user turn {turn}")
-                else:
-                    chats[i].append({"role": "user", "content": text})
+
+    def add_turn(role: str, turn: int, params: SamplingParams, render: Any, empty: str) -> None:
+        """One model call per live conversation; its text becomes the next `role` turn, an
+        empty answer (or a failed call) ends the conversation with the reason."""
         todo = [i for i, ok in enumerate(alive) if ok]
-        keys = [f"{ids[i]}:assistant{turn}" for i in todo]
-        got = ctx.call(config.model, "generate", [chats[i] for i in todo], answer, row_ids=keys,
-                       sample_ids=keys, batch_size=config.batch_size)
+        keys = [f"{ids[i]}:{role}{turn}" for i in todo]
+        got = ctx.call(config.model, "generate", [render(chats[i]) for i in todo], params,
+                       row_ids=keys, sample_ids=keys, batch_size=config.batch_size)
         for i, result in zip(todo, got, strict=True):
             text = result[0].text.strip() if result else ""
-            if not text:
-                alive[i], reasons[i] = False, (f"{QUARANTINED} (quarantined)" if result is None
-                                               else f"magpie: empty response in turn {turn}")
+            if text:
+                chats[i].append({"role": role, "content": text})
             else:
-                chats[i].append({"role": "assistant", "content": text})
+                alive[i], reasons[i] = False, (f"{QUARANTINED} (quarantined)" if result is None
+                                               else f"magpie: {empty}")
+
+    def history(chat: list[dict[str, str]]) -> str:
+        return backend.render([{"role": "system", "content": MT_SYSTEM}, *chat],
+                              add_generation_prompt=False) + family.mt_append_template
+
+    for turn in range(1, config.turns + 1):
+        if turn > 1:  # sample the next user turn after the rendered history (§1.5)
+            add_turn("user", turn, follow, history, f"empty user turn {turn}")
+        add_turn("assistant", turn, answer, lambda chat: chat, f"empty response in turn {turn}")
     prompts = [chat[:-1] if chat and chat[-1]["role"] == "assistant" else chat for chat in chats]
     responses = [chat[-1]["content"] if chat and chat[-1]["role"] == "assistant" else None
                  for chat in chats]
