@@ -37,8 +37,10 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def validate(frame: pl.DataFrame, kind: str, where: str = "dataset", ids: bool = True) -> None:
-    """Raise a SchemaError naming the first missing or mistyped column, or the first bad row."""
+def validate(frame: pl.DataFrame, kind: str, where: str = "dataset", ids: bool = True,
+             offset: int = 0) -> None:
+    """Raise a SchemaError naming the first missing or mistyped column, or the first bad row
+    (numbered from `offset` when `frame` is one batch of a larger dataset)."""
     check_kind(kind)
     schema = frame.schema
     for column, dtype in REQUIRED[kind].items():
@@ -56,7 +58,7 @@ def validate(frame: pl.DataFrame, kind: str, where: str = "dataset", ids: bool =
     if frame.height == 0:
         return
     bad = frame.select(
-        pl.int_range(pl.len()).alias("_row"),
+        (pl.int_range(pl.len()) + offset).alias("_row"),
         pl.col("id") if "id" in schema else pl.lit(None, pl.String).alias("id"),
         (pl.col("prompt").list.len() == 0).alias("empty"),
         (pl.col("prompt").list.last().struct.field("role") != "user").alias("not_user"),
@@ -103,14 +105,32 @@ def with_ids(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
     on the old pair stays on the old pair. Identical rows get `hash-1`, `hash-2`, ... in order
     of appearance, so ids are unique within a version and stable across runs.
     """
-    hashed = _sha256_hex(frame.select(canonical_content(frame.schema, kind).alias("k"))["k"])
-    occurrence = pl.int_range(pl.len()).over("_h")
+    hashes = content_hashes(frame, kind)
+    return assign_ids(frame, hashes, occurrences(hashes), kind)
+
+
+def content_hashes(frame: pl.DataFrame, kind: str) -> pl.Series:
+    """The 16-hex content hash of each row (the id before duplicates are numbered)."""
+    return _sha256_hex(frame.select(canonical_content(frame.schema, kind).alias("k"))["k"])
+
+
+def occurrences(hashes: pl.Series) -> pl.Series:
+    """0 for the first row with a hash, 1 for the second, ... in order (over all batches)."""
+    return pl.DataFrame({"_h": hashes}).select(
+        pl.int_range(pl.len()).over("_h").alias("_occ"))["_occ"]
+
+
+def assign_ids(frame: pl.DataFrame, hashes: pl.Series, occurrence: pl.Series,
+               kind: str) -> pl.DataFrame:
+    """`id` from a row's hash and occurrence (see `with_ids`); batches of a streamed dataset
+    call this with their slice of the global hashes and occurrences."""
     new_id = (
-        pl.when(occurrence == 0)
+        pl.when(pl.col("_occ") == 0)
         .then(pl.col("_h"))
-        .otherwise(pl.col("_h") + pl.lit("-") + occurrence.cast(pl.String))
+        .otherwise(pl.col("_h") + pl.lit("-") + pl.col("_occ").cast(pl.String))
     )
-    out = frame.with_columns(hashed.alias("_h")).with_columns(new_id.alias("_new_id"))
+    out = frame.with_columns(hashes.alias("_h"), occurrence.alias("_occ")).with_columns(
+        new_id.alias("_new_id"))
     if "id" in frame.columns:
         old = pl.col("id").cast(pl.String)
         changed = old.is_null() | (old != pl.col("_new_id"))
@@ -119,7 +139,7 @@ def with_ids(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
             parent = pl.when(changed).then(old).otherwise(previous)
             out = out.with_columns(parent.alias("parent_id"))
     out = out.with_columns(pl.col("_new_id").alias("id"))
-    return canonical_order(out.drop("_h", "_new_id"), kind)
+    return canonical_order(out.drop("_h", "_occ", "_new_id"), kind)
 
 
 def canonical_content(frame_schema: pl.Schema, kind: str) -> pl.Expr:

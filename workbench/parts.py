@@ -1,0 +1,108 @@
+"""Data as folders of Parquet parts, read and written a batch at a time.
+
+Step checkpoints and staged imports are folders of `part-NNNNNN.parquet` files, so no step
+ever concatenates its output in memory; readers stream them with one pyarrow reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PART = "part-{:06d}.parquet"
+
+
+def files(path: Path) -> list[Path]:
+    """The Parquet files of a part folder (in order), or the one file `path` is."""
+    if path.is_dir():
+        return sorted(path.glob("*.parquet"))
+    return [path]
+
+
+def scan(path: Path) -> pl.LazyFrame:
+    """A lazy frame over a part folder or a file; parts may differ in nullable extra columns."""
+    found = files(path)
+    if len(found) == 1:
+        return pl.scan_parquet(found[0])
+    return pl.concat([pl.scan_parquet(f) for f in found], how="diagonal_relaxed")
+
+
+def schema(sources: list[Path]) -> pl.Schema:
+    """The schema all parts share once widened (a column that is all null in one part)."""
+    if len(sources) == 1:
+        return pl.scan_parquet(sources[0]).collect_schema()
+    return pl.concat([pl.scan_parquet(f) for f in sources],
+                     how="diagonal_relaxed").collect_schema()
+
+
+def count(path: Path) -> int:
+    """Rows, from the Parquet footers only."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files(path))
+
+
+def conform(batch: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
+    """`batch` with exactly the columns and types of `target` (missing columns as nulls)."""
+    if batch.schema == target:
+        return batch
+    empty = pl.DataFrame(schema=target)
+    return pl.concat([empty, batch], how="diagonal_relaxed").select(target.names())
+
+
+def iter_batches(sources: list[Path], rows: int, columns: list[str] | None = None,
+                 target: pl.Schema | None = None) -> Iterator[pl.DataFrame]:
+    """Batches of at most `rows` rows, file by file, in order; `target` conforms each one."""
+    for source in sources:
+        reader = pq.ParquetFile(source)
+        if reader.metadata.num_rows == 0:
+            continue
+        present = set(reader.schema_arrow.names)
+        wanted = None if columns is None else [c for c in columns if c in present]
+        for record_batch in reader.iter_batches(batch_size=rows, columns=wanted):
+            batch = pl.from_arrow(pa.Table.from_batches([record_batch]))
+            assert isinstance(batch, pl.DataFrame)
+            if target is not None:
+                keep = target if columns is None else pl.Schema(
+                    {c: t for c, t in target.items() if c in columns})
+                batch = conform(batch, keep)
+            yield batch
+
+
+def exact_batches(batches: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """Re-cut a stream of batches into batches of exactly `rows` rows (the last may be
+    shorter), so batch N always holds the same rows whatever the files' row groups are."""
+    pending: list[pl.DataFrame] = []
+    held = 0
+    for batch in batches:
+        while batch.height:
+            take = min(rows - held, batch.height)
+            pending.append(batch.slice(0, take))
+            held += take
+            batch = batch.slice(take)
+            if held == rows:
+                yield pl.concat(pending, how="diagonal_relaxed")
+                pending, held = [], 0
+    if held:
+        yield pl.concat(pending, how="diagonal_relaxed")
+
+
+def write_part(frame: pl.DataFrame, folder: Path, index: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / PART.format(index)
+    frame.write_parquet(path, statistics=True)
+    return path
+
+
+def concat_to_file(sources: list[Path], target_path: Path, rows: int = 10_000) -> int:
+    """Stream parts into one Parquet file (a published version) under their shared schema."""
+    target = schema(sources)
+    arrow_schema = pl.DataFrame(schema=target).to_arrow().schema
+    written = 0
+    with pq.ParquetWriter(target_path, arrow_schema, compression="zstd") as writer:
+        for batch in iter_batches(sources, rows, target=target):
+            writer.write_table(batch.to_arrow().cast(arrow_schema), row_group_size=rows)
+            written += batch.height
+    return written
