@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import DATA, ROOT, cli
 
+from workbench import parts
 from workbench.errors import PipelineError
 from workbench.pipeline import build_pipeline, load_pipeline
 from workbench.runner import run_pipeline
@@ -110,7 +111,7 @@ def test_dropped_rows_are_kept_for_inspection(ws, shared: Path):
                            "steps": [{"dedup_exact": {}}], "output": "conv"})
     result = run_pipeline(spec, ws, progress=False)
     step = result.steps[0]
-    dropped = pl.read_parquet(step.checkpoint / "dropped.parquet")
+    dropped = parts.scan(step.checkpoint / "dropped").collect()
     kept = ws.read("conv")
     assert step.dropped == {"duplicate": dropped.height} and dropped.height > 100
     assert kept.height + dropped.height == 500

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
 from conftest import DATA
 
+from workbench import parts
 from workbench.io.export import export_dataset
 from workbench.pipeline import build_pipeline
 from workbench.runner import DROPPED_FILE, run_pipeline
@@ -33,7 +33,7 @@ def test_reasons_reports_and_card(tmp_path: Path, ws):
     assert any(r.endswith("is a refusal") for r in quality.dropped)
     assert dedup.dropped == {"near-duplicate (MinHash Jaccard > 0.6)": dedup.rows_in - dedup.rows_out}
     assert dedup.rows_out < dedup.rows_in
-    dropped = pl.read_parquet(dedup.checkpoint / DROPPED_FILE)
+    dropped = parts.scan(dedup.checkpoint / DROPPED_FILE).collect()
     assert dropped["duplicate_of"].is_not_null().all() and (dropped["similarity"] > 0.6).all()
     logs = ws.step_logs(result.run_id)
     assert logs[1]["detail"]["report"]["dropped"] == dropped.height

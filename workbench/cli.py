@@ -48,15 +48,24 @@ def run(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="retry quarantined model calls")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="ignore step checkpoints and recompute every step (model calls still come from the call cache)")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
+    executor: Annotated[str, typer.Option(help="where row-local steps run: local, or ray (a Ray cluster; needs the [ray] extra)")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one); checkpoints must be on storage its nodes share")] = None,
 ) -> None:
     """Run a pipeline, or resume it from its last finished step."""
+    from workbench.executors import EXECUTORS, get_executor
     from workbench.pipeline import load_pipeline
     from workbench.runner import run_pipeline
 
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"unknown executor {executor!r} (executors: "
+                                 f"{', '.join(EXECUTORS)})", param_hint="--executor")
+    if ray_address and executor != "ray":
+        raise typer.BadParameter("--ray-address needs --executor ray", param_hint="--ray-address")
     spec = load_pipeline(pipeline)
     ws = _ws(workspace)
+    chosen = get_executor(executor, address=ray_address) if executor == "ray" else executor
     result = run_pipeline(spec, ws, limit=limit, progress=not no_progress and sys.stderr.isatty(),
-                          retry_failed=retry_failed, fresh=fresh)
+                          retry_failed=retry_failed, fresh=fresh, executor=chosen)
     for step in result.steps:
         dropped = ", ".join(f"{k}: {v}" for k, v in step.dropped.items()) or "none dropped"
         typer.echo(f"  step {step.index} {step.step:<16} {step.status:<8} {step.rows_in:>7} → "

@@ -1,5 +1,6 @@
 """Where a dataset version's rows came from and where the others went: the run that wrote it,
-its steps (rows in and out, drops by reason) and each step's kept `dropped.parquet`."""
+its steps (rows in and out, drops by reason) and each step's kept dropped rows (a folder of
+Parquet parts in its checkpoint)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any
 
 import polars as pl
 
+from workbench import parts
 from workbench.errors import NotFoundError
+from workbench.finalize import DATA_DIR
 from workbench.query import browse_file
 from workbench.runner import DROPPED_FILE
-from workbench.workspace import DATA_FILE, DatasetVersion, Workspace
+from workbench.workspace import DatasetVersion, Workspace
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class StepDrops:
 
     @property
     def dropped_file(self) -> Path | None:
-        if self.checkpoint is None or not (self.checkpoint / DROPPED_FILE).is_file():
+        if self.checkpoint is None or not (self.checkpoint / DROPPED_FILE).is_dir():
             return None
         return self.checkpoint / DROPPED_FILE
 
@@ -83,9 +86,9 @@ def kept_twin(ws: Workspace, version: DatasetVersion, index: int,
               twin_id: str) -> dict[str, Any] | None:
     """The row a duplicate was dropped in favour of: in that step's kept output."""
     step = _step(ws, version, index)
-    if step.checkpoint is None or not (step.checkpoint / DATA_FILE).is_file():
+    if step.checkpoint is None or not (step.checkpoint / DATA_DIR).is_dir():
         return None
-    found = pl.scan_parquet(step.checkpoint / DATA_FILE).filter(pl.col("id") == twin_id).collect()
+    found = parts.scan(step.checkpoint / DATA_DIR).filter(pl.col("id") == twin_id).collect()
     return found.row(0, named=True) if found.height else None
 
 

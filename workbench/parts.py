@@ -53,15 +53,29 @@ def conform(batch: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
 
 
 def iter_batches(sources: list[Path], rows: int, columns: list[str] | None = None,
-                 target: pl.Schema | None = None) -> Iterator[pl.DataFrame]:
-    """Batches of at most `rows` rows, file by file, in order; `target` conforms each one."""
+                 target: pl.Schema | None = None, start: int = 0) -> Iterator[pl.DataFrame]:
+    """Batches of at most `rows` rows, file by file, in order, from row `start` on (whole
+    files and row groups before it are skipped unread); `target` conforms each batch."""
     for source in sources:
         reader = pq.ParquetFile(source)
-        if reader.metadata.num_rows == 0:
+        meta = reader.metadata
+        if start >= meta.num_rows:
+            start -= meta.num_rows
             continue
+        first = 0
+        while start >= meta.row_group(first).num_rows:
+            start -= meta.row_group(first).num_rows
+            first += 1
         present = set(reader.schema_arrow.names)
         wanted = None if columns is None else [c for c in columns if c in present]
-        for record_batch in reader.iter_batches(batch_size=rows, columns=wanted):
+        groups = list(range(first, meta.num_row_groups))
+        for record_batch in reader.iter_batches(batch_size=rows, row_groups=groups,
+                                                columns=wanted):
+            if start:
+                if start >= record_batch.num_rows:
+                    start -= record_batch.num_rows
+                    continue
+                record_batch, start = record_batch.slice(start), 0
             batch = pl.from_arrow(pa.Table.from_batches([record_batch]))
             assert isinstance(batch, pl.DataFrame)
             if target is not None:
@@ -69,6 +83,12 @@ def iter_batches(sources: list[Path], rows: int, columns: list[str] | None = Non
                     {c: t for c, t in target.items() if c in columns})
                 batch = conform(batch, keep)
             yield batch
+
+
+def read_rows(sources: list[Path], start: int, rows: int) -> pl.DataFrame:
+    """Rows start..start+rows of the concatenated files (a worker's batch)."""
+    return next(exact_batches(iter_batches(sources, rows, start=start), rows),
+                pl.DataFrame(schema=schema(sources)))
 
 
 def exact_batches(batches: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:

@@ -140,18 +140,22 @@ def fetch_ids(path: Path, ids: list[str]) -> pl.DataFrame:
 
 
 def _native(path: Path, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
-    """Our own fixed query over one Parquet file (never typed text): a DuckDB connection that
-    may read only that file."""
+    """Our own fixed query over one Parquet file or folder of parts (never typed text): a
+    DuckDB connection that may read only that file or folder."""
     import duckdb
+
+    folder = Path(path).is_dir()
 
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                              "autoload_known_extensions": False,
                                              "temp_directory": ""})
     try:
-        con.execute("SET allowed_paths = $paths", {"paths": [str(path)]})
+        setting = "allowed_directories" if folder else "allowed_paths"
+        con.execute(f"SET {setting} = $paths", {"paths": [str(path)]})
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
-        table = con.sql(sql, params={"path": str(path), **(params or {})}).to_arrow_table()
+        target = str(Path(path) / "*.parquet") if folder else str(path)
+        table = con.sql(sql, params={"path": target, **(params or {})}).to_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(f"reading {path}: {one_line(exc)}") from None
     finally:

@@ -2,8 +2,12 @@
 
 Each step's output is a checkpoint keyed on the input and the configs of all steps up to it,
 so a re-run skips finished steps and a changed config re-runs that step and later ones only.
-Row-local steps run batch by batch; each finished batch is a file, so a run killed mid-step
-resumes at the first unfinished batch. Global steps (dedup, sampling, SQL) see the whole data.
+Row-local steps run batch by batch on an executor (`workbench.executors`: local or Ray);
+each finished batch is a file, so a run killed mid-step resumes at the first unfinished
+batch. Global steps (dedup, sampling, SQL) run here over the input's Parquet parts and sink
+their result to disk. A step's output becomes a checkpoint folder of parts through
+`finalize`, the same pure function whichever executor ran it, so memory is bounded by a
+batch (plus a 16-byte hash per row), not by the dataset.
 """
 
 from __future__ import annotations
@@ -19,19 +23,27 @@ from typing import Any
 
 import polars as pl
 
-from workbench import schema
-from workbench.atomic import atomic_dir, atomic_file, file_lock, file_sha256
-from workbench.batches import apply_batch
+from workbench import parts
+from workbench.atomic import atomic_dir, file_lock, file_sha256
+from workbench.checkpoints import (
+    META_FILE,
+    CheckpointStore,
+    batch_notes,
+    batch_path,
+    finished_batches,
+)
 from workbench.errors import InputError, NotFoundError, PipelineError, WorkbenchError
+from workbench.executors import Executor, RowJob, get_executor
+from workbench.finalize import DATA_DIR, DROPPED_DIR, finalize
 from workbench.models.breaker import Breaker
 from workbench.pipeline import Pipeline, Step, check_kinds
-from workbench.transform import DROP, QUARANTINED, Context, code_fingerprint
+from workbench.step_notes import StepNotes, merge_all
+from workbench.transform import QUARANTINED, Context, code_fingerprint
 from workbench.workspace import DATA_FILE, DatasetVersion, Workspace
 
-DROPPED_FILE = "dropped.parquet"
-META_FILE = "meta.json"
+DROPPED_FILE = DROPPED_DIR  # a checkpoint's dropped rows: a folder of parts
 # Bump when the runner changes what a step's checkpoint holds (ids, columns, drop handling).
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass
@@ -45,6 +57,11 @@ class StepResult:
     seconds: float
     checkpoint: Path
     detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Path:
+        """The step's kept rows: a folder of Parquet parts."""
+        return self.checkpoint / DATA_DIR
 
     def as_log(self) -> dict[str, Any]:
         return {
@@ -72,10 +89,6 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _rows(path: Path) -> int:
-    return pl.scan_parquet(path).select(pl.len()).collect().item()
-
-
 class Runner:
     def __init__(
         self,
@@ -85,6 +98,7 @@ class Runner:
         progress: bool = True,
         retry_failed: bool = False,
         fresh: bool = False,
+        executor: Executor | str = "local",
     ) -> None:
         self.pipeline = pipeline
         self.ws = workspace
@@ -93,6 +107,8 @@ class Runner:
         self.retry_failed = retry_failed
         self.fresh = fresh  # ignore every checkpoint (model calls still come from the cache)
         self.root = workspace.cache_dir / "checkpoints" / pipeline.spec.name
+        self.store = CheckpointStore(self.root)
+        self.executor = get_executor(executor) if isinstance(executor, str) else executor
         self._models: dict[str, Any] = {}
 
     # input ------------------------------------------------------------------------------
@@ -109,7 +125,7 @@ class Runner:
             source = version.path / DATA_FILE
             if self.limit is None:
                 return source, version.kind, lineage, fingerprint
-            frame, kind = pl.read_parquet(source, n_rows=self.limit), version.kind
+            frame, kind = pl.scan_parquet(source).head(self.limit), version.kind
         else:
             path = self._find_file(ref)
             from workbench.io.importer import load
@@ -123,7 +139,7 @@ class Runner:
         if not (target / DATA_FILE).exists():
             shutil.rmtree(target, ignore_errors=True)
             with atomic_dir(target) as tmp:
-                frame.write_parquet(tmp / DATA_FILE)
+                frame.lazy().sink_parquet(tmp / DATA_FILE)
         return target / DATA_FILE, kind, lineage, fingerprint
 
     def _find_file(self, ref: str) -> Path:
@@ -176,119 +192,134 @@ class Runner:
                                {n: m.model_dump() for n, m in spec.models.items()
                                 if n in step.transform.models().values()},
                                spec.batch_size, *_files_digest(step, self.pipeline))
-                    ctx = Context(seed=spec.seed, workspace=self.ws, model_loader=self._model,
-                                  base_dir=self.pipeline.base_dir, step=step.label,
-                                  breaker=Breaker(spec.failures))
+                    breaker = Breaker(spec.failures)
+                    live: list[Context] = []
                     try:
-                        result = self._step(step, kind, current, key, ctx, bar, force=rerun)
+                        result = self._step(step, kind, current, key, breaker, live, bar,
+                                            force=rerun)
                     except BaseException:
-                        self._log_failed_step(run_id, step, ctx)
+                        self._log_failed_step(run_id, step, key, live)
                         raise
                     rerun = rerun or result.status != "cached"  # later checkpoints are stale
                     self.ws.log_step(run_id, step.index, result.as_log())
                     results.append(result)
-                    current = result.checkpoint / DATA_FILE
+                    current = result.data
             output, up_to_date = self._publish(run_id, key, kinds[-1], current, input_lineage,
                                                results)
         except BaseException as exc:
             message = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
             self.ws.finish_run(run_id, "failed", error=message)
             raise
+        finally:
+            self.executor.close()
         self.ws.finish_run(run_id, "finished", output=output)
         return RunResult(run_id, output, results, up_to_date, current.parent)
 
-    def _log_failed_step(self, run_id: str, step: Step, ctx: Context) -> None:
+    def _context(self, step: Step, breaker: Breaker, live: list[Context]) -> Context:
+        """A context kept in `live`, so what it noted is logged also when the step fails."""
+        ctx = Context(seed=self.pipeline.spec.seed, workspace=self.ws, model_loader=self._model,
+                      base_dir=self.pipeline.base_dir, step=step.label, breaker=breaker)
+        live.append(ctx)
+        return ctx
+
+    def _notes(self, step: Step, key: str, live: list[Context]) -> StepNotes:
+        """Finished batches' notes (from their files) plus what live contexts still hold
+        (a global step's, or the batch that was running when a step failed)."""
+        partial = self.store.partial_dir(self.store.step_dir(step.index, step.name, key))
+        found = [batch_notes(partial)] if partial.exists() else []
+        return merge_all(found + [StepNotes.from_context(c.notes) for c in live])
+
+    def _log_failed_step(self, run_id: str, step: Step, key: str, live: list[Context]) -> None:
         """The step that stopped the run, with its model-call counts and errors by kind."""
-        detail = _call_detail(ctx)
+        detail = self._notes(step, key, live).detail()
         self.ws.log_step(run_id, step.index, {"step": step.name, "status": "failed",
                                               "dropped": {}, "detail": detail})
 
-    def _step(self, step: Step, kind: str, source: Path | None, key: str, ctx: Context,
-              bar: Any, force: bool = False) -> StepResult:
-        target = self.root / f"{step.index:02d}-{step.name}-{key[:16]}"
+    def _step(self, step: Step, kind: str, source: Path | None, key: str, breaker: Breaker,
+              live: list[Context], bar: Any, force: bool = False) -> StepResult:
+        target = self.store.step_dir(step.index, step.name, key)
+        partial = self.store.partial_dir(target)
         started = time.monotonic()
-        meta = json.loads((target / META_FILE).read_text()) if (target / META_FILE).exists() else None
+        meta = self.store.meta(target)
         if meta and self.retry_failed and any(r.startswith(QUARANTINED) for r in meta["dropped"]):
             meta = None  # the quarantined rows are called again; finished calls are cache hits
-            ctx.call_cache().clear_failed(step.label)
+            self.ws.call_cache().clear_failed(step.label)
         if meta and not force:
             bar.done(step.label + " (cached)")
             return StepResult(step.index, step.name, "cached", meta["rows_in"], meta["rows_out"],
                               meta["dropped"], time.monotonic() - started, target, meta["detail"])
-        shutil.rmtree(target, ignore_errors=True)  # a folder without meta is not a checkpoint
-        if force:  # the input changed under the same key (a retried step upstream)
-            shutil.rmtree(target.with_name(target.name + ".partial"), ignore_errors=True)
-        rows_in = _rows(source) if source is not None else 0
+        # a folder without meta is not a checkpoint; with `force` the input changed under the
+        # same key (a retried step upstream), so its finished batches are stale too
+        self.store.discard(target, partial=force)
+        rows_in = parts.count(source) if source is not None else 0
         try:
-            if step.transform.scope == "row" and source is not None:
-                parts, detail = self._row_batches(step, source, rows_in, target, ctx, bar)
-                frame = pl.concat([pl.scan_parquet(p) for p in parts], how="diagonal_relaxed")
+            if step.transform.scope == "row" and rows_in:
+                outputs, detail = self._row_batches(step, source, rows_in, partial, breaker,
+                                                    live, bar)
             else:
-                bar.start(step.label, 1)
-                empty = pl.LazyFrame()
-                frame = step.transform(pl.scan_parquet(source) if source else empty, ctx)
-                detail = {"batches": 1, "reused_batches": 0}
-            result = frame.collect()
+                outputs, detail = self._global(step, source, partial, breaker, live, bar)
+            with atomic_dir(target) as tmp:
+                done = finalize(outputs, kind, tmp, where=f"output of {step.label}",
+                                batch_rows=self.pipeline.spec.batch_size)
+                dropped = done.dropped
+                unexplained = rows_in - done.rows_out - sum(dropped.values())
+                if unexplained > 0 and source is not None:
+                    dropped[f"{step.name}: not kept"] = unexplained
+                detail.update(self._notes(step, key, live).detail())
+                meta = {"rows_in": rows_in, "rows_out": done.rows_out, "dropped": dropped,
+                        "detail": detail}
+                (tmp / META_FILE).write_text(json.dumps(meta, default=str))
         except WorkbenchError as exc:
             raise PipelineError(f"{step.label}: {exc}") from exc
         except Exception as exc:
             raise PipelineError(f"{step.label} failed: {type(exc).__name__}: {exc}") from exc
-        dropped_rows = result.filter(pl.col(DROP).is_not_null()) if DROP in result.columns else None
-        kept = result.filter(pl.col(DROP).is_null()).drop(DROP) if DROP in result.columns else result
-        try:
-            schema.validate(kept, kind, where=f"output of {step.label}", ids=False)
-            kept = schema.with_ids(kept, kind)
-        except WorkbenchError as exc:
-            raise PipelineError(str(exc)) from exc
-        dropped: dict[str, int] = {}
-        if dropped_rows is not None and dropped_rows.height:
-            counts = dropped_rows.group_by(DROP).len().sort("len", descending=True)
-            dropped = dict(zip(counts[DROP].to_list(), counts["len"].to_list(), strict=True))
-        unexplained = rows_in - kept.height - sum(dropped.values())
-        if unexplained > 0 and source is not None:
-            dropped[f"{step.name}: not kept"] = unexplained
-        detail.update(_call_detail(ctx))
-        if "report" in ctx.notes:  # a step's own statistics (selection, dedup, length bias)
-            detail["report"] = ctx.notes["report"]
-        meta = {"rows_in": rows_in, "rows_out": kept.height, "dropped": dropped, "detail": detail}
-        with atomic_dir(target) as tmp:
-            kept.write_parquet(tmp / DATA_FILE)
-            if dropped_rows is not None and dropped_rows.height:
-                dropped_rows.write_parquet(tmp / DROPPED_FILE)
-            (tmp / META_FILE).write_text(json.dumps(meta))
-        shutil.rmtree(target.with_name(target.name + ".partial"), ignore_errors=True)
-        bar.done(f"{step.label}: {rows_in} → {kept.height} rows")
+        shutil.rmtree(partial, ignore_errors=True)
+        bar.done(f"{step.label}: {rows_in} → {done.rows_out} rows")
         status = "resumed" if detail.get("reused_batches") else "ran"
-        return StepResult(step.index, step.name, status, rows_in, kept.height, dropped,
+        return StepResult(step.index, step.name, status, rows_in, done.rows_out, dropped,
                           time.monotonic() - started, target, detail)
 
-    def _row_batches(self, step: Step, source: Path, rows: int, target: Path, ctx: Context,
+    def _global(self, step: Step, source: Path | None, partial: Path, breaker: Breaker,
+                live: list[Context], bar: Any) -> tuple[list[Path], dict[str, Any]]:
+        """Run a step on its whole input (a lazy scan of the parts) and sink the result."""
+        bar.start(step.label, 1)
+        ctx = self._context(step, breaker, live)
+        ctx.input_files = parts.files(source) if source is not None else []
+        ctx.temp_dir = self.ws.cache_dir / "tmp"
+        ctx.temp_dir.mkdir(parents=True, exist_ok=True)
+        frame = step.transform(parts.scan(source) if source is not None else pl.LazyFrame(), ctx)
+        partial.mkdir(parents=True, exist_ok=True)
+        output = partial / "output.parquet"
+        frame.sink_parquet(output)
+        return [output], {"batches": 1, "reused_batches": 0}
+
+    def _row_batches(self, step: Step, source: Path, rows: int, partial: Path,
+                     breaker: Breaker, live: list[Context],
                      bar: Any) -> tuple[list[Path], dict[str, Any]]:
         size = self.pipeline.spec.batch_size
-        count = max(1, -(-rows // size))
-        partial = target.with_name(target.name + ".partial")
+        count = -(-rows // size)
         partial.mkdir(parents=True, exist_ok=True)
+        done = {i for i in finished_batches(partial) if i < count}
+        spec = self.pipeline.spec
+        job = RowJob(transform=step.transform, label=step.label,
+                     sources=tuple(parts.files(source)), batch_rows=size, batches=count,
+                     partial=partial, seed=spec.seed, workspace=self.ws.root,
+                     base_dir=self.pipeline.base_dir,
+                     models={n: spec.models[n] for n in step.transform.models().values()
+                             if n in spec.models},
+                     failures=spec.failures)
         bar.start(step.label, count)
-        parts, reused = [], 0
-        for index in range(count):
-            part = partial / f"batch-{index:06d}.parquet"
-            if part.exists():
-                reused += 1
-            else:
-                batch = pl.scan_parquet(source).slice(index * size, size).collect()
-                out = apply_batch(step.transform, batch, ctx)
-                with atomic_file(part) as tmp:
-                    out.write_parquet(tmp)
-            parts.append(part)
-            bar.advance()
-        return parts, {"batches": count, "reused_batches": reused}
+        self.executor.map_row_batches(job, done, lambda: self._context(step, breaker, live), bar)
+        return ([batch_path(partial, i) for i in range(count)],
+                {"batches": count, "reused_batches": len(done)})
 
     def _publish(self, run_id: str, key: str, kind: str, data: Path, input_lineage: dict,
                  results: list[StepResult]) -> tuple[DatasetVersion | None, bool]:
         spec = self.pipeline.spec
         if not spec.output:
             return None, False
-        key = f"{key[:32]}:{file_sha256(data)[:32]}"  # same configs and same rows
+        digest = hashlib.sha256("".join(file_sha256(f) for f in parts.files(data)).encode())
+        key = f"{key[:32]}:{digest.hexdigest()[:32]}"  # same configs and same rows
         existing = self.ws.find_by_run_key(spec.output, key)
         if existing is not None:
             return existing, True
@@ -303,7 +334,7 @@ class Runner:
                       for r in results],
             "models": {n: m.model_dump() for n, m in spec.models.items()},
         }
-        return self.ws.write_dataset(spec.output, pl.read_parquet(data), kind, lineage,
+        return self.ws.write_dataset(spec.output, parts.scan(data).collect(), kind, lineage,
                                      run_key=key), False
 
 
@@ -317,20 +348,6 @@ def _files_digest(step: Step, pipeline: Pipeline) -> list[str]:
         return [digest(pipeline.base_dir)]
     except WorkbenchError as exc:
         raise PipelineError(f"{step.label}: {exc}") from exc
-
-
-def _call_detail(ctx: Context) -> dict[str, Any]:
-    """What a step noted for the run log: model-call counts, errors by kind (count and first
-    message), fields nulled or samples removed by reason (`nulled`), and a step's own
-    `report` (e.g. statistics a method computes)."""
-    detail: dict[str, Any] = {}
-    calls = ctx.notes.get("calls") or []
-    if calls:
-        detail["model_calls"] = {k: sum(c[k] for c in calls) for k in calls[0]}
-    for key in ("errors", "nulled", "report"):
-        if ctx.notes.get(key):
-            detail[key] = ctx.notes[key]
-    return detail
 
 
 def run_pipeline(pipeline: Pipeline, workspace: Workspace, **options: Any) -> RunResult:

@@ -41,7 +41,8 @@ class Context:
 
     `step` labels the running step (quarantine entries, errors); `breaker` stops the run when
     a step's model calls keep failing; `base_dir` is where relative paths in step options
-    resolve (the pipeline YAML's folder).
+    resolve (the pipeline YAML's folder). A global step may read its input's Parquet files
+    (`input_files`) directly, e.g. in DuckDB, and spill to `temp_dir` under `memory_limit`.
     """
 
     seed: int = 0
@@ -51,6 +52,9 @@ class Context:
     base_dir: Path | None = None
     step: str = ""
     breaker: Breaker | None = None
+    input_files: list[Path] | None = None
+    temp_dir: Path | None = None
+    memory_limit: str = "1GB"
 
     def call_cache(self) -> CallCache:
         if self.workspace is None:

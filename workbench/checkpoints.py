@@ -1,0 +1,75 @@
+"""Where a pipeline's checkpoints live and what makes one finished.
+
+A step's checkpoint is `NN-step-KEY/` holding `data/` (kept parts), `dropped/` and
+`meta.json`; it exists only once complete (written through `atomic_dir`). While a row-local
+step runs, finished batches land in `NN-step-KEY.partial/batch-NNNNNN.parquet` with their
+notes beside them, one file per batch, written by whichever worker ran it; a killed run
+resumes from those files. Any executor whose workers see this folder (a shared file system
+for a cluster) can use the store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from workbench.atomic import atomic_file
+from workbench.step_notes import StepNotes
+
+META_FILE = "meta.json"
+BATCH = "batch-{:06d}.parquet"
+
+
+class CheckpointStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def step_dir(self, index: int, name: str, key: str) -> Path:
+        return self.root / f"{index:02d}-{name}-{key[:16]}"
+
+    @staticmethod
+    def partial_dir(target: Path) -> Path:
+        return target.with_name(target.name + ".partial")
+
+    @staticmethod
+    def meta(target: Path) -> dict[str, Any] | None:
+        """The finished checkpoint's meta, or None (a folder without meta is not one)."""
+        path = target / META_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    @staticmethod
+    def discard(target: Path, partial: bool = False) -> None:
+        shutil.rmtree(target, ignore_errors=True)
+        if partial:
+            shutil.rmtree(CheckpointStore.partial_dir(target), ignore_errors=True)
+
+
+def batch_path(partial: Path, index: int) -> Path:
+    return partial / BATCH.format(index)
+
+
+def finished_batches(partial: Path) -> set[int]:
+    return {int(p.stem.split("-")[1]) for p in partial.glob("batch-*.parquet")}
+
+
+def write_batch(partial: Path, index: int, frame: pl.DataFrame, notes: StepNotes) -> Path:
+    """Notes first, then the rows: a batch file only exists with its notes beside it."""
+    path = batch_path(partial, index)
+    with atomic_file(path.with_suffix(".json")) as tmp:
+        tmp.write_text(notes.to_json())
+    with atomic_file(path) as tmp:
+        frame.write_parquet(tmp)
+    return path
+
+
+def batch_notes(partial: Path) -> StepNotes:
+    """The merged notes of the finished batches (reused ones included), in batch order."""
+    from workbench.step_notes import merge_all
+
+    return merge_all([StepNotes.from_json(p.with_suffix(".json").read_text())
+                      for p in sorted(partial.glob("batch-*.parquet"))
+                      if p.with_suffix(".json").exists()])
