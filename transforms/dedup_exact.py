@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
+from workbench import positional
 from workbench.schema import as_text
 from workbench.transform import DROP, Context, StepConfig, transform
 
@@ -24,10 +25,12 @@ def dedup_exact(frame: pl.LazyFrame, config: DedupExactConfig, ctx: Context) -> 
     text = pl.concat_str([as_text(schema, c) for c in config.columns], separator="\x1f", ignore_nulls=True)
     if config.normalize:
         text = text.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
-    key = text.hash(seed=0)  # 64-bit hash; compared as groups, never stored
-    first = pl.col("id").first().over(key)
-    duplicate = first != pl.col("id")
-    return frame.with_columns(
-        pl.when(duplicate).then(first).alias("duplicate_of"),
-        pl.when(duplicate).then(pl.lit("duplicate")).alias(DROP),
-    )
+    key = text.hash(seed=0).alias("_key")  # 64-bit hash; compared as groups, never stored
+    # one pass over a narrow (key, id) projection finds what each row duplicates; the rows
+    # then stream past that column (by position) instead of sitting in memory for a window
+    keys = frame.select(key, "id").collect(engine="streaming")
+    first = pl.col("id").first().over("_key")
+    duplicate_of = keys.select(pl.when(first != pl.col("id")).then(first))["id"]
+    del keys
+    return positional.attach(frame, duplicate_of, "duplicate_of", ctx).with_columns(
+        pl.when(pl.col("duplicate_of").is_not_null()).then(pl.lit("duplicate")).alias(DROP))

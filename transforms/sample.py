@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field, model_validator
 
+from workbench import positional
 from workbench.transform import Context, StepConfig, transform
 
 
@@ -23,7 +24,10 @@ class SampleConfig(StepConfig):
 @transform("sample", scope="global")
 def sample(frame: pl.LazyFrame, config: SampleConfig, ctx: Context) -> pl.LazyFrame:
     """Draw without replacement; asking for more rows than exist keeps them all."""
-    data = frame.with_row_index("_order").collect()
+    rows = positional.height(frame)
     seed = ctx.seed if config.seed is None else config.seed
-    n = min(config.n, data.height) if config.n is not None else round(data.height * config.fraction)
-    return data.sample(n=n, seed=seed).sort("_order").drop("_order").lazy()
+    n = min(config.n, rows) if config.n is not None else round(rows * config.fraction)
+    # draw positions (a byte a row), then stream the rows past them in their own order
+    chosen = pl.Series("_order", range(rows), pl.UInt32).sample(n=n, seed=seed)
+    keep = pl.Series(range(rows), dtype=pl.UInt32).is_in(chosen.implode())
+    return positional.attach(frame, keep, "_keep", ctx).filter("_keep").drop("_keep")

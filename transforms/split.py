@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
+from workbench import positional
 from workbench.transform import Context, StepConfig, transform
 
 
@@ -18,9 +19,8 @@ class SplitConfig(StepConfig):
 def split(frame: pl.LazyFrame, config: SplitConfig, ctx: Context) -> pl.LazyFrame:
     """Mark round(test_size * rows) random rows `test`, the rest `train`; order is kept."""
     seed = ctx.seed if config.seed is None else config.seed
-    data = frame.collect()
-    n_test = round(data.height * config.test_size)
-    rank = pl.int_range(pl.len()).shuffle(seed=seed)
-    return data.with_columns(
-        pl.when(rank < n_test).then(pl.lit("test")).otherwise(pl.lit("train")).alias(config.column)
-    ).lazy()
+    rows = positional.height(frame)
+    n_test = round(rows * config.test_size)
+    rank = pl.select(pl.int_range(rows).shuffle(seed=seed).alias("r"))["r"]
+    split = pl.select(pl.when(rank < n_test).then(pl.lit("test")).otherwise(pl.lit("train")))
+    return positional.attach(frame, split.to_series(), config.column, ctx)

@@ -16,11 +16,27 @@ class SqlConfig(StepConfig):
 
 @transform("sql", scope="global")
 def sql(frame: pl.LazyFrame, config: SqlConfig, ctx: Context) -> pl.LazyFrame:
-    """Run a DuckDB query with the input bound as `input` (joins, aggregates, pairing)."""
+    """Run a DuckDB query with the input bound as `input` (joins, aggregates, pairing).
+
+    Under the runner DuckDB reads the input's Parquet files itself and writes the result to a
+    file, within `ctx.memory_limit` and spilling to `ctx.temp_dir`, so a query over more rows
+    than fit in memory still runs."""
     import duckdb
 
     con = duckdb.connect()
     try:
+        if ctx.input_files and ctx.temp_dir is not None:
+            ctx.temp_dir.mkdir(parents=True, exist_ok=True)
+            con.execute(f"SET memory_limit = {_literal(ctx.memory_limit)}")
+            con.execute(f"SET temp_directory = {_literal(str(ctx.temp_dir / 'duckdb'))}")
+            files = ", ".join(_literal(str(f)) for f in ctx.input_files)
+            con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet([{files}])")
+            result = con.sql(config.query)
+            if result is None:
+                raise ValueError("the query returned no rows table (use a SELECT)")
+            out = ctx.temp_dir / "sql-result.parquet"
+            result.write_parquet(str(out))
+            return pl.scan_parquet(out)
         con.register("input", frame.collect().to_arrow())
         result = con.sql(config.query)
         if result is None:
@@ -28,3 +44,8 @@ def sql(frame: pl.LazyFrame, config: SqlConfig, ctx: Context) -> pl.LazyFrame:
         return result.pl().lazy()
     finally:
         con.close()
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (SET and CREATE VIEW take no prepared parameters)."""
+    return "'" + text.replace("'", "''") + "'"

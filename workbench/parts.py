@@ -57,7 +57,9 @@ def iter_batches(sources: list[Path], rows: int, columns: list[str] | None = Non
     """Batches of at most `rows` rows, file by file, in order, from row `start` on (whole
     files and row groups before it are skipped unread); `target` conforms each batch."""
     for source in sources:
-        reader = pq.ParquetFile(source)
+        # pre_buffer (pyarrow's default) keeps every row group read so far: 600 MB more
+        # after 1M rows of 2.4 kB; without it memory stays flat
+        reader = pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
         meta = reader.metadata
         if start >= meta.num_rows:
             start -= meta.num_rows

@@ -26,6 +26,9 @@ class PipelineSpec(BaseModel):
     steps: list[dict[Any, Any]] = Field(min_length=1)
     output: str | None = None
     batch_size: int = Field(1000, ge=1, description="rows per batch for row-local steps")
+    memory_limit: str = Field("1GB", pattern=r"^\s*\d+(\.\d+)?\s*[KMGT]i?B\s*$",
+                              description="DuckDB memory for global SQL steps (they spill "
+                                          "to disk beyond it), e.g. 1GB, 512MiB")
     failures: FailurePolicy = Field(default_factory=FailurePolicy,
                                     description="when failing model calls stop the run")
 

@@ -285,12 +285,15 @@ class Runner:
         bar.start(step.label, 1)
         ctx = self._context(step, breaker, live)
         ctx.input_files = parts.files(source) if source is not None else []
-        ctx.temp_dir = self.ws.cache_dir / "tmp"
-        ctx.temp_dir.mkdir(parents=True, exist_ok=True)
-        frame = step.transform(parts.scan(source) if source is not None else pl.LazyFrame(), ctx)
+        ctx.temp_dir = partial / "tmp"  # spills and scratch files go with the partial folder
+        ctx.memory_limit = self.pipeline.spec.memory_limit
         partial.mkdir(parents=True, exist_ok=True)
+        frame = step.transform(parts.scan(source) if source is not None else pl.LazyFrame(), ctx)
+        if hasattr(frame, "sink_parts"):  # a positional.BatchStream: written batch by batch
+            frame.sink_parts(partial / "output")
+            return parts.files(partial / "output"), {"batches": 1, "reused_batches": 0}
         output = partial / "output.parquet"
-        frame.sink_parquet(output)
+        frame.sink_parquet(output, row_group_size=self.pipeline.spec.batch_size)
         return [output], {"batches": 1, "reused_batches": 0}
 
     def _row_batches(self, step: Step, source: Path, rows: int, partial: Path,
@@ -334,8 +337,7 @@ class Runner:
                       for r in results],
             "models": {n: m.model_dump() for n, m in spec.models.items()},
         }
-        return self.ws.write_dataset(spec.output, parts.scan(data).collect(), kind, lineage,
-                                     run_key=key), False
+        return self.ws.publish_parts(spec.output, data, kind, lineage, run_key=key), False
 
 
 def _files_digest(step: Step, pipeline: Pipeline) -> list[str]:

@@ -92,31 +92,43 @@ class Workspace:
         data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
         schema.validate(data, kind, where=f"dataset {name!r}", ids=False)
         data = schema.with_ids(data, kind)
+
+        def write(path: Path) -> int:
+            data.write_parquet(path, statistics=True)
+            return data.height
+
+        return self._publish(name, kind, write, data.columns, lineage, run_key)
+
+    def publish_parts(self, name: str, folder: Path, kind: str,
+                      lineage: dict[str, Any] | None = None,
+                      run_key: str | None = None) -> DatasetVersion:
+        """Publish finalized parts (validated, ids set) as the next version of `name`,
+        streamed into one Parquet file, all or nothing."""
+        from workbench import parts
+
+        check_name(name)
+        sources = parts.files(folder)
+        return self._publish(name, kind, lambda path: parts.concat_to_file(sources, path),
+                             parts.schema(sources).names(), lineage, run_key)
+
+    def _publish(self, name: str, kind: str, write: Any, columns: list[str],
+                 lineage: dict[str, Any] | None, run_key: str | None) -> DatasetVersion:
+        """`write(path) -> rows` fills the next version's data file; then it is registered."""
         while True:
             version = self._next_version(name)
             final = self.datasets_dir / name / f"v{version}"
             try:
                 with atomic_dir(final) as tmp:
-                    data.write_parquet(tmp / DATA_FILE, statistics=True)
+                    rows = write(tmp / DATA_FILE)
             except OSError:
                 if final.exists():  # another process took this version number first
                     continue
                 raise
             break
-        created = datetime.now()
         self.catalog.execute(
             "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                name,
-                version,
-                kind,
-                data.height,
-                created,
-                str(final.relative_to(self.root)),
-                json.dumps(data.columns),
-                json.dumps(lineage or {}, default=str),
-                run_key,
-            ],
+            [name, version, kind, rows, datetime.now(), str(final.relative_to(self.root)),
+             json.dumps(columns), json.dumps(lineage or {}, default=str), run_key],
         )
         return self.resolve(f"{name}@{version}")
 

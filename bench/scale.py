@@ -1,0 +1,149 @@
+"""Out-of-core runs: `filter → dedup_exact → split` on a synthetic preference dataset at
+100k and 1M rows, reporting wall time and the peak RSS of the whole `workbench run` process
+tree (sampled every 50 ms). Bounded memory means the 1M peak stays within 1.5× the 100k one.
+
+Rows join random real sentences from data/ (bench/synth.py): prompts of 3-6 sentences,
+chosen of 6-14, rejected of 4-12 (about 2.4 kB a row, 2.4 GB of text at 1M rows); 2% of
+rows repeat an earlier row exactly, so dedup has work to do. The dataset is published into
+a fresh workspace first (streamed, outside the measured process), then the pipeline runs in
+a subprocess.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/scale.py [--sizes 100000 1000000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import psutil
+from synth import sentences
+
+from workbench import parts
+from workbench.finalize import DATA_DIR, finalize
+from workbench.workspace import Workspace
+
+CHUNK = 100_000
+PIPELINE = """\
+name: scale
+input: synthetic
+steps:
+  - filter: {where: {chosen: {min_chars: 200}}, reason: short chosen}
+  - dedup_exact: {columns: [prompt, chosen, rejected]}
+  - split: {test_size: 0.05}
+output: scale_out
+"""
+
+
+def synthetic_chunk(pool: pl.Series, rows: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+
+    def texts(low: int, high: int) -> pl.Series:
+        counts = rng.integers(low, high + 1, size=rows)
+        picks = pool.gather(rng.integers(0, pool.len(), size=int(counts.sum())))
+        owner = np.repeat(np.arange(rows), counts)
+        return (pl.DataFrame({"row": owner, "s": picks}).group_by("row", maintain_order=True)
+                .agg(pl.col("s").str.join(" "))["s"])
+
+    prompt = texts(3, 6)
+    frame = pl.DataFrame({"q": prompt, "chosen": texts(6, 14), "rejected": texts(4, 12)})
+    repeat = rng.random(rows) < 0.02  # exact copies of an earlier row of the chunk
+    source = np.where(repeat, rng.integers(0, np.maximum(np.arange(rows), 1)), np.arange(rows))
+    frame = frame[source]
+    message = pl.struct(pl.lit("user").alias("role"), pl.col("q").alias("content"))
+    return frame.select(pl.concat_list(message).alias("prompt"), "chosen", "rejected")
+
+
+def build(ws: Workspace, rows: int) -> float:
+    """Publish `synthetic` with `rows` rows, chunk by chunk; returns seconds."""
+    started = time.perf_counter()
+    pool = pl.Series(sentences())
+    staging = Path(tempfile.mkdtemp(dir=ws.cache_dir))
+    try:
+        for index, start in enumerate(range(0, rows, CHUNK)):
+            chunk = synthetic_chunk(pool, min(CHUNK, rows - start), seed=index)
+            parts.write_part(chunk, staging / "raw", index)
+        finalize(parts.files(staging / "raw"), "preference", staging / "final", "synthetic")
+        ws.publish_parts("synthetic", staging / "final" / DATA_DIR, "preference",
+                         {"bench": "scale.py"})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return time.perf_counter() - started
+
+
+def peak_tree_rss(proc: subprocess.Popen) -> tuple[int, float]:
+    """Run until `proc` exits; the largest sum of RSS over it and its children, and seconds."""
+    peak, started = 0, time.perf_counter()
+    root = psutil.Process(proc.pid)
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    proc.wait()
+    seconds = time.perf_counter() - started
+    stop.set()
+    thread.join()
+    return peak, seconds
+
+
+def measure(rows: int, keep: Path | None) -> dict[str, float]:
+    root = Path(tempfile.mkdtemp(prefix=f"scale-{rows}-", dir=keep))
+    try:
+        ws = Workspace(root / "ws")
+        built = build(ws, rows)
+        pipeline = root / "scale.yaml"
+        pipeline.write_text(PIPELINE)
+        proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "--workspace",
+                                 str(root / "ws"), "run", str(pipeline), "--no-progress"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        peak, seconds = peak_tree_rss(proc)
+        out, err = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"run failed at {rows} rows:\n{err}")
+        print(out.strip())
+        result = ws.resolve("scale_out")
+        return {"rows": rows, "build_s": built, "run_s": seconds, "peak_mb": peak / 2**20,
+                "rows_out": result.rows}
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--keep", type=Path, help="keep the workspaces under this folder")
+    args = parser.parse_args()
+    results = [measure(n, args.keep) for n in args.sizes]
+    print(f"{'rows':>10} {'rows out':>10} {'build s':>8} {'run s':>8} {'rows/s':>9} "
+          f"{'peak RSS MB':>12}")
+    for r in results:
+        print(f"{r['rows']:>10,} {r['rows_out']:>10,} {r['build_s']:>8.1f} {r['run_s']:>8.1f} "
+              f"{r['rows'] / r['run_s']:>9,.0f} {r['peak_mb']:>12.0f}")
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        print(f"peak RSS at {last['rows']:,} rows is {last['peak_mb'] / first['peak_mb']:.2f}× "
+              f"the peak at {first['rows']:,} ({last['rows'] / first['rows']:.0f}× the rows); "
+              "goal ≤ 1.5×")
+
+
+if __name__ == "__main__":
+    main()
