@@ -12,11 +12,13 @@ WORKSPACE ?= workspace
 setup: $(VENV)/.installed
 
 # the tests also need a real OpenAI-compatible server (llama-cpp-python's, built once per
-# machine) and, for the app's browser tests, Debian's chromium and chromium-driver
+# machine), Ray Data for the Ray executor's test, and, for the app's browser tests, Debian's
+# chromium and chromium-driver
 test-deps: $(VENV)/.test-deps
 
 $(VENV)/.test-deps: $(VENV)/.installed scripts/install-llama-server.sh scripts/install-chromium.sh
 	scripts/install-llama-server.sh $(BIN)/python
+	$(BIN)/python -m pip install -q $(TORCH_CONSTRAINT) -e '.[ray]'
 	scripts/install-chromium.sh
 	touch $@
 

@@ -59,8 +59,10 @@ def test_streamed_run_equals_whole_frame(tmp_path: Path, batch_size: int):
     marks = get("dedup_exact")(STEPS[1]["dedup_exact"])(filtered.lazy(), Context()).collect()
     duplicates = marks[DROP].drop_nulls().len()
     assert duplicates >= 30 and result.steps[1].dropped == {"duplicate": duplicates}
-    # every checkpoint is a folder of parts, with the dropped rows beside them
-    assert (len(parts.files(result.steps[0].data)) > 1) == (batch_size == 50)
+    # row-local steps ran batch by batch; every checkpoint is a folder of parts, with the
+    # dropped rows beside them
+    assert result.steps[0].detail["batches"] == -(-frame.height // batch_size)
+    assert parts.files(result.steps[0].data)[0].parent.name == "data"
     dropped = parts.scan(result.steps[1].checkpoint / "dropped").collect()
     assert dropped.height == result.steps[1].dropped["duplicate"]
     assert dropped["duplicate_of"].null_count() == 0

@@ -46,17 +46,13 @@ def finalize(sources: list[Path], kind: str, out: Path, where: str,
     target = parts.schema(sources)
     kept_schema = pl.Schema({c: t for c, t in target.items() if c != DROP})
     schema.validate(pl.DataFrame(schema=kept_schema), kind, where=where, ids=False)
-    hashes, old_ids = _first_pass(sources, kind, target, batch_rows)
-    occurrence = schema.occurrences(hashes)
-    new_ids = pl.DataFrame({"h": hashes, "o": occurrence}).select(
-        pl.when(pl.col("o") == 0).then(pl.col("h"))
-        .otherwise(pl.col("h") + "-" + pl.col("o").cast(pl.String)))["h"]
-    with_parent = "parent_id" in target or (
-        old_ids is not None and bool((old_ids.is_null() | (old_ids != new_ids)).any()))
-    del new_ids, old_ids
+    occurrence, changed = _first_pass(sources, kind, target, batch_rows)
+    with_parent = "parent_id" in target or changed
     result = Finalized(0)
     offset = dropped_parts = 0
-    for index, batch in enumerate(parts.iter_batches(sources, batch_rows, target=target)):
+    batches = parts.exact_batches(parts.iter_batches(sources, batch_rows, target=target),
+                                  batch_rows)  # parts of batch_rows rows, however many files
+    for index, batch in enumerate(batches):
         kept, dropped, counts = split_drops(batch)
         for reason, n in counts.items():
             result.dropped[reason] = result.dropped.get(reason, 0) + n
@@ -64,8 +60,9 @@ def finalize(sources: list[Path], kind: str, out: Path, where: str,
             parts.write_part(dropped, out / DROPPED_DIR, dropped_parts)
             dropped_parts += 1
         schema.validate(kept, kind, where=where, ids=False, offset=offset)
-        kept = schema.assign_ids(kept, hashes.slice(offset, kept.height),
-                                 occurrence.slice(offset, kept.height), kind)
+        hashes = (schema.content_hashes(kept, kind) if kept.height
+                  else pl.Series("_h", [], pl.String))  # again: 16 bytes a row less to hold
+        kept = schema.assign_ids(kept, hashes, occurrence.slice(offset, kept.height), kind)
         if with_parent and "parent_id" not in kept.columns:
             kept = kept.with_columns(pl.lit(None, pl.String).alias("parent_id"))
         if kept.height or index == 0:
@@ -77,23 +74,45 @@ def finalize(sources: list[Path], kind: str, out: Path, where: str,
                                   pl.Series([], dtype=pl.Int64), kind)
         parts.write_part(empty, out / DATA_DIR, 0)
         result.columns = empty.columns
-    if offset != hashes.len():
+    if offset != occurrence.len():
         raise SchemaError(f"{where}: the output changed while it was being written")
     result.rows_out = offset
     return result
 
 
 def _first_pass(sources: list[Path], kind: str, target: pl.Schema,
-                batch_rows: int) -> tuple[pl.Series, pl.Series | None]:
-    """Content hashes (and old ids) of the kept rows, in order."""
+                batch_rows: int) -> tuple[pl.Series, bool]:
+    """Each kept row's occurrence number among rows with its content (0 for the first), and
+    whether any row's id will change (then the output carries `parent_id`).
+
+    Held per row: the 64-bit content hash, and how the old id relates to it (equal, or the
+    hash with a suffix `-k`), about 13 bytes, instead of the ids themselves."""
     wanted = [c for c in (*schema.CONTENT[kind], "id", DROP) if c in target]
-    hashes, ids = [], []
+    hashes, same, suffixes = [], [], []
     for batch in parts.iter_batches(sources, batch_rows, columns=wanted, target=target):
         if DROP in batch.columns:
             batch = batch.filter(pl.col(DROP).is_null())
-        hashes.append(schema.content_hashes(batch, kind) if batch.height
-                      else pl.Series("_h", [], pl.String))
-        if "id" in batch.columns:
-            ids.append(batch["id"].cast(pl.String))
-    all_hashes = pl.concat(hashes) if hashes else pl.Series("_h", [], pl.String)
-    return all_hashes, (pl.concat(ids) if ids else None) if "id" in target else None
+        if not batch.height:
+            continue
+        frame = pl.DataFrame({"h": schema.content_hashes(batch, kind),
+                              "old": batch["id"].cast(pl.String) if "id" in batch.columns
+                              else pl.Series([None] * batch.height, dtype=pl.String)})
+        numbered = pl.col("old").str.starts_with(pl.col("h") + "-")
+        frame = frame.select(
+            pl.col("h").str.to_integer(base=16, dtype=pl.UInt64),
+            (pl.col("old") == pl.col("h")).fill_null(False).alias("same"),
+            pl.when(numbered).then(pl.col("old").str.slice(17).str.to_integer(strict=False))
+            .cast(pl.Int32).alias("suffix"))
+        hashes.append(frame["h"])
+        same.append(frame["same"])
+        suffixes.append(frame["suffix"])
+    if not hashes:
+        return pl.Series("_occ", [], pl.Int64), False
+    state = pl.DataFrame({"h": pl.concat(hashes), "same": pl.concat(same),
+                          "suffix": pl.concat(suffixes)})
+    del hashes, same, suffixes
+    occurrence = state.select(pl.int_range(pl.len()).over("h").alias("_occ"))["_occ"]
+    kept_id = pl.when(occurrence == 0).then(pl.col("same")).otherwise(
+        pl.col("suffix") == pl.lit(occurrence))
+    changed = bool(state.select((~kept_id.fill_null(False)).any()).item())
+    return occurrence, changed

@@ -24,19 +24,29 @@ def files(path: Path) -> list[Path]:
 
 
 def scan(path: Path) -> pl.LazyFrame:
-    """A lazy frame over a part folder or a file; parts may differ in nullable extra columns."""
+    """A lazy frame over a part folder or a file; parts may differ in nullable extra columns.
+
+    Parts that share one schema (every checkpoint: finalize conforms them) are one scan; a
+    concat of a thousand scans made polars start a thread per file."""
     found = files(path)
-    if len(found) == 1:
-        return pl.scan_parquet(found[0])
+    if len(found) == 1 or len({_file_schema(f) for f in found}) == 1:
+        return pl.scan_parquet(found)
     return pl.concat([pl.scan_parquet(f) for f in found], how="diagonal_relaxed")
 
 
 def schema(sources: list[Path]) -> pl.Schema:
     """The schema all parts share once widened (a column that is all null in one part)."""
-    if len(sources) == 1:
-        return pl.scan_parquet(sources[0]).collect_schema()
-    return pl.concat([pl.scan_parquet(f) for f in sources],
-                     how="diagonal_relaxed").collect_schema()
+    distinct = list(dict.fromkeys(_file_schema(f) for f in sources))
+    frames = [pl.from_arrow(pa.schema(s).empty_table()) for s in distinct]
+    if len(frames) == 1:
+        return frames[0].schema
+    return pl.concat(frames, how="diagonal_relaxed").schema
+
+
+def _file_schema(path: Path) -> tuple:
+    """A file's Arrow schema from its footer, hashable (field name and type pairs)."""
+    arrow = pq.read_schema(path)
+    return tuple((f.name, f.type) for f in arrow)
 
 
 def count(path: Path) -> int:

@@ -44,6 +44,7 @@ from workbench.workspace import DATA_FILE, DatasetVersion, Workspace
 DROPPED_FILE = DROPPED_DIR  # a checkpoint's dropped rows: a folder of parts
 # Bump when the runner changes what a step's checkpoint holds (ids, columns, drop handling).
 CHECKPOINT_FORMAT = 3
+PART_ROWS = 5000  # a checkpoint's parts hold at least this many rows (fewer, larger files)
 
 
 @dataclass
@@ -260,7 +261,7 @@ class Runner:
                 outputs, detail = self._global(step, source, partial, breaker, live, bar)
             with atomic_dir(target) as tmp:
                 done = finalize(outputs, kind, tmp, where=f"output of {step.label}",
-                                batch_rows=self.pipeline.spec.batch_size)
+                                batch_rows=max(self.pipeline.spec.batch_size, PART_ROWS))
                 dropped = done.dropped
                 unexplained = rows_in - done.rows_out - sum(dropped.values())
                 if unexplained > 0 and source is not None:
@@ -287,7 +288,8 @@ class Runner:
         ctx.input_files = parts.files(source) if source is not None else []
         ctx.temp_dir = partial / "tmp"  # spills and scratch files go with the partial folder
         ctx.memory_limit = self.pipeline.spec.memory_limit
-        partial.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)  # a global step has no batches to reuse
+        partial.mkdir(parents=True)
         frame = step.transform(parts.scan(source) if source is not None else pl.LazyFrame(), ctx)
         if hasattr(frame, "sink_parts"):  # a positional.BatchStream: written batch by batch
             frame.sink_parts(partial / "output")
