@@ -32,6 +32,8 @@ import numpy as np
 import polars as pl
 import psutil
 
+from workbench.io import read
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 BASELINE_REV = "30a8f33"  # the last commit whose importer read the whole file at once
@@ -153,6 +155,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    print(f"chunks: at most {read.CHUNK_ROWS:,} rows and about {read.CHUNK_BYTES >> 20} MiB of "
+          f"JSON Lines; {psutil.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory(prefix="import-scale-") as tmp:
         folder = Path(tmp)
         results: dict[str, Result] = {}

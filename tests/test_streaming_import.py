@@ -209,16 +209,21 @@ def test_a_column_null_in_the_first_chunk_and_text_later(tmp_path: Path, ws):
 def test_an_object_empty_in_every_row_so_far_is_null(tmp_path: Path, ws):
     """Parquet cannot store `{}` before any row has given the object a field; the whole-file
     read knows the fields from later rows and gives them as nulls instead."""
-    rows = [{**r, "meta": {} if i < 7 else {"source": "x"}, "tags": [{}] if i < 7 else [{"a": 1}]}
+    rows = [{**r, "meta": {} if i < 7 else {"source": "x"}, "tags": [{}] if i < 7 else [{"a": 1}],
+             "nested": {"n": i, "more": {} if i < 7 else {"c": 1}}}
             for i, r in enumerate(preference_rows(20))]
     path = write_jsonl(tmp_path / "meta.jsonl", rows)
     import_path(ws, path, "m", chunk_rows=7)
     frame = ws.read("m")
     assert frame["meta"].to_list() == [None] * 7 + [{"source": "x"}] * 13
     assert frame["tags"].to_list() == [None] * 7 + [[{"a": 1}]] * 13
+    assert frame["nested"][0] == {"n": 0, "more": None}  # the object's other fields stay
+    assert frame["nested"][7] == {"n": 7, "more": {"c": 1}}
     whole, _, _ = load(path, chunk_rows=None)
     assert whole["meta"][0] == {"source": None}
-    assert frame.drop("meta", "tags").to_dicts() == whole.drop("meta", "tags").to_dicts()
+    assert whole["nested"][0] == {"n": 0, "more": {"c": None}}
+    others = ["meta", "tags", "nested"]
+    assert frame.drop(others).to_dicts() == whole.drop(others).to_dicts()
 
 
 def test_a_required_column_missing_from_a_later_chunk_is_a_null_on_its_line(tmp_path: Path):

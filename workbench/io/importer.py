@@ -120,10 +120,9 @@ class Loading:
             try:
                 raw = pl.concat([pl.DataFrame(schema=self._seen), raw], how="diagonal_relaxed")
             except pl.exceptions.PolarsError as exc:
-                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                 where = layouts.where(raw.row(0, named=True)) if raw.height else "a chunk"
                 raise InputError(f"{self.path}: records do not share a consistent schema "
-                                 f"(in the rows from {where} on: {first})") from exc
+                                 f"(in the rows from {where} on: {_first_line(exc)})") from exc
         self._seen = raw.schema
         return raw
 
@@ -176,8 +175,12 @@ def _worded(path: Path, what: str) -> Iterator[None]:
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     except pl.exceptions.PolarsError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot convert {what} ({first})") from exc
+        raise InputError(f"{path}: cannot convert {what} ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def iter_load(path: str | Path, mapping: dict[str, str] | None = None,
@@ -273,10 +276,29 @@ def _find_column(raw: pl.DataFrame, canonical: str, column: str) -> str:
 
 
 def _without_empty_objects(frame: pl.DataFrame) -> pl.DataFrame:
-    """Parquet cannot store an object without fields: a column holding only `{}` (or lists
-    of them) so far, an optional object no earlier row filled in, becomes null."""
-    empty = [name for name, dtype in frame.schema.items() if _has_empty_struct(dtype)]
-    return frame.with_columns(pl.lit(None).alias(name) for name in empty) if empty else frame
+    """Parquet cannot store an object without fields, which is how `{}` reads before any row
+    has filled the object in: such a column becomes null, such a field of an object is left
+    out (later chunks that have its fields bring it back, null here)."""
+    fixes = []
+    for name, dtype in frame.schema.items():
+        if _has_empty_struct(dtype):
+            fixed = _drop_empty(pl.col(name), dtype)
+            fixes.append((pl.lit(None) if fixed is None else fixed).alias(name))
+    return frame.with_columns(fixes) if fixes else frame
+
+
+def _drop_empty(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
+    """`expr` without its objects that have no fields; None when it is one, or a list of them."""
+    if not _has_empty_struct(dtype):
+        return expr
+    if isinstance(dtype, pl.Struct):
+        fields = [(f.name, _drop_empty(expr.struct.field(f.name), f.dtype)) for f in dtype.fields]
+        kept = [e.alias(name) for name, e in fields if e is not None]
+        return pl.when(expr.is_not_null()).then(pl.struct(kept)) if kept else None
+    if isinstance(dtype, pl.List):
+        inner = _drop_empty(pl.element(), dtype.inner)
+        return None if inner is None else expr.list.eval(inner)
+    return None
 
 
 def _has_empty_struct(dtype: pl.DataType) -> bool:

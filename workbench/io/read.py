@@ -25,7 +25,7 @@ from workbench.errors import InputError
 
 FORMATS = ("jsonl", "json", "parquet", "csv", "hf")
 CHUNK_ROWS = 20_000  # rows per chunk at most
-CHUNK_BYTES = 32 << 20  # and about this many bytes of JSON Lines (a longer line is one chunk)
+CHUNK_BYTES = 16 << 20  # and about this many bytes of JSON Lines (a longer line is one chunk)
 NDJSON_FAST_PATH = True  # polars' NDJSON reader first; the line parser where it fails
 BOM = b"\xef\xbb\xbf"
 # polars reads a lone UTF-16 surrogate escape as garbage where json.loads keeps it (and the
