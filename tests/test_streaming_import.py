@@ -73,7 +73,6 @@ def test_the_bundled_hh_file_in_chunks_of_7_is_the_whole_file_dataset(ws):
     assert version.lineage["import"] == lineage
     assert set(lineage) == {"source", "format", "layout", "sha256", "mapping", "rows"}
     assert leftovers(ws) == [version.path]
-    assert not (ws.cache_dir / "tmp").exists()
 
 
 @pytest.mark.parametrize(("relpath", "csv_columns", "mapping"), REAL_FILES)
@@ -83,8 +82,6 @@ def test_real_files_in_chunks_of_7_give_the_same_dataset(shared: Path, ws, relpa
     import_path(ws, path, "d", mapping, None, csv_columns, chunk_rows=7)
     whole, _, _ = load(path, mapping, None, csv_columns, chunk_rows=None)
     assert_same_dataset(ws.read("d"), whole)
-    chunked, _, _ = load(path, mapping, None, csv_columns, chunk_rows=7)
-    assert_same_dataset(chunked, whole)
 
 
 @pytest.mark.parametrize("relpath", ["gsm8k/test.jsonl", "hh_rlhf/harmless-base/test.jsonl.gz",
