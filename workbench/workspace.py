@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -107,9 +111,24 @@ class Workspace:
         from workbench import parts
 
         check_name(name)
-        sources = parts.files(folder)
+        sources = parts.files(Path(folder))
+        if not sources or not all(f.is_file() for f in sources):
+            raise WorkbenchError(f"dataset {name!r}: no Parquet parts in {folder}")
+        columns = parts.schema(sources)
+        schema.validate(pl.DataFrame(schema=columns), kind, where=f"dataset {name!r}")
         return self._publish(name, kind, lambda path: parts.concat_to_file(sources, path),
-                             parts.schema(sources).names(), lineage, run_key)
+                             columns.names(), lineage, run_key)
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A fresh folder under cache/tmp for work in progress (an import's staged parts),
+        removed afterwards whatever happens."""
+        folder = self.cache_dir / "tmp" / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _publish(self, name: str, kind: str, write: Any, columns: list[str],
                  lineage: dict[str, Any] | None, run_key: str | None) -> DatasetVersion:
@@ -125,11 +144,15 @@ class Workspace:
                     continue
                 raise
             break
-        self.catalog.execute(
-            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [name, version, kind, rows, datetime.now(), str(final.relative_to(self.root)),
-             json.dumps(columns), json.dumps(lineage or {}, default=str), run_key],
-        )
+        try:
+            self.catalog.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, version, kind, rows, datetime.now(), str(final.relative_to(self.root)),
+                 json.dumps(columns), json.dumps(lineage or {}, default=str), run_key],
+            )
+        except Exception:  # not registered: the version must not stay on disk either
+            shutil.rmtree(final, ignore_errors=True)
+            raise
         return self.resolve(f"{name}@{version}")
 
     def _next_version(self, name: str) -> int:

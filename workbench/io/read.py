@@ -1,4 +1,9 @@
-"""Read JSONL, JSON, Parquet, CSV and HF datasets into a raw polars frame.
+"""Read JSONL, JSON, Parquet, CSV and HF datasets as raw polars frames, a chunk at a time.
+
+`iter_raw` yields frames of bounded size, each with the absolute location of its rows
+(`_line` for JSONL and CSV, `_record` for JSON, Parquet and HF), so an import holds one
+chunk, not the file; `read_raw` is the same stream as one frame. Chunks infer their own
+types (a field all null in one chunk, text in the next): consumers widen them at the end.
 
 Errors name the file and the line (JSONL, CSV), record (JSON) or byte offset (bad UTF-8).
 """
@@ -6,15 +11,28 @@ Errors name the file and the line (JSONL, CSV), record (JSON) or byte offset (ba
 from __future__ import annotations
 
 import gzip
-import io
 import json
+import re
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from workbench.errors import InputError
 
 FORMATS = ("jsonl", "json", "parquet", "csv", "hf")
+CHUNK_ROWS = 20_000  # rows per chunk at most
+CHUNK_BYTES = 16 << 20  # and about this many bytes of JSON Lines (a longer line is one chunk)
+NDJSON_FAST_PATH = True  # polars' NDJSON reader first; the line parser where it fails
+BOM = b"\xef\xbb\xbf"
+# polars reads a lone UTF-16 surrogate escape as garbage where json.loads keeps it (and the
+# frame then refuses it): such chunks go to the line parser, so the result does not depend
+# on the path taken
+_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+                        rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]")
 
 
 def detect_format(path: Path) -> str:
@@ -30,59 +48,197 @@ def detect_format(path: Path) -> str:
     raise InputError(f"{path}: unknown file type (use .jsonl, .json, .parquet, .csv or an HF folder)")
 
 
-def read_raw(path: str | Path, fmt: str | None = None,
-             csv_columns: list[str] | None = None) -> pl.DataFrame:
-    """`csv_columns` names the columns of a headerless CSV file (e.g. MMLU)."""
+def iter_raw(path: str | Path, fmt: str | None = None, csv_columns: list[str] | None = None,
+             chunk_rows: int | None = CHUNK_ROWS,
+             chunk_bytes: int | None = CHUNK_BYTES) -> Iterator[pl.DataFrame]:
+    """Raw frames of at most `chunk_rows` rows (None: no limit), in file order, at least one.
+
+    JSON Lines and CSV are read in chunks, JSON Lines also bounded by `chunk_bytes`; Parquet
+    a batch at a time; a JSON document and HF datasets are loaded whole (their formats allow
+    nothing else) and then cut. `csv_columns` names the columns of a headerless CSV file.
+    """
     path = Path(path)
     if not path.exists():
-        return _read_hub(str(path))
+        yield from _hf_chunks(_load_hub(str(path)), chunk_rows)
+        return
     fmt = fmt or detect_format(path)
-    if fmt == "hf":
-        return _read_hf_folder(path)
-    if fmt == "parquet":
-        try:
-            return pl.read_parquet(path)
-        except Exception as exc:
-            raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from exc
-    data = _read_bytes(path)
-    if not data.strip():
-        raise InputError(f"{path}: the file is empty")
-    text = _decode(path, data)
     if fmt == "jsonl":
-        return _read_jsonl(path, text)
-    if fmt == "json":
-        return _read_json(path, text)
-    if fmt == "csv":
-        return _read_csv(path, text, csv_columns)
-    raise InputError(f"{path}: unsupported format {fmt!r} (formats: {', '.join(FORMATS)})")
+        yield from _jsonl_chunks(path, chunk_rows, chunk_bytes)
+    elif fmt == "json":
+        yield from _slices(_read_json(path, _whole_text(path)), chunk_rows)
+    elif fmt == "csv":
+        yield from _csv_chunks(path, csv_columns, chunk_rows)
+    elif fmt == "parquet":
+        yield from _parquet_chunks(path, chunk_rows)
+    elif fmt == "hf":
+        yield from _hf_chunks(_load_hf_folder(path), chunk_rows)
+    else:
+        raise InputError(f"{path}: unsupported format {fmt!r} (formats: {', '.join(FORMATS)})")
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if path.name.lower().endswith(".gz"):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise InputError(f"{path}: broken gzip file ({exc})") from exc
-    return raw
+def read_raw(path: str | Path, fmt: str | None = None,
+             csv_columns: list[str] | None = None) -> pl.DataFrame:
+    """The whole source as one frame (JSON Lines parsed in one go, so types are inferred over
+    every row); `csv_columns` names the columns of a headerless CSV file (e.g. MMLU)."""
+    chunks = list(iter_raw(path, fmt, csv_columns, chunk_rows=None, chunk_bytes=None))
+    return chunks[0] if len(chunks) == 1 else pl.concat(chunks, how="diagonal_relaxed")
 
 
-def _decode(path: Path, data: bytes) -> str:
+# bytes: gzip, blocks of lines, UTF-8 -------------------------------------------------------
+def _blocks(path: Path, size: int | None) -> Iterator[bytes]:
+    """The file's bytes (decompressed when it ends in .gz) in blocks of about `size` bytes
+    that end at a line end; None reads it whole."""
+    gz = path.name.lower().endswith(".gz")
+    with gzip.open(path, "rb") if gz else open(path, "rb") as stream:
+        while True:
+            try:
+                block = stream.read(size or -1)
+                if block and not block.endswith(b"\n"):
+                    block += stream.readline()
+            except (OSError, EOFError, zlib.error) as exc:
+                if not gz:
+                    raise
+                raise InputError(f"{path}: broken gzip file ({exc})") from exc
+            if not block:
+                return
+            yield block
+
+
+def _decode(path: Path, data: bytes, first_line: int = 1, offset: int = 0) -> str:
+    """`data` as text; a bad byte is named by its line and its offset in the file (`data`
+    starts at line `first_line`, byte `offset` of the decompressed file)."""
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        line = first_line + data.count(b"\n", 0, exc.start)
         raise InputError(
-            f"{path}, line {line}: invalid UTF-8 at byte offset {exc.start} "
+            f"{path}, line {line}: invalid UTF-8 at byte offset {offset + exc.start} "
             f"(byte 0x{data[exc.start]:02x})"
         ) from exc
 
 
-def _read_jsonl(path: Path, text: str) -> pl.DataFrame:
+def _whole_text(path: Path) -> str:
+    data = b"".join(_blocks(path, None))
+    if not data.strip():
+        raise InputError(f"{path}: the file is empty")
+    skip = len(BOM) if data.startswith(BOM) else 0
+    return _decode(path, data[skip:], offset=skip)
+
+
+def _check_text(path: Path) -> None:
+    """Stream the whole file, raising on a broken gzip stream or bad UTF-8 (a block at a
+    time, so it costs no memory); for naming what a reader only says failed."""
+    line, offset = 1, 0
+    for block in _blocks(path, 1 << 20):
+        _decode(path, block, line, offset)
+        line, offset = line + block.count(b"\n"), offset + len(block)
+
+
+def _is_blank(path: Path) -> bool:
+    """Whether the file holds nothing but whitespace (it reads only until it finds text)."""
+    return all(block.isspace() for block in _blocks(path, 1 << 16))
+
+
+# JSON Lines -------------------------------------------------------------------------------
+def _jsonl_chunks(path: Path, rows: int | None, size: int | None) -> Iterator[pl.DataFrame]:
+    line, offset = 1, 0
+    content = records = False
+    for block in _blocks(path, size):
+        if offset == 0 and block.startswith(BOM):  # a byte-order mark is not part of the text
+            block, offset = block[len(BOM):], len(BOM)
+        for piece in _pieces(block, rows):
+            if piece and not piece.isspace():
+                content = True
+                frame = _parse_jsonl(path, piece, line, offset)
+                if frame is not None:
+                    records = True
+                    yield frame
+            line, offset = line + piece.count(b"\n"), offset + len(piece)
+    if not content:
+        raise InputError(f"{path}: the file is empty")
+    if not records:
+        raise InputError(f"{path}: no records (only blank lines)")
+
+
+def _pieces(block: bytes, rows: int | None) -> Iterator[bytes]:
+    """`block` cut after every `rows` lines."""
+    if rows is None or block.count(b"\n") + (not block.endswith(b"\n")) <= rows:
+        yield block
+        return
+    start = 0
+    while start < len(block):
+        end = start
+        for _ in range(rows):
+            end = block.find(b"\n", end) + 1
+            if end == 0:
+                end = len(block)
+                break
+        yield block[start:end]
+        start = end
+
+
+def _parse_jsonl(path: Path, piece: bytes, first_line: int, offset: int) -> pl.DataFrame | None:
+    """The records of some lines, with `_line`; None when every line is blank."""
+    if NDJSON_FAST_PATH:
+        frame = _read_ndjson(piece, first_line)
+        if frame is not None:
+            return frame
+    return _parse_lines(path, piece, first_line, offset)
+
+
+def _read_ndjson(piece: bytes, first_line: int) -> pl.DataFrame | None:
+    """polars' NDJSON reader on the lines, or None wherever its result could differ from the
+    line parser's (which then names the bad line, or reads what polars refuses, e.g. NaN)."""
+    if (b"\\ud" in piece or b"\\uD" in piece) and _SURROGATE.search(piece):
+        return None
+    try:
+        frame = pl.read_ndjson(piece, infer_schema_length=None)
+    except (Exception, pl.exceptions.PanicException):
+        return None
+    numbers = _record_lines(piece, first_line, frame.height)
+    if numbers is None or _coerced(frame, numbers, piece, first_line):
+        return None
+    return frame.with_columns(numbers)
+
+
+def _coerced(frame: pl.DataFrame, numbers: pl.Series, piece: bytes, first_line: int) -> bool:
+    """Whether polars turned a JSON list or object into text: it does so where a key holds
+    text in some lines and a list or object in others, which the line parser refuses. Only
+    the lines whose text starts like a list or object are parsed again to tell."""
+    text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    if not text:
+        return False
+    suspect = pl.any_horizontal(pl.col(text).str.starts_with("[") | pl.col(text).str.starts_with("{"))
+    suspects = numbers.filter(frame.select(suspect.fill_null(False)).to_series())
+    if suspects.is_empty():
+        return False
+    lines = piece.split(b"\n")
+    for number in suspects:
+        try:
+            record = json.loads(lines[number - first_line])
+        except ValueError:
+            return True
+        if any(isinstance(record.get(name), list | dict) for name in text):
+            return True
+    return False
+
+
+def _record_lines(piece: bytes, first_line: int, rows: int) -> pl.Series | None:
+    """The line numbers of the non-blank lines of `piece`, if there are `rows` of them."""
+    lines = piece.count(b"\n") + (not piece.endswith(b"\n"))
+    if rows == lines:
+        return pl.Series("_line", range(first_line, first_line + lines), pl.Int64)
+    numbers = [number for number, text in enumerate(piece.split(b"\n"), start=first_line)
+               if text and not text.isspace()]
+    return pl.Series("_line", numbers, pl.Int64) if len(numbers) == rows else None
+
+
+def _parse_lines(path: Path, piece: bytes, first_line: int, offset: int) -> pl.DataFrame | None:
     """Parse line by line so a broken line is reported with its number; polars builds the frame."""
     records: list[dict] = []
-    line_numbers: list[int] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    numbers: list[int] = []
+    for number, line in enumerate(_decode(path, piece, first_line, offset).split("\n"),
+                                  start=first_line):
         if not line.strip():
             continue
         try:
@@ -92,12 +248,13 @@ def _read_jsonl(path: Path, text: str) -> pl.DataFrame:
         if not isinstance(record, dict):
             raise InputError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
-        line_numbers.append(number)
+        numbers.append(number)
     if not records:
-        raise InputError(f"{path}: no records (only blank lines)")
-    return _frame(path, records).with_columns(pl.Series("_line", line_numbers, pl.Int64))
+        return None
+    return _frame(path, records).with_columns(pl.Series("_line", numbers, pl.Int64))
 
 
+# JSON -------------------------------------------------------------------------------------
 def _read_json(path: Path, text: str) -> pl.DataFrame:
     try:
         data = json.loads(text)
@@ -125,62 +282,125 @@ def _frame(path: Path, records: list[dict]) -> pl.DataFrame:
         raise InputError(f"{path}: records do not share a consistent schema ({_first_line(exc)})") from exc
 
 
-def _read_csv(path: Path, text: str, columns: list[str] | None) -> pl.DataFrame:
-    try:
-        frame = pl.read_csv(io.StringIO(text), infer_schema_length=0,  # all columns as text
-                            has_header=columns is None, new_columns=columns)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable CSV file ({_first_line(exc)})") from exc
-    if frame.height == 0:
-        raise InputError(f"{path}: the CSV file has a header but no rows")
+def _slices(frame: pl.DataFrame, rows: int | None) -> Iterator[pl.DataFrame]:
+    if rows is None or frame.height <= rows:
+        yield frame
+    else:
+        yield from frame.iter_slices(rows)
+
+
+# CSV and Parquet: polars' streaming engine --------------------------------------------------
+def _csv_chunks(path: Path, columns: list[str] | None, rows: int | None) -> Iterator[pl.DataFrame]:
+    if _is_blank(path):
+        raise InputError(f"{path}: the file is empty")
+    scan = pl.scan_csv(path, infer_schema=False,  # all columns as text
+                       has_header=columns is None, new_columns=columns, glob=False)
     # after the header; quoted fields may span lines, so this is the record's first line
     first = 1 if columns else 2
-    return frame.with_columns((pl.int_range(pl.len()) + first).alias("_line"))
+    seen = 0
+    for frame in _guarded(_batches(scan, rows), lambda exc: _csv_error(path, exc)):
+        yield frame.with_columns((pl.int_range(pl.len()) + first + seen).alias("_line"))
+        seen += frame.height
+    if seen == 0:
+        raise InputError(f"{path}: the CSV file has a header but no rows")
 
 
-def _read_hf_folder(path: Path) -> pl.DataFrame:
+def _csv_error(path: Path, exc: BaseException) -> InputError:
+    """polars says only that a CSV file is unreadable: name a broken gzip stream or the line
+    of a bad byte when that is the cause."""
+    try:
+        _check_text(path)
+    except InputError as found:
+        return found
+    return InputError(f"{path}: not a readable CSV file ({_first_line(exc)})")
+
+
+def _parquet_chunks(path: Path, rows: int | None) -> Iterator[pl.DataFrame]:
+    scan = pl.scan_parquet(path, glob=False)
+    record, chunks = 0, 0
+    for frame in _guarded(_batches(scan, rows), lambda exc: _parquet_error(path, exc)):
+        yield frame.with_columns((pl.int_range(pl.len()) + record).alias("_record"))
+        record, chunks = record + frame.height, chunks + 1
+    if chunks == 0:  # an empty file still has columns
+        try:
+            empty = scan.head(0).collect()
+        except pl.exceptions.PolarsError as exc:
+            raise _parquet_error(path, exc) from exc
+        yield empty.with_columns(pl.lit(None, pl.Int64).alias("_record"))
+
+
+def _parquet_error(path: Path, exc: BaseException) -> InputError:
+    return InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})")
+
+
+def _batches(scan: pl.LazyFrame, rows: int | None) -> Iterator[pl.DataFrame]:
+    if rows is None:
+        yield scan.collect()
+    else:
+        yield from scan.collect_batches(chunk_size=rows)
+
+
+def _guarded(frames: Iterator[pl.DataFrame],
+             error: Callable[[Exception], InputError]) -> Iterator[pl.DataFrame]:
+    """`frames`, with a polars failure while reading turned into `error(exc)`."""
+    frames = iter(frames)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise error(exc) from exc
+        yield frame
+
+
+# Hugging Face datasets ---------------------------------------------------------------------
+def _load_hf_folder(path: Path) -> Any:
     import datasets
 
     try:
-        loaded = datasets.load_from_disk(str(path))
+        return datasets.load_from_disk(str(path))
     except Exception as exc:
         raise InputError(f"{path}: cannot load the HF dataset ({_first_line(exc)})") from exc
-    return _from_hf(loaded)
 
 
-def _read_hub(name: str) -> pl.DataFrame:
+def _load_hub(name: str) -> Any:
     looks_like_file = Path(name).suffix.lower() in (".jsonl", ".json", ".parquet", ".csv", ".gz")
     if name.count("/") != 1 or name.startswith((".", "/")) or looks_like_file:
         raise InputError(f"{name}: no such file or folder")
     import datasets
 
     try:
-        loaded = datasets.load_dataset(name)
+        return datasets.load_dataset(name)
     except Exception as exc:
         raise InputError(
             f"{name}: no such file, and loading it from the Hugging Face Hub failed "
             f"({_first_line(exc)})"
         ) from exc
-    return _from_hf(loaded)
 
 
-def _from_hf(loaded: object) -> pl.DataFrame:
+def _hf_chunks(loaded: Any, rows: int | None) -> Iterator[pl.DataFrame]:
+    """A dataset's Arrow table (memory-mapped) a batch at a time; the splits of a
+    DatasetDict one after another, each row tagged with its `split`."""
     import datasets
 
-    if isinstance(loaded, datasets.DatasetDict):
-        parts = [
-            pl.from_arrow(split.data.table).with_columns(pl.lit(name).alias("split"))
-            for name, split in loaded.items()
-        ]
-        frame = pl.concat(parts, how="diagonal_relaxed")
-    else:
-        frame = pl.from_arrow(loaded.data.table)
-    assert isinstance(frame, pl.DataFrame)
-    if frame.height == 0:
+    splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
+    record = 0
+    for name, split in splits:
+        table: pa.Table = split.data.table
+        batches = table.to_batches(max_chunksize=rows) if rows else [table]
+        for batch in batches:
+            frame = pl.from_arrow(pa.Table.from_batches([batch]) if rows else batch)
+            assert isinstance(frame, pl.DataFrame)
+            if name is not None:
+                frame = frame.with_columns(pl.lit(name).alias("split"))
+            yield frame.with_columns((pl.int_range(pl.len()) + record).alias("_record"))
+            record += frame.height
+    if record == 0:
         raise InputError("the HF dataset has no rows")
-    return frame.with_columns(pl.int_range(pl.len()).alias("_record"))
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
+
