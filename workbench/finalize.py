@@ -114,5 +114,5 @@ def _first_pass(sources: list[Path], kind: str, target: pl.Schema,
     occurrence = state.select(pl.int_range(pl.len()).over("h").alias("_occ"))["_occ"]
     kept_id = pl.when(occurrence == 0).then(pl.col("same")).otherwise(
         pl.col("suffix") == pl.lit(occurrence))
-    changed = bool(state.select((~kept_id.fill_null(False)).any()).item())
+    changed = "id" in target and bool(state.select((~kept_id.fill_null(False)).any()).item())
     return occurrence, changed

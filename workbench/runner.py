@@ -114,7 +114,7 @@ class Runner:
 
     # input ------------------------------------------------------------------------------
     def _input(self) -> tuple[Path | None, str | None, dict[str, Any], str]:
-        """(checkpointed input file, kind, lineage of the input, fingerprint)."""
+        """(the input's file or folder of parts, kind, lineage of the input, fingerprint)."""
         ref = self.pipeline.spec.input
         if ref is None:
             return None, None, {}, "none"
@@ -126,22 +126,28 @@ class Runner:
             source = version.path / DATA_FILE
             if self.limit is None:
                 return source, version.kind, lineage, fingerprint
-            frame, kind = pl.scan_parquet(source).head(self.limit), version.kind
-        else:
-            path = self._find_file(ref)
-            from workbench.io.importer import load
-
-            frame, kind, source_lineage = load(path)
-            if self.limit is not None:
-                frame = frame.head(self.limit)
-            fingerprint = f"file:{source_lineage['sha256']}:limit={self.limit}"
-            lineage = {"file": str(path), "import": source_lineage}
+            target = self.root / f"input-{_key(fingerprint)[:16]}"
+            if not (target / DATA_FILE).exists():
+                shutil.rmtree(target, ignore_errors=True)
+                with atomic_dir(target) as tmp:
+                    pl.scan_parquet(source).head(self.limit).sink_parquet(tmp / DATA_FILE)
+            return target / DATA_FILE, version.kind, lineage, fingerprint
+        path = self._find_file(ref)
+        digest = file_sha256(path) if path.is_file() else None
+        fingerprint = f"file:{digest}:limit={self.limit}"
         target = self.root / f"input-{_key(fingerprint)[:16]}"
-        if not (target / DATA_FILE).exists():
+        meta = self.store.meta(target)
+        if meta is None:  # stage the file as parts, a chunk at a time, with ids
+            from workbench.io.importer import stage
+
             shutil.rmtree(target, ignore_errors=True)
-            with atomic_dir(target) as tmp:
-                frame.lazy().sink_parquet(tmp / DATA_FILE)
-        return target / DATA_FILE, kind, lineage, fingerprint
+            with self.ws.scratch() as scratch, atomic_dir(target) as tmp:
+                staged = stage(path, scratch / "staged", limit=self.limit)
+                finalize(staged.files, staged.kind, tmp, where=str(path), batch_rows=PART_ROWS)
+                meta = {"kind": staged.kind, "lineage": staged.lineage}
+                (tmp / META_FILE).write_text(json.dumps(meta, default=str))
+        lineage = {"file": str(path), "import": meta["lineage"]}
+        return target / DATA_DIR, meta["kind"], lineage, fingerprint
 
     def _find_file(self, ref: str) -> Path:
         """A relative input path is relative to the pipeline file, wherever it is run from."""
