@@ -66,10 +66,16 @@ def write_batch(partial: Path, index: int, frame: pl.DataFrame, notes: StepNotes
     return path
 
 
-def batch_notes(partial: Path) -> StepNotes:
-    """The merged notes of the finished batches (reused ones included), in batch order."""
+def batch_notes(partial: Path, reused: set[int] | frozenset[int] = frozenset()) -> StepNotes:
+    """The merged notes of the finished batches, in batch order. Batches in `reused` were
+    finished by an earlier run: what they found (errors, nulled fields) counts, but their
+    model calls are reported apart, as `reused_calls`, so `model_calls` is this run's."""
     from workbench.step_notes import merge_all
 
-    return merge_all([StepNotes.from_json(p.with_suffix(".json").read_text())
-                      for p in sorted(partial.glob("batch-*.parquet"))
-                      if p.with_suffix(".json").exists()])
+    found = [(int(p.stem.split("-")[1]), StepNotes.from_json(p.with_suffix(".json").read_text()))
+             for p in sorted(partial.glob("batch-*.parquet")) if p.with_suffix(".json").exists()]
+    earlier = merge_all([n for i, n in found if i in reused])
+    merged = merge_all([n for i, n in found if i not in reused]
+                       + [StepNotes({}, earlier.errors, earlier.nulled, earlier.report)])
+    merged.reused_calls = earlier.model_calls
+    return merged

@@ -111,6 +111,7 @@ class Runner:
         self.store = CheckpointStore(self.root)
         self.executor = get_executor(executor) if isinstance(executor, str) else executor
         self._models: dict[str, Any] = {}
+        self._reused: dict[int, set[int]] = {}  # step index -> batches an earlier run made
 
     # input ------------------------------------------------------------------------------
     def _input(self) -> tuple[Path | None, str | None, dict[str, Any], str]:
@@ -233,7 +234,8 @@ class Runner:
         """Finished batches' notes (from their files) plus what live contexts still hold
         (a global step's, or the batch that was running when a step failed)."""
         partial = self.store.partial_dir(self.store.step_dir(step.index, step.name, key))
-        found = [batch_notes(partial)] if partial.exists() else []
+        found = [batch_notes(partial, self._reused.get(step.index, set()))
+                 if partial.exists() else StepNotes()]
         return merge_all(found + [StepNotes.from_context(c.notes) for c in live])
 
     def _log_failed_step(self, run_id: str, step: Step, key: str, live: list[Context]) -> None:
@@ -311,6 +313,7 @@ class Runner:
         count = -(-rows // size)
         partial.mkdir(parents=True, exist_ok=True)
         done = {i for i in finished_batches(partial) if i < count}
+        self._reused[step.index] = done
         spec = self.pipeline.spec
         job = RowJob(transform=step.transform, label=step.label,
                      sources=tuple(parts.files(source)), batch_rows=size, batches=count,

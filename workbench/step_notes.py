@@ -19,6 +19,7 @@ class StepNotes:
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {count, first}
     nulled: dict[str, int] = field(default_factory=dict)
     report: dict[str, Any] | None = None
+    reused_calls: dict[str, int] = field(default_factory=dict)  # of batches a past run made
 
     @classmethod
     def from_context(cls, notes: dict[str, Any]) -> StepNotes:
@@ -42,15 +43,18 @@ class StepNotes:
         nulled = dict(self.nulled)
         for reason, n in other.nulled.items():
             nulled[reason] = nulled.get(reason, 0) + n
+        reused = dict(self.reused_calls)
+        for key, value in other.reused_calls.items():
+            reused[key] = reused.get(key, 0) + value
         return StepNotes(calls, errors, nulled,
-                         other.report if other.report is not None else self.report)
+                         other.report if other.report is not None else self.report, reused)
 
     def detail(self) -> dict[str, Any]:
         """The keys the run log has always had: only those with something in them."""
         out: dict[str, Any] = {}
         if self.model_calls:
             out["model_calls"] = self.model_calls
-        for key in ("errors", "nulled", "report"):
+        for key in ("reused_calls", "errors", "nulled", "report"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
