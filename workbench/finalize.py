@@ -89,7 +89,11 @@ def _first_pass(sources: list[Path], kind: str, target: pl.Schema,
     hash with a suffix `-k`), about 13 bytes, instead of the ids themselves."""
     wanted = [c for c in (*schema.CONTENT[kind], "id", DROP) if c in target]
     hashes, same, suffixes = [], [], []
-    for batch in parts.iter_batches(sources, batch_rows, columns=wanted, target=target):
+    # coalesced: a row-local step leaves one small file per batch, and hashing pays a fixed
+    # cost per call
+    batches = parts.exact_batches(parts.iter_batches(sources, batch_rows, columns=wanted,
+                                                     target=target), batch_rows)
+    for batch in batches:
         if DROP in batch.columns:
             batch = batch.filter(pl.col(DROP).is_null())
         if not batch.height:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Literal
 
 import polars as pl
@@ -185,16 +187,24 @@ def canonical_order(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
     return frame.select([*first, *[c for c in frame.columns if c not in first]])
 
 
+_HASHER = threading.local()
+
+
 def _sha256_hex(keys: pl.Series) -> pl.Series:
-    """sha256 in DuckDB over Arrow: stable across polars versions, no Python loop per row."""
+    """sha256 in DuckDB over Arrow: stable across polars versions, no Python loop per row.
+
+    One in-memory connection per thread: opening one costs about 20 ms, which dominated
+    finalizing a step made of many small batches."""
     import duckdb
 
-    con = duckdb.connect()
+    if getattr(_HASHER, "pid", None) != os.getpid():  # a forked child opens its own
+        _HASHER.con, _HASHER.pid = duckdb.connect(), os.getpid()
+    con = _HASHER.con
+    con.register("keys_in", pl.DataFrame({"k": keys}).with_row_index("i").to_arrow())
     try:
-        con.register("keys_in", pl.DataFrame({"k": keys}).with_row_index("i").to_arrow())
         hashed = con.sql("SELECT left(sha256(k), 16) AS h FROM keys_in ORDER BY i").pl()
     finally:
-        con.close()
+        con.unregister("keys_in")
     return hashed["h"].alias("_h")
 
 
