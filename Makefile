@@ -6,6 +6,9 @@ BIN     = $(VENV)/bin
 # On a GPU machine the constraint is skipped; set TORCH_CONSTRAINT= to skip it by hand.
 TORCH_CONSTRAINT ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints/cpu.txt)
 WORKSPACE ?= workspace
+# test workers (pytest-xdist); each runs torch on one thread, so two fill two cores without
+# the 10-30x slowdown of oversubscribed threads. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup test-deps demo test lint clean
 
@@ -39,7 +42,7 @@ demo: setup
 	@echo "  workbench -w $(WORKSPACE) export demo_preferences --out exports/demo   # a dataset TRL loads as it is"
 
 test: setup test-deps
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 	$(BIN)/ruff check .
 
 lint: setup

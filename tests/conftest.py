@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,23 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 DATA = ROOT / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A folder the xdist workers of this run share (they inherit the environment)."""
+    if "WORKBENCH_TEST_SHARED" not in os.environ:
+        os.environ["WORKBENCH_TEST_SHARED"] = tempfile.mkdtemp(prefix="workbench-tests-")
+        config.stash[_OWN_SHARED] = os.environ["WORKBENCH_TEST_SHARED"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_OWN_SHARED, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        del os.environ["WORKBENCH_TEST_SHARED"]
+
+
+_OWN_SHARED = pytest.StashKey[str]()
 
 
 @pytest.fixture

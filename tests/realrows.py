@@ -2,8 +2,9 @@
 
 2,000 prompts: GSM8K test questions (1,319), IFEval prompts (541) and the last user turns of
 the first 140 HH-RLHF pairs. Embedding them takes ~25 s on two idle cores, so every test
-that needs them shares one copy (set WORKBENCH_TEST_CACHE to a folder to keep it between
-runs while developing).
+that needs them shares one copy: per process, between the workers of one `pytest -n` run
+(a file in the run's shared folder, see conftest, made by the first worker under a lock),
+and between runs when WORKBENCH_TEST_CACHE names a folder (while developing).
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ def prompts() -> pl.DataFrame:
 @functools.cache
 def embeddings() -> np.ndarray:
     """(2000, 384) unit float32 vectors of `prompts()["text"]`."""
+    from workbench.atomic import file_lock
     from workbench.models.embeddings import embed
 
-    folder = os.environ.get("WORKBENCH_TEST_CACHE")
-    path = Path(folder) / "realrows-minilm.npy" if folder else None
-    if path is not None and path.exists():
-        return np.load(path)
-    vectors = embed(prompts()["text"].to_list())
-    if path is not None:
-        np.save(path, vectors)
-    return vectors
+    folder = os.environ.get("WORKBENCH_TEST_CACHE") or os.environ.get("WORKBENCH_TEST_SHARED")
+    if folder is None:
+        return embed(prompts()["text"].to_list())
+    path = Path(folder) / "realrows-minilm.npy"
+    with file_lock(path.with_suffix(".lock")):  # one worker embeds, the others wait for it
+        if not path.exists():
+            scratch = path.with_suffix(".partial.npy")
+            np.save(scratch, embed(prompts()["text"].to_list()))
+            scratch.replace(path)
+    return np.load(path)
+
