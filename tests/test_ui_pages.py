@@ -299,10 +299,46 @@ def test_export_page_writes_labelled_version_and_export(ws: Workspace, tmp_path:
     assert "wrote **hh-labelled@1**: 599 rows" in " ".join(s.value for s in ok(app).success)
     app.selectbox(key="export_out_name").set_value("hh-labelled").run()
     app.selectbox(key="exp_format").set_value("parquet")
-    app.text_input(key="exp_out").input(str(tmp_path / "out"))
+    app.text_input(key="exp_out").input("out")
     button(app, "Export").click().run()
     ok(app)
     cli_way = export_dataset(ws, "hh", tmp_path / "cli", fmt="parquet", labels=True)
     assert cli_way["splits"] == {"train": 599}
-    assert (pl.read_parquet(tmp_path / "out" / "train.parquet")
+    assert (pl.read_parquet(ws.root / "exports" / "out" / "train.parquet")
             .equals(pl.read_parquet(tmp_path / "cli" / "train.parquet")))
+
+
+def _export_from_page(name: str, replace: bool = False):
+    app = ok(page("7_Export"))
+    app.selectbox(key="export_out_name").set_value("hh").run()
+    app.selectbox(key="exp_format").set_value("jsonl")
+    app.text_input(key="exp_out").input(name)
+    if replace:
+        app.checkbox(key="exp_overwrite").check()
+    button(app, "Export").click().run()
+    return ok(app)
+
+
+def test_export_page_writes_only_under_the_workspace_exports(ws: Workspace, tmp_path: Path):
+    """The page takes a name, never a path: a path typed there is refused, nothing written."""
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    for typed in ("../escaped", str(tmp_path / "abs"), "..", ".hidden", "a/b", str(ws.root)):
+        app = _export_from_page(typed, replace=True)
+        assert "invalid export folder name" in " ".join(e.value for e in app.error), typed
+        assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    app = _export_from_page("hh-jsonl")
+    assert (ws.root / "exports" / "hh-jsonl" / "train.jsonl").exists()
+    assert "exports/hh-jsonl" in " ".join(s.value for s in app.success)
+
+
+def test_export_page_replaces_only_an_earlier_export(ws: Workspace):
+    mine = ws.root / "exports" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("my notes")
+    app = _export_from_page("mine", replace=True)
+    assert "workbench_export.json" in " ".join(e.value for e in app.error)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    _export_from_page("hh")
+    app = _export_from_page("hh", replace=True)
+    assert not app.error and (ws.root / "exports" / "hh" / "train.jsonl").exists()
+    assert sorted(p.name for p in (ws.root / "exports").iterdir()) == ["hh", "mine"]

@@ -1,5 +1,6 @@
 """Export: a new dataset version where human labels decide chosen/rejected, then a Hugging
-Face dataset, Parquet or JSONL, the same as `workbench export --labels`."""
+Face dataset, Parquet or JSONL, the same as `workbench export --labels`, written under the
+workspace's `exports/` folder only (the person types a name, never a path)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ui.common import page, pick_version, show_error, workspace
 from workbench import labels
 from workbench.errors import WorkbenchError
 from workbench.io.export import FORMATS, TRL_LAYOUTS, export_dataset
+from workbench.io.export_folder import check_folder_name
 
 ws = workspace()
 page("Export")
@@ -52,12 +54,16 @@ with st.form("export"):
     fmt = left.selectbox("format", FORMATS, key="exp_format")
     trl = mid.selectbox("TRL layout", TRL_LAYOUTS, index=TRL_LAYOUTS.index("conversational"),
                         key="exp_trl")
-    out = right.text_input("folder", value=f"exports/{chosen.name}", key="exp_out")
+    folder = right.text_input("export name", value=chosen.name, key="exp_out",
+                              help=f"written to {ws.root / 'exports'}/NAME: a name, not a path")
     keep_ties = st.checkbox("keep pairs marked tie", key="exp_keep_ties")
-    overwrite = st.checkbox("replace the folder if it exists", key="exp_overwrite")
+    overwrite = st.checkbox("replace an earlier export of this name", key="exp_overwrite",
+                            help="only a folder an earlier export wrote (it holds "
+                            "workbench_export.json and nothing else) is replaced")
     if st.form_submit_button("Export", type="primary"):
         try:
-            result = export_dataset(ws, chosen.ref, Path(out), fmt=fmt, trl=trl,
+            out = ws.root / "exports" / check_folder_name(folder.strip())
+            result = export_dataset(ws, chosen.ref, out, fmt=fmt, trl=trl,
                                     overwrite=overwrite, keep_ties=keep_ties)
         except WorkbenchError as exc:
             show_error(exc)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from workbench.errors import WorkbenchError
-from workbench.io.card import dataset_card
+from workbench.io.card import data_files, dataset_card
+from workbench.io.export_folder import (
+    MARKER,
+    check_split_names,
+    export_target,
+    files_in,
+    inside,
+    staged,
+)
 from workbench.schema import MESSAGES
 from workbench.workspace import Workspace
 
@@ -183,6 +189,7 @@ def split_frame(frame: pl.DataFrame, split_test: float | None, seed: int) -> dic
         return {"train": marked.filter(~pl.col("_test")).drop("_test"),
                 "test": marked.filter(pl.col("_test")).drop("_test")}
     if "split" in frame.columns:
+        check_split_names(frame)
         return {str(name): part.drop("split")
                 for (name,), part in frame.partition_by("split", as_dict=True,
                                                         maintain_order=True).items()}
@@ -204,14 +211,16 @@ def export_dataset(
     label_policy: str = "majority",
 ) -> dict[str, Any]:
     """Write `ref` to `out` atomically; returns what was written (paths, split sizes, how many
-    rows labels and ties removed)."""
+    rows labels and ties removed).
+
+    Only `out` is written: split names must be plain names, and an existing folder is replaced
+    only with `overwrite` and only when it holds an earlier export (see export_folder)."""
     if fmt not in FORMATS:
         raise WorkbenchError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
     if trl not in TRL_LAYOUTS:
         raise WorkbenchError(f"unknown TRL layout {trl!r} (layouts: {', '.join(TRL_LAYOUTS)})")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise WorkbenchError(f"{out} exists and is not empty (use --overwrite to replace it)")
+    target = export_target(out, workspace.root, overwrite)
     version = workspace.resolve(ref)
     frame = workspace.read(version.ref)
     label_stats = None
@@ -228,27 +237,14 @@ def export_dataset(
         raise WorkbenchError(f"{version.ref} has no rows to export")
     card = dataset_card(workspace, version, splits, trl, fmt, label_stats, ties)
 
-    tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if fmt == "hf":
-            _dataset_dict(splits).save_to_disk(str(tmp))
-        else:
-            tmp.mkdir()
-            for name, part in splits.items():
-                if fmt == "parquet":
-                    part.write_parquet(tmp / f"{name}.parquet")
-                else:
-                    part.write_ndjson(tmp / f"{name}.jsonl")
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-        (tmp / "workbench_export.json").write_text(json.dumps(
+    with staged(target) as tmp:
+        _write(tmp, splits, fmt)
+        inside(tmp, "README.md").write_text(card, encoding="utf-8")
+        (tmp / MARKER).write_text(json.dumps(
             {"dataset": version.ref, "kind": version.kind, "trl": trl, "format": fmt,
+             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
              "splits": {k: v.height for k, v in splits.items()}, "ties_excluded": ties,
-             "labels": label_stats}, indent=2))
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+             "labels": label_stats, "files": files_in(tmp)}, indent=2))
     if push_to_hub:
         _dataset_dict(splits).push_to_hub(push_to_hub)
     task = "unpaired-preference" if trl == "kto" else TASKS.get(version.kind, version.kind)
@@ -257,20 +253,25 @@ def export_dataset(
             "labels": label_stats}
 
 
+def _write(folder: Path, splits: dict[str, pl.DataFrame], fmt: str) -> None:
+    """Each split's rows in `folder`, every path checked to lie inside it first (the card's
+    `data_files` patterns too)."""
+    for name in splits:
+        inside(folder, name if fmt == "hf" else f"{name}.{fmt}")
+        inside(folder, data_files(fmt, name))
+    if fmt == "hf":
+        _dataset_dict(splits).save_to_disk(str(folder))
+        return
+    for name, part in splits.items():
+        if fmt == "parquet":
+            part.write_parquet(inside(folder, f"{name}.parquet"))
+        else:
+            part.write_ndjson(inside(folder, f"{name}.jsonl"))
+
+
 def _dataset_dict(splits: dict[str, pl.DataFrame]) -> Any:
     import datasets
 
     return datasets.DatasetDict(
         {name: datasets.Dataset(part.to_arrow()) for name, part in splits.items()}
     )
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished export into place; an old one is removed only after that."""
-    old = None
-    if out.exists():
-        old = out.parent / f".old-{out.name}-{uuid.uuid4().hex[:8]}"
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
