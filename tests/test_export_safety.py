@@ -135,7 +135,7 @@ def test_plain_split_names_export_load_and_stay_inside(ws: Workspace, tmp_path: 
     assert len(paths) == 4
     assert all((out / p).resolve().is_relative_to(out.resolve()) for p in paths)
     marker = json.loads((out / MARKER).read_text())
-    assert (marker["dataset"], marker["format"]) == ("ok@1", fmt)
+    assert (marker["dataset"], marker["format"], marker["folder"]) == ("ok@1", fmt, "out")
     assert marker["created_at"]
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert sorted([*marker["files"], MARKER]) == written

@@ -242,6 +242,7 @@ def export_dataset(
         inside(tmp, "README.md").write_text(card, encoding="utf-8")
         (tmp / MARKER).write_text(json.dumps(
             {"dataset": version.ref, "kind": version.kind, "trl": trl, "format": fmt,
+             "folder": target.name,  # where a crash-orphaned .old-export-* copy belongs
              "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
              "splits": {k: v.height for k, v in splits.items()}, "ties_excluded": ties,
              "labels": label_stats, "files": files_in(tmp)}, indent=2))

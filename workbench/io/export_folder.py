@@ -19,7 +19,9 @@ from workbench.errors import WorkbenchError
 
 MARKER = "workbench_export.json"
 STAGING_PREFIX = ".tmp-export-"  # .tmp-export-<pid>-<hex>: `workbench gc` knows whose it is
-OLD_PREFIX = ".old-export-"      # .old-export-<pid>-<hex>: the replaced export, until the swap
+# .old-export-<pid>-<hex>: the replaced export, until the swap. A kill between the two renames
+# leaves it as the only copy: its marker's "folder" names where it belongs (gc puts it back)
+OLD_PREFIX = ".old-export-"
 # the split names `datasets` itself loads (its `^\w+(\.\w+)*$`, ASCII only): `-`, `/`, a
 # leading `.` and `..` are out, so a split name is always one plain file or folder name
 SPLIT_NAME = r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*"
