@@ -244,7 +244,7 @@ def export(
     label_policy: Annotated[str | None, typer.Option("--label-policy", help="with --labels: majority (default; each annotator's latest label votes), latest, or annotator:NAME")] = None,
     keep_ties: Annotated[bool, typer.Option("--keep-ties", help="keep pairs marked tie (excluded by default)")] = False,
     seed: Annotated[int, typer.Option(help="seed of --split-test")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output folder")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an earlier export of this tool in --out (a folder holding its workbench_export.json and nothing else)")] = False,
     push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="also push to this hub repo")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
