@@ -1,9 +1,10 @@
 """File helpers: write-then-rename (readers see a whole file or folder, or none), a
-cross-process lock, and a streaming file digest."""
+cross-process lock (and a turnstile that needs no write access), and a streaming file digest."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -71,6 +72,42 @@ def file_lock(path: Path, wait: bool = True) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def turnstile(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` like `file_lock`, for a step that readers take too.
+
+    Reading never needs write access: where `path` cannot be opened for writing (a read-only
+    folder, mount or file) it is opened read-only, since flock needs no write access; where
+    it does not exist and cannot be created, no writer has ever passed it, so there is
+    nothing to wait for and the block runs without it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if exc.errno not in NOT_WRITABLE:
+            raise
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            yield
+            return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def file_sha256(path: Path) -> str:
