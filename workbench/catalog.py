@@ -10,9 +10,9 @@ Inside one process (a Streamlit server's sessions, a notebook's threads) DuckDB 
 open a file read-only while a read-write connection to it is open, and the other way round.
 So connections to one catalog file in one process also pass a readers-writer lock
 (`workbench.rwlock`): many read-only connections at once, or one read-write connection.
-Read paths never open the catalog read-write: the schema is created only when it is missing,
-and the turnstile is opened read-only where its file is not writable, so a workspace a reader
-may not write to (another user's, a read-only mount) can still be read.
+Read paths never open the catalog read-write (the schema is created only when it is missing)
+and never create or write a file: readers open the turnstile read-only, so a workspace its
+reader may not write to (another user's, a read-only mount) can be read.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ class Catalog:
         with self._lock.hold(write=not read_only, timeout=self.timeout) as writing:
             deadline = time.monotonic() + self.timeout
             delay = 0.005
-            with turnstile(self.path.with_name(self.path.name + ".gate")):
+            with turnstile(self.path.with_name(self.path.name + ".gate"), create=writing):
                 while True:
                     try:
                         con = duckdb.connect(str(self.path), read_only=not writing)
