@@ -80,13 +80,16 @@ class HostRule:
 
     @classmethod
     def from_env(cls) -> HostRule:
-        """The rule `workbench ui` passed in $WORKBENCH_UI_HOSTS; without it (the app started
-        by hand with `streamlit run`) only this machine's loopback names."""
+        """The rule `workbench ui` passed in $WORKBENCH_UI_HOSTS; without it (ui/server.py
+        started by hand with `streamlit run`), Streamlit's own address and port."""
         raw = os.environ.get(ENV)
-        if not raw:
-            return cls("127.0.0.1", int(os.environ.get("STREAMLIT_SERVER_PORT", "8501")))
-        spec = json.loads(raw)
-        return cls(spec["bind"], int(spec["port"]), spec.get("extra", ()))
+        if raw:
+            spec = json.loads(raw)
+            return cls(spec["bind"], int(spec["port"]), spec.get("extra", ()))
+        from streamlit import config
+
+        return cls(config.get_option("server.address") or "127.0.0.1",
+                   int(config.get_option("server.port")))
 
 
 def to_env(bind: str, port: int, extra: Iterable[str]) -> str:
