@@ -18,7 +18,7 @@ from workbench.workspace import DatasetVersion, Workspace
 
 @st.cache_resource(show_spinner=False)
 def _workspace(root: str) -> Workspace:
-    return Workspace(root)
+    return Workspace(root, create=False)
 
 
 def workspace() -> Workspace:

@@ -1,9 +1,10 @@
 """File helpers: write-then-rename (readers see a whole file or folder, or none), a
-cross-process lock, and a streaming file digest."""
+cross-process lock (and a turnstile that needs no write access), and a streaming file digest."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -71,6 +72,52 @@ def file_lock(path: Path, wait: bool = True) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def turnstile(path: Path, create: bool) -> Iterator[None]:
+    """An exclusive flock on `path` like `file_lock`, for a step that readers pass too.
+
+    Writers (`create=True`) make the file. Readers never need write access and change
+    nothing: they open it read-only (flock needs no write access); where it does not exist no
+    writer has passed yet, so they go on without it, as they do where they may not open it.
+    A writer that may not create it does the same; its write then fails where the workspace
+    refuses it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666) if create else (
+            os.open(path, os.O_RDONLY))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # not ours to open: go on without it, as where it does not exist
+        if exc.errno not in NOT_WRITABLE:
+            raise
+        if create:
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY)
+    locked = False
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                locked = True
+            except OSError as exc:  # EBADF where flock is emulated by fcntl, which wants writes
+                if exc.errno != errno.EBADF:
+                    raise
+        yield
+    finally:
+        if fd is not None:
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 def file_sha256(path: Path) -> str:

@@ -10,19 +10,22 @@ Inside one process (a Streamlit server's sessions, a notebook's threads) DuckDB 
 open a file read-only while a read-write connection to it is open, and the other way round.
 So connections to one catalog file in one process also pass a readers-writer lock
 (`workbench.rwlock`): many read-only connections at once, or one read-write connection.
-Read paths never open the catalog read-write: the schema is created only when it is missing.
+Read paths never open the catalog read-write (the schema is created only when it is missing)
+and never create or write a file: readers open the turnstile read-only, so a workspace its
+reader may not write to (another user's, a read-only mount) can be read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from workbench.atomic import file_lock
+from workbench.atomic import turnstile
 from workbench.errors import WorkbenchError
 from workbench.rwlock import lock_for
 
@@ -131,6 +134,7 @@ UPGRADES: dict[int, tuple[str, ...]] = {
 }
 
 LOCK_MARKERS = ("lock", "Conflicting", "being used by another process")
+NOT_WRITABLE_MARKERS = ("Permission denied", "Read-only file system")
 
 
 class Catalog:
@@ -149,6 +153,11 @@ class Catalog:
             if found == SCHEMA_VERSION:
                 return
             _check_not_newer(found, self.path)
+            if not os.access(self.path, os.W_OK) or not os.access(self.path.parent, os.W_OK):
+                raise WorkbenchError(
+                    f"catalog {self.path} has schema version {found} and needs an upgrade to "
+                    f"{SCHEMA_VERSION}, which needs write access: run `workbench init "
+                    f"{self.path.parent}` once as a user who may write there")
         with self.connect() as con:
             found = schema_version(con)  # again: another thread or process may have done it
             _check_not_newer(found, self.path)
@@ -175,12 +184,16 @@ class Catalog:
         with self._lock.hold(write=not read_only, timeout=self.timeout) as writing:
             deadline = time.monotonic() + self.timeout
             delay = 0.005
-            with file_lock(self.path.with_name(self.path.name + ".gate")):  # the turnstile
+            with turnstile(self.path.with_name(self.path.name + ".gate"), create=writing):
                 while True:
                     try:
                         con = duckdb.connect(str(self.path), read_only=not writing)
                         break
                     except duckdb.Error as exc:  # IOException while another process holds it
+                        if writing and any(m in str(exc) for m in NOT_WRITABLE_MARKERS):
+                            raise WorkbenchError(
+                                f"workspace {self.path.parent} is read-only here "
+                                f"({_reason(exc)}): it can be read, not changed") from None
                         if (not any(m in str(exc) for m in LOCK_MARKERS)
                                 or time.monotonic() > deadline):
                             raise
@@ -211,6 +224,10 @@ def schema_version(con: Any) -> int:
     rows = con.execute(
         "SELECT value FROM catalog_meta WHERE key = 'schema_version'").fetchall()
     return int(rows[0][0]) if rows else 0
+
+
+def _reason(exc: Exception) -> str:
+    return next((m.lower() for m in NOT_WRITABLE_MARKERS if m in str(exc)), str(exc))
 
 
 def _check_not_newer(found: int, path: Path) -> None:

@@ -30,10 +30,12 @@ def _main(workspace: WorkspaceOpt = None) -> None:
     _state["workspace"] = workspace
 
 
-def _ws(override: Path | None = None) -> Any:
+def _ws(override: Path | None = None, create: bool = False) -> Any:
+    """The workspace of -w / $WORKBENCH_HOME: read commands open an existing one (and change
+    nothing in it); write commands pass create=True to make it when it is missing."""
     from workbench.workspace import Workspace
 
-    return Workspace(override or _state["workspace"])
+    return Workspace(override or _state["workspace"], create=create)
 
 
 def _echo_json(value: Any) -> None:
@@ -62,7 +64,7 @@ def run(
     if ray_address and executor != "ray":
         raise typer.BadParameter("--ray-address needs --executor ray", param_hint="--ray-address")
     spec = load_pipeline(pipeline)
-    ws = _ws(workspace)
+    ws = _ws(workspace, create=True)
     chosen = get_executor(executor, address=ray_address) if executor == "ray" else executor
     result = run_pipeline(spec, ws, limit=limit, progress=not no_progress and sys.stderr.isatty(),
                           retry_failed=retry_failed, fresh=fresh, executor=chosen)
@@ -105,10 +107,24 @@ def import_(
             raise InputError(f"--map {item!r}: use canonical=column, e.g. --map prompt=question")
         mapping[key] = value
     csv_columns = [c.strip() for c in columns.split(",")] if columns else None
-    version = import_path(_ws(workspace), path, name, mapping, layout, csv_columns)
+    version = import_path(_ws(workspace, create=True), path, name, mapping, layout, csv_columns)
     layout_name = version.lineage.get("import", {}).get("layout")
     typer.echo(f"imported {version.rows} {version.kind} rows as {version.name} version "
                f"{version.version} (layout: {layout_name})")
+
+
+@app.command()
+def init(
+    path: Annotated[Path | None, typer.Argument(
+        help="folder to make a workspace of (default: -w, $WORKBENCH_HOME or ./workspace)")] = None,
+) -> None:
+    """Create an empty workspace (import and run also create one; reading never does)."""
+    from workbench.workspace import default_root, is_workspace
+
+    root = path or _state["workspace"] or default_root()
+    existed = is_workspace(root)
+    ws = _ws(root, create=True)
+    typer.echo(f"{'workspace already at' if existed else 'created workspace'} {ws.root}")
 
 
 @app.command()
@@ -308,14 +324,27 @@ def ui(
                                       "machine only; put a reverse proxy with authentication "
                                       "in front rather than binding 0.0.0.0 (see README)")]
     = "127.0.0.1",
+    allow_host: Annotated[list[str] | None, typer.Option(
+        "--allow-host", help="also answer requests for this host name (NAME or NAME:PORT), as "
+        "a reverse proxy sends them; repeatable. Other names get 403 (DNS rebinding guard)")]
+    = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Start the Streamlit app (browse, label, agreement, export); 127.0.0.1 unless --host."""
     import subprocess
 
-    app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
-    root = (workspace or _state["workspace"] or Path(os.environ.get("WORKBENCH_HOME", "workspace")))
-    env = {**os.environ, "WORKBENCH_HOME": str(Path(root).resolve())}
+    from ui.hosts import ENV, to_env
+    from workbench.workspace import default_root, is_workspace, no_workspace
+
+    root = workspace or _state["workspace"] or default_root()
+    if not is_workspace(root):  # the app browses and labels; it has nothing to import with
+        raise no_workspace(root)
+    try:
+        hosts = to_env(host, port, allow_host or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--allow-host") from None
+    app_path = Path(__file__).resolve().parent.parent / "ui" / "server.py"
+    env = {**os.environ, "WORKBENCH_HOME": str(Path(root).resolve()), ENV: hosts}
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"workbench UI on http://{shown}:{port} (workspace {root}); Ctrl-C stops it")
     raise typer.Exit(subprocess.call(

@@ -63,16 +63,41 @@ def check_name(name: str) -> str:
     return name
 
 
+CATALOG_FILE = "workbench.duckdb"
+
+
+def is_workspace(root: str | Path) -> bool:
+    """Whether `root` holds a workspace (its catalog file)."""
+    return (Path(root) / CATALOG_FILE).is_file()
+
+
+def no_workspace(root: str | Path) -> NotFoundError:
+    return NotFoundError(f"no workspace at {root}; `workbench init {root}` or any write "
+                         "command creates one")
+
+
 class Workspace:
-    def __init__(self, root: str | Path | None = None) -> None:
+    """A workspace folder. `create=True` (the default) makes it when it is missing, as every
+    write does; `create=False` opens an existing one and changes nothing on disk, so reading
+    needs no write access, and a mistyped path is an error instead of a new empty workspace."""
+
+    def __init__(self, root: str | Path | None = None, *, create: bool = True) -> None:
         self.root = Path(root) if root is not None else default_root()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.datasets_dir = self.root / "datasets"
         self.cache_dir = self.root / "cache"
-        self.datasets_dir.mkdir(exist_ok=True)
-        self.cache_dir.mkdir(exist_ok=True)
-        self.catalog = Catalog(self.root / "workbench.duckdb")
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.datasets_dir.mkdir(exist_ok=True)
+            self.cache_dir.mkdir(exist_ok=True)
+        elif not is_workspace(self.root):
+            raise no_workspace(self.root)
+        self.catalog = Catalog(self.root / CATALOG_FILE)
         self._call_cache: Any = None
+
+    @classmethod
+    def open(cls, root: str | Path | None = None) -> Workspace:
+        """An existing workspace, for reading: nothing is created (see `create`)."""
+        return cls(root, create=False)
 
     def call_cache(self) -> Any:
         """The model-call cache (SQLite, WAL) in cache/calls.sqlite, opened on first use."""
