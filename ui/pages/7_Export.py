@@ -67,6 +67,9 @@ with st.form("export"):
                                     overwrite=overwrite, keep_ties=keep_ties)
         except WorkbenchError as exc:
             show_error(exc)
+        except OSError as exc:  # a read-only workspace, a full disk: say so, keep the page
+            show_error(WorkbenchError(f"cannot write {ws.root / 'exports'}: "
+                                      f"{exc.strerror or exc}"))
         else:
             st.success(f"exported {chosen.ref} to `{Path(result['out']).resolve()}` "
                        f"({result['task']}): "
