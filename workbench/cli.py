@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -37,7 +36,9 @@ def _ws(override: Path | None = None) -> Any:
 
 
 def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, ensure_ascii=False, default=str))
+    from workbench.jsontext import dumps
+
+    typer.echo(dumps(value))  # valid JSON: NaN and Infinity are written as null
 
 
 @app.command()

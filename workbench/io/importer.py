@@ -336,7 +336,27 @@ def _row_checks(frame: pl.DataFrame, layout: layouts.Layout) -> list[tuple[str, 
             checks.append((f"field {column!r} is null", pl.col(column).is_null()))
     for column in layout.booleans:
         checks.append((f"field {column!r} is null or not a boolean", pl.col(column).is_null()))
+    checks += _finite_checks(frame.schema)
     if "_reply_role" in frame.columns:
         checks.append(("the last message is not an assistant reply",
                        pl.col("_reply_role") != "assistant"))
+    return checks
+
+
+def _finite_checks(columns: pl.Schema) -> list[tuple[str, pl.Expr]]:
+    """Float fields (and lists of them) holding NaN or ±Infinity (JSON's `NaN`, `Infinity`,
+    or a number too large for a float such as 1e400): an import error, since no score,
+    margin or sort means anything with them and `--json` output could not hold them."""
+    checks = []
+    for name, dtype in columns.items():
+        if name.startswith("_"):
+            continue
+        if dtype.is_float():
+            bad = ~pl.col(name).is_finite()
+        elif isinstance(dtype, pl.List) and dtype.inner.is_float():
+            bad = pl.col(name).list.eval(~pl.element().is_finite()).list.any()
+        else:
+            continue
+        checks.append((f"field {name!r} is not a finite number (NaN, Infinity, or too large "
+                       "for a float, e.g. 1e400)", bad.fill_null(False)))
     return checks
