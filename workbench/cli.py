@@ -51,6 +51,7 @@ def run(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
     executor: Annotated[str, typer.Option(help="where row-local steps run: local, or ray (a Ray cluster; needs the [ray] extra)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one); checkpoints must be on storage its nodes share")] = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="publish the output even when no row is left (by default an empty result fails the run)")] = False,
 ) -> None:
     """Run a pipeline, or resume it from its last finished step."""
     from workbench.executors import EXECUTORS, get_executor
@@ -66,7 +67,8 @@ def run(
     ws = _ws(workspace)
     chosen = get_executor(executor, address=ray_address) if executor == "ray" else executor
     result = run_pipeline(spec, ws, limit=limit, progress=not no_progress and sys.stderr.isatty(),
-                          retry_failed=retry_failed, fresh=fresh, executor=chosen)
+                          retry_failed=retry_failed, fresh=fresh, executor=chosen,
+                          allow_empty=allow_empty)
     for step in result.steps:
         dropped = ", ".join(f"{k}: {v}" for k, v in step.dropped.items()) or "none dropped"
         typer.echo(f"  step {step.index} {step.step:<16} {step.status:<8} {step.rows_in:>7} → "
