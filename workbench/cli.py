@@ -252,15 +252,17 @@ def export(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Export for training: TRL's preference, SFT or KTO layout, with a dataset card."""
+    from workbench.diskfull import writing
     from workbench.errors import WorkbenchError
     from workbench.io.export import export_dataset
 
     if label_policy is not None and not labels:
         raise WorkbenchError("--label-policy applies with --labels")
-    result = export_dataset(_ws(workspace), name, out, fmt=format_, trl=trl, split_test=split_test,
-                            labels=labels, seed=seed, overwrite=overwrite,
-                            push_to_hub=push_to_hub, keep_ties=keep_ties,
-                            label_policy=label_policy or "majority")
+    with writing(out, "the export"):  # a full disk: one clear error, the temporary copy gone
+        result = export_dataset(_ws(workspace), name, out, fmt=format_, trl=trl,
+                                split_test=split_test, labels=labels, seed=seed,
+                                overwrite=overwrite, push_to_hub=push_to_hub,
+                                keep_ties=keep_ties, label_policy=label_policy or "majority")
     splits = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
     typer.echo(f"exported {name} to {result['out']} ({result['format']}, TRL {result['trl']} "
                f"{result['task']} layout; {splits})")
@@ -343,6 +345,12 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("WORKBENCH_DEBUG"):
             raise
+        from workbench.diskfull import is_no_space, no_space
+
+        if is_no_space(exc):  # a write point that `diskfull.writing` does not wrap
+            where = getattr(exc, "filename", None) or _state["workspace"] or "the workspace"
+            typer.echo(f"error: {no_space(where)}", err=True)
+            sys.exit(1)
         typer.echo(f"error: {type(exc).__name__}: {exc} (set WORKBENCH_DEBUG=1 for a traceback)",
                    err=True)
         sys.exit(1)

@@ -32,6 +32,7 @@ from workbench.checkpoints import (
     batch_path,
     finished_batches,
 )
+from workbench.diskfull import is_no_space, no_space, writing
 from workbench.errors import InputError, NotFoundError, PipelineError, WorkbenchError
 from workbench.executors import Executor, RowJob, get_executor
 from workbench.finalize import DATA_DIR, DROPPED_DIR, finalize
@@ -132,7 +133,7 @@ class Runner:
             target = self.root / f"input-{_key(fingerprint)[:16]}"
             if not (target / DATA_FILE).exists():
                 shutil.rmtree(target, ignore_errors=True)
-                with atomic_dir(target) as tmp:
+                with writing(target, "the limited input"), atomic_dir(target) as tmp:
                     pl.scan_parquet(source).head(self.limit).sink_parquet(tmp / DATA_FILE)
             return target / DATA_FILE, version.kind, lineage, fingerprint
         path = self._find_file(ref)
@@ -144,7 +145,8 @@ class Runner:
             from workbench.io.importer import stage
 
             shutil.rmtree(target, ignore_errors=True)
-            with self.ws.scratch() as scratch, atomic_dir(target) as tmp:
+            with (writing(target, f"staging the input {path}"), self.ws.scratch() as scratch,
+                  atomic_dir(target) as tmp):
                 staged = stage(path, scratch / "staged", limit=self.limit)
                 finalize(staged.files, staged.kind, tmp, where=str(path), batch_rows=PART_ROWS)
                 meta = {"kind": staged.kind, "lineage": staged.lineage}
@@ -293,6 +295,11 @@ class Runner:
         except WorkbenchError as exc:
             raise PipelineError(f"{step.label}: {exc}") from exc
         except Exception as exc:
+            if is_no_space(exc):  # a global step's half-written output goes too
+                if step.transform.scope == "global":
+                    shutil.rmtree(partial, ignore_errors=True)
+                raise PipelineError(f"{step.label}: {no_space(target.parent, 'its checkpoint')}"
+                                    ) from exc
             raise PipelineError(f"{step.label} failed: {type(exc).__name__}: {exc}") from exc
         shutil.rmtree(partial, ignore_errors=True)
         bar.done(f"{step.label}: {rows_in} → {done.rows_out} rows")

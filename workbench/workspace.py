@@ -19,6 +19,7 @@ import polars as pl
 from workbench import annotators, schema
 from workbench.atomic import atomic_dir
 from workbench.catalog import Catalog
+from workbench.diskfull import writing
 from workbench.errors import NotFoundError, WorkbenchError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always fullmatch: `$` matches before "\n"
@@ -137,7 +138,7 @@ class Workspace:
             version = self._next_version(name)
             final = self.datasets_dir / name / f"v{version}"
             try:
-                with atomic_dir(final) as tmp:
+                with writing(final, f"version {version} of {name}"), atomic_dir(final) as tmp:
                     rows = write(tmp / DATA_FILE)
             except OSError:
                 if final.exists():  # another process took this version number first

@@ -19,6 +19,7 @@ import polars as pl
 
 from workbench import parts, schema
 from workbench.atomic import file_sha256
+from workbench.diskfull import writing
 from workbench.errors import InputError
 from workbench.finalize import DATA_DIR, finalize
 from workbench.io import layouts
@@ -232,7 +233,8 @@ def import_path(
     """Stage, finalize and publish a source as the next version of `name`, all or nothing:
     the staged parts live in a scratch folder of the workspace that is always removed."""
     check_name(name)
-    with workspace.scratch() as scratch:
+    staging = workspace.cache_dir / "tmp"
+    with writing(staging, f"staging {path}"), workspace.scratch() as scratch:
         staged = stage(path, scratch / "staged", mapping, layout, csv_columns,
                        chunk_rows=chunk_rows)
         finalize(staged.files, staged.kind, scratch / "final", where=str(path),
