@@ -63,3 +63,40 @@ def test_errors_are_one_line_with_nonzero_status(tmp_path: Path):
         result = cli(*args, workspace=tmp_path / "ws")
         assert result.returncode == 1
         assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def _strict_json(text: str):
+    """JSON as other parsers read it: bare NaN / Infinity (Python's extension) are errors."""
+    def refuse(constant: str):
+        raise AssertionError(f"not JSON: bare {constant} in {text[:200]!r}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_json_output_is_valid_json(tmp_path: Path):
+    """A dataset written from Python may hold NaN and Infinity; --json writes them as null."""
+    import polars as pl
+
+    from workbench.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    prompt = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
+    ws.write_dataset("s", pl.DataFrame({
+        "prompt": prompt, "chosen": ["a long answer", "bb", "c"], "rejected": ["x", "yy", "zz"],
+        "chosen_score": [float("nan"), float("inf"), 1.0],
+        "scores": [[1.0, float("-inf")], [0.5], None]}), "preference")
+    shown = cli("show", "s", "--json", workspace=ws.root)
+    assert shown.returncode == 0, shown.stderr
+    rows = [_strict_json(line) for line in shown.stdout.splitlines()]
+    assert [r["chosen_score"] for r in rows] == [None, None, 1.0]
+    assert rows[0]["scores"] == [1.0, None]
+    queried = cli("sql", "SELECT chosen_score, 'NaN'::DOUBLE AS n, 1e308 * 10 AS big FROM s",
+                  "--json", workspace=ws.root)
+    assert queried.returncode == 0, queried.stderr
+    assert [_strict_json(line)["n"] for line in queried.stdout.splitlines()] == [None] * 3
+    for args in (["datasets", "--json"], ["datasets", "--json", "--all"], ["runs", "--json"],
+                 ["transforms", "--json"],
+                 ["report", "length-bias", "s", "--json", "--bootstrap", "20"]):
+        result = cli(*args, workspace=ws.root)
+        assert result.returncode == 0, (args, result.stderr)
+        _strict_json(result.stdout)

@@ -211,3 +211,66 @@ def test_headerless_csv_with_column_names(tmp_path: Path, shared: Path):
                  "--map", "prompt=question", workspace=tmp_path / "ws")
     assert result.returncode == 0, result.stderr
     assert "135 instruction rows" in result.stdout  # SOURCES.md: 135 anatomy questions
+
+
+def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path):
+    """`$` in a regex matches before a final newline: names are checked with a full match."""
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n")
+    for bad in ("hh\n", "hh\r\n", "\nhh"):
+        result = cli("import", str(path), "--name", bad, workspace=tmp_path / "ws")
+        assert result.returncode == 1 and "invalid dataset name" in result.stderr, bad
+    assert json.loads(cli("datasets", "--json", workspace=tmp_path / "ws").stdout) == []
+
+
+@pytest.mark.parametrize(("field", "text"), [
+    ("chosen_score", "NaN"), ("chosen_score", "Infinity"), ("rejected_score", "-Infinity"),
+    ("chosen_score", "1e400"), ("scores", "[1.0, NaN]")])
+def test_non_finite_scores_are_an_error_naming_file_line_and_field(tmp_path: Path, field, text):
+    """JSON's NaN and Infinity (which Python reads) and overflowing numbers are refused."""
+    good = {"prompt": "p", "chosen": "c", "rejected": "r", "chosen_score": 1.0,
+            "rejected_score": 0.5, "scores": [1.0, 0.5]}
+    bad = json.dumps({**good, field: "HERE"}).replace('"HERE"', text)
+    path = tmp_path / "scores.jsonl"
+    path.write_text(json.dumps(good) + "\n" + bad + "\n")
+    _assert_rejected(tmp_path, path, "line 2", f"field {field!r}", "not a finite number")
+
+
+def test_non_finite_scores_in_csv_and_parquet_are_refused(tmp_path: Path):
+    frame = pl.DataFrame({"prompt": ["p", "q"], "chosen": ["c", "c"], "rejected": ["r", "r"],
+                          "chosen_score": [1.0, float("inf")]})
+    frame.write_parquet(tmp_path / "s.parquet")
+    _assert_rejected(tmp_path, tmp_path / "s.parquet", "record 1", "'chosen_score'",
+                     "not a finite number")
+    (tmp_path / "shp.csv").write_text(
+        "history,human_ref_A,human_ref_B,labels,score_A,score_B\n"
+        "q,a,b,1,3,1\nq2,a,b,0,NaN,2\n")
+    _assert_rejected(tmp_path, tmp_path / "shp.csv", "line 3", "not a finite number")
+
+
+def test_a_duplicate_csv_header_is_an_error(tmp_path: Path):
+    path = tmp_path / "dup.csv"
+    path.write_text("prompt,chosen,rejected,chosen\np,c,r,c2\n")
+    _assert_rejected(tmp_path, path, "the header names column 'chosen' twice (columns 2 and 4)")
+
+
+def test_csv_errors_name_the_physical_line(tmp_path: Path):
+    """A quoted field spanning lines: the bad record starts on line 5, the 3rd record."""
+    path = tmp_path / "multi.csv"
+    path.write_text('prompt,chosen,rejected\np1,"one\ntwo",r\np2,"three\nfour",r\np3,,r\n')
+    _assert_rejected(tmp_path, path, "line 6", "'chosen'")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text('prompt,chosen,rejected\np1,"one\ntwo",r\np2,c,r,extra\n')
+    _assert_rejected(tmp_path, ragged, "line 4", "4 fields where the header has 3")
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+@pytest.mark.parametrize("suffix", ["jsonl", "json"])
+def test_deeply_nested_json_is_an_error_naming_file_and_line(tmp_path: Path, depth, suffix):
+    good = json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"})
+    deep = '{"prompt": "p", "chosen": "c", "rejected": "r", "x": ' + "[" * depth + "]" * depth + "}"
+    path = tmp_path / f"deep.{suffix}"
+    path.write_text(good + "\n" + deep + "\n" if suffix == "jsonl" else
+                    "[\n" + good + ",\n" + deep + "\n]\n")
+    _assert_rejected(tmp_path, path, "line 2" if suffix == "jsonl" else "line 3",
+                     "nested more than 32 levels")

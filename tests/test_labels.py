@@ -209,3 +209,30 @@ def test_a_version_1_catalog_is_upgraded_and_its_labels_kept(tmp_path: Path):
     second = ws.add_label("p", "r2", "ann", "b", False, strength="slightly")
     assert second == 2  # the old sequence goes on
     assert labels.undo_last(ws, "ann").label_id == 2
+
+
+def test_annotator_names_are_stripped_and_lower_cased_before_they_are_stored(hh: Workspace):
+    """` alice ` (as `?annotator=%20alice%20` gives it) and `Alice` are the annotator `alice`:
+    one vote per row, one queue position, one undo history."""
+    queue = queues.create_queue(hh, "q", "hh", None, min_labels=2)
+    first = serve(hh, queue, " alice ")
+    labels.label(hh, "hh", first, " alice ", "a", True, queue="q")
+    labels.label(hh, "hh", first, "Alice", "b", True, queue="q")  # her relabel, not a 2nd vote
+    hh.add_label("hh", first, "  BOB\t", "b", True)
+    latest = hh.latest_labels("hh").sort("annotator")
+    assert latest.select("annotator", "choice").rows() == [("alice", "b"), ("bob", "b")]
+    assert sorted(r["name"] for r in hh.catalog.query("SELECT name FROM annotators")) == [
+        "alice", "bob"]
+    assert serve(hh, queue, "ALICE ") != first  # she labelled it, however she types her name
+    assert labels.my_label(hh, "hh", first, " Alice")["choice"] == "b"
+    assert labels.undo_last(hh, "alice ").row_id == first
+    result = export_dataset(hh, "hh", hh.root.parent / "x", fmt="parquet", labels=True,
+                            label_policy="annotator: Bob ")
+    assert result["labels"]["labelled"] == 1
+    labels.resolve(hh, "hh", first, " Lee ", "chosen")
+    assert "lead:lee" in hh.latest_labels("hh")["annotator"].to_list()
+    for empty in ("", "   ", "\t\n"):
+        with pytest.raises(WorkbenchError, match="annotator name"):
+            labels.label(hh, "hh", first, empty, "a", True)
+        with pytest.raises(WorkbenchError, match="annotator name"):
+            hh.add_label("hh", first, empty, "a", True)

@@ -645,6 +645,61 @@ def test_closed_port_stops_the_run_with_the_connection_error(tmp_path: Path) -> 
     assert "ConnectError ×8, first: POST " in shown.stdout
 
 
+def test_a_three_row_run_against_a_closed_port_fails_and_publishes_nothing(tmp_path: Path) -> None:
+    """Too few calls to trip the breaker: still, a step whose every call failed fails the run
+    (rc 1, nothing published, the step and the first error named), and a re-run calls the
+    model again instead of reusing the failed batch."""
+    from conftest import cli
+
+    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    source = _prompts_file(tmp_path / "q.jsonl", ["One?", "Two?", "Three?"])
+    yaml_path = tmp_path / "broken.yaml"
+    yaml_path.write_text(json.dumps({
+        "name": "broken_model", "input": str(source), "output": "broken_model_out",
+        "models": {"default": {"backend": "openai", "model": MODEL, "options": {
+            "base_url": dead, "max_retries": 0, "backoff": 0.01, "timeout": 2}}},
+        "steps": [{"generate": {"max_new_tokens": 4, "batch_size": 1}}]}))
+    workspace = tmp_path / "ws"
+    for attempt in range(2):
+        done = cli("run", str(yaml_path), "--no-progress", workspace=workspace, timeout=120)
+        assert done.returncode == 1, done.stdout
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            "error: step 1 (generate): all 3 model calls failed; first error: "), lines
+        assert "ConnectError" in lines[0] and dead in lines[0]
+        assert "written" not in done.stdout
+        assert not (workspace / "datasets" / "broken_model_out").exists()
+        assert json.loads(cli("datasets", "--json", workspace=workspace).stdout) == []
+        runs = json.loads(cli("runs", "--json", workspace=workspace).stdout)
+        assert [r["status"] for r in runs] == ["failed"] * (attempt + 1)
+        log = json.loads(cli("runs", runs[0]["run_id"], "--json", workspace=workspace).stdout)
+        calls = log["steps"][0]["detail"]["model_calls"]  # called again, not reused
+        assert (calls["failures"], calls["computed"]) == (3, 0), calls
+
+
+def test_a_run_whose_rows_are_all_dropped_fails_unless_allowed(tmp_path: Path) -> None:
+    """Every row dropped (here by a filter; quarantined rows alike): rc 1 and nothing
+    published, unless `--allow-empty` or `allow_empty: true` says an empty result is wanted."""
+    from conftest import cli
+
+    source = _prompts_file(tmp_path / "q.jsonl", ["One?", "Two?", "Three?"])
+    spec = {"name": "none_left", "input": str(source), "output": "none_left",
+            "steps": [{"filter": {"expr": "pl.col('prompt').list.len() > 5"}}]}
+    yaml_path = tmp_path / "none.yaml"
+    yaml_path.write_text(json.dumps(spec))
+    workspace = tmp_path / "ws"
+    done = cli("run", str(yaml_path), "--no-progress", workspace=workspace)
+    assert done.returncode == 1
+    assert "no rows left for output 'none_left' (step 1 (filter) dropped " in done.stderr
+    assert "--allow-empty" in done.stderr
+    assert json.loads(cli("datasets", "--json", workspace=workspace).stdout) == []
+    allowed = cli("run", str(yaml_path), "--no-progress", "--allow-empty", workspace=workspace)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "dataset none_left version 1 written (0 instruction rows)" in allowed.stdout
+    yaml_path.write_text(json.dumps({**spec, "output": "none_left2", "allow_empty": True}))
+    assert cli("run", str(yaml_path), "--no-progress", workspace=workspace).returncode == 0
+
+
 def test_a_server_failing_one_request_in_ten_completes(server_url: str, tmp_path: Path) -> None:
     """Scattered failures do not trip the breaker: those rows are quarantined and counted by
     kind in the run summary and log."""

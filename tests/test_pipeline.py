@@ -175,3 +175,59 @@ def test_a_second_concurrent_run_is_refused(tmp_path: Path, shared: Path):
         refused = cli("run", str(path), workspace=ws)
     assert refused.returncode == 1 and "already running" in refused.stderr
     assert cli("run", str(path), workspace=ws).returncode == 0
+
+
+def test_a_duplicate_yaml_key_is_an_error_naming_key_and_line(tmp_path: Path):
+    """PyYAML keeps the last of two equal keys; here the second `output:` would have won."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(f"name: t\ninput: {HH}\noutput: kept\nsteps:\n  - sample: {{n: 3}}\n"
+                    "output: other\n")
+    result = cli("run", str(path), "--no-progress", workspace=tmp_path / "ws")
+    assert result.returncode == 1
+    assert f"{path}, line 6: invalid YAML (duplicate key 'output' (first given on line 3))" \
+        in result.stderr
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(f"name: t\ninput: {HH}\nsteps:\n  - sample: {{n: 3, n: 4}}\n")
+    result = cli("run", str(nested), "--no-progress", workspace=tmp_path / "ws")
+    assert result.returncode == 1 and "line 4" in result.stderr and "'n'" in result.stderr
+    assert not (tmp_path / "ws" / "datasets").exists() or not any(
+        (tmp_path / "ws" / "datasets").iterdir())
+
+
+def test_the_taxonomy_file_refuses_duplicate_keys_too(tmp_path: Path):
+    from transforms.agentinstruct_taxonomy import load_skills
+    from workbench.errors import InputError
+
+    path = tmp_path / "skills.yaml"
+    path.write_text("skills:\n  a: {instruction: x}\n  a: {instruction: y}\n")
+    with pytest.raises(InputError, match=r"line 3: invalid YAML \(duplicate key 'a'"):
+        load_skills(path)
+
+
+def test_a_bad_output_name_fails_before_any_step_runs(tmp_path: Path):
+    workspace = tmp_path / "ws"
+    path = write(tmp_path, pipeline([{"sample": {"n": 3}}]) | {"output": "../../evil"})
+    result = cli("run", str(path), "--no-progress", workspace=workspace)
+    assert result.returncode == 1
+    assert "field 'output': invalid dataset name '../../evil'" in result.stderr
+    checkpoints = workspace / "cache" / "checkpoints"
+    assert not checkpoints.exists() or not any(checkpoints.rglob("*-sample-*"))
+    assert not (tmp_path.parent / "evil").exists()
+    with pytest.raises(PipelineError, match="invalid dataset name"):
+        build_pipeline(pipeline([{"sample": {"n": 3}}]) | {"output": "out\n"})
+
+
+@pytest.mark.parametrize(("options", "wants"), [
+    ({}, "'candidates'"), ({"method": "sft_vs_generated"}, "'sft'")])
+def test_pairs_on_preference_rows_fails_before_any_step_runs(ws, options, wants):
+    spec = build_pipeline(pipeline([{"sample": {"n": 3}}, {"pairs": options}]))
+    with pytest.raises(PipelineError) as err:
+        run_pipeline(spec, ws, progress=False)
+    assert f"step 2 (pairs) consumes {wants} rows but receives 'preference' rows" in str(err.value)
+    assert ws.runs() == []  # refused before a run was started, let alone a step
+    judge = build_pipeline(pipeline([{"judge": {"method": "llm_pairwise"}}]) | {
+        "models": {"default": {"backend": "transformers"}}})
+    from workbench.pipeline import check_kinds
+
+    with pytest.raises(PipelineError, match="consumes 'preference' rows but receives 'sft'"):
+        check_kinds(judge, "sft")

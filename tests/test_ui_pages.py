@@ -342,3 +342,20 @@ def test_export_page_replaces_only_an_earlier_export(ws: Workspace):
     app = _export_from_page("hh", replace=True)
     assert not app.error and (ws.root / "exports" / "hh" / "train.jsonl").exists()
     assert sorted(p.name for p in (ws.root / "exports").iterdir()) == ["hh", "mine"]
+
+
+def test_label_page_takes_the_annotator_from_the_url_stripped_and_lower_cased(ws: Workspace):
+    """?annotator=%20Alice%20 labels as `alice`, the name the form would have stored."""
+    from streamlit.testing.v1 import AppTest
+
+    queues.create_queue(ws, "round1", "hh", None, min_labels=2)
+    app = AppTest.from_file(str(PAGES / "3_Label.py"), default_timeout=60)
+    app.query_params["annotator"] = " Alice "
+    ok(app.run())
+    app.button(key="lab_a").click().run()
+    ok(app)
+    assert ws.latest_labels("hh")["annotator"].to_list() == ["alice"]
+    blank = AppTest.from_file(str(PAGES / "3_Label.py"), default_timeout=60)
+    blank.query_params["annotator"] = "   "
+    ok(blank.run())  # no name: the page asks for one instead of labelling as "   "
+    assert blank.text_input(key="annotator_input") is not None

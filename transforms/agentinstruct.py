@@ -364,7 +364,7 @@ def _unusable(text: str | None, who: str, irrelevant: bool = True) -> str | None
         return f"{QUARANTINED} (quarantined)"
     if not text.strip():
         return f"empty {who} output"
-    if irrelevant and IRRELEVANT.match(text):
+    if irrelevant and IRRELEVANT.fullmatch(text):
         return f"IRRELEVANT ({who})"
     return None
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from workbench import strict_yaml
 from workbench.errors import InputError
 
 BUILTIN = "agentinstruct_taxonomy.yaml"
@@ -107,7 +108,7 @@ def load_skills(user_file: Path | None = None) -> dict[str, Skill]:
 
 def _read(path: Path) -> dict[str, dict[str, Any]]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = strict_yaml.load(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such taxonomy file") from None
     except yaml.YAMLError as exc:

@@ -76,6 +76,13 @@ class JudgeConfig(StepConfig):
 
 
     @property
+    def consumes(self) -> tuple[str, ...]:
+        """Checked before a run: llm_pairwise judges pairs; the scores need responses."""
+        if self.method == "llm_pairwise":
+            return ("preference",)
+        return ("sft", "candidates", "preference")
+
+    @property
     def needs(self) -> tuple[str, ...]:
         """The backend capability this method calls (checked before a run)."""
         return ({"expected_score": "next_token_distribution", "llm_json": "generate",

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from workbench import strict_yaml
+
 BUILTIN = Path(__file__).parent / "data" / "magpie_templates.yaml"
 PROBE = "XyZMagpieProbe"  # user text of the one-turn chat rendered for detection
 VARIANTS = ("system_prompt", "math", "code", "translation")
@@ -62,7 +64,7 @@ def load_registry(extra: Path | None = None) -> dict[str, Family]:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = strict_yaml.load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read magpie templates ({exc})") from None
     if not isinstance(data, dict):

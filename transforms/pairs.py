@@ -36,6 +36,11 @@ class PairsConfig(StepConfig):
     def kind(self) -> str:
         return "preference"
 
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        """Checked before a run: scored candidates, or sft rows for sft_vs_generated."""
+        return ("sft",) if self.method == "sft_vs_generated" else ("candidates",)
+
 
 @transform("pairs", scope="row", consumes="any", produces="preference")
 def pairs(frame: pl.LazyFrame, config: PairsConfig, ctx: Context) -> pl.LazyFrame:

@@ -65,19 +65,24 @@ def pick_version(ws: Workspace, key: str, kinds: tuple[str, ...] | None = None,
 def annotator(required: bool = True) -> str | None:
     """The annotator's name, asked once per browser session and kept in the URL
     (?annotator=NAME) so a reload keeps it."""
-    name = st.session_state.get("annotator") or st.query_params.get("annotator")
+    from workbench.labels import check_annotator
+
+    given = st.session_state.get("annotator") or st.query_params.get("annotator")
+    try:  # ?annotator=%20Alice%20 labels as "alice", like the name typed into the form
+        name = check_annotator(given) if given else None
+    except WorkbenchError as exc:
+        st.error(f"?annotator={given!r}: {exc}")
+        name = None
     if name:
         st.session_state["annotator"] = name
         if st.query_params.get("annotator") != name:
             st.query_params["annotator"] = name
-        return str(name)
+        return name
     if not required:
         return None
     with st.form("who"):
         typed = st.text_input("Your name (recorded with each label)", key="annotator_input")
         if st.form_submit_button("Start labeling", type="primary"):
-            from workbench.labels import check_annotator
-
             try:
                 st.session_state["annotator"] = check_annotator(typed)
             except WorkbenchError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -39,7 +38,9 @@ def _ws(override: Path | None = None, create: bool = False) -> Any:
 
 
 def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, ensure_ascii=False, default=str))
+    from workbench.jsontext import dumps
+
+    typer.echo(dumps(value))  # valid JSON: NaN and Infinity are written as null
 
 
 @app.command()
@@ -52,6 +53,7 @@ def run(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
     executor: Annotated[str, typer.Option(help="where row-local steps run: local, or ray (a Ray cluster; needs the [ray] extra)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one); checkpoints must be on storage its nodes share")] = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="publish the output even when no row is left (by default an empty result fails the run)")] = False,
 ) -> None:
     """Run a pipeline, or resume it from its last finished step."""
     from workbench.executors import EXECUTORS, get_executor
@@ -67,7 +69,8 @@ def run(
     ws = _ws(workspace, create=True)
     chosen = get_executor(executor, address=ray_address) if executor == "ray" else executor
     result = run_pipeline(spec, ws, limit=limit, progress=not no_progress and sys.stderr.isatty(),
-                          retry_failed=retry_failed, fresh=fresh, executor=chosen)
+                          retry_failed=retry_failed, fresh=fresh, executor=chosen,
+                          allow_empty=allow_empty)
     for step in result.steps:
         dropped = ", ".join(f"{k}: {v}" for k, v in step.dropped.items()) or "none dropped"
         typer.echo(f"  step {step.index} {step.step:<16} {step.status:<8} {step.rows_in:>7} → "
@@ -265,15 +268,17 @@ def export(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Export for training: TRL's preference, SFT or KTO layout, with a dataset card."""
+    from workbench.diskfull import writing
     from workbench.errors import WorkbenchError
     from workbench.io.export import export_dataset
 
     if label_policy is not None and not labels:
         raise WorkbenchError("--label-policy applies with --labels")
-    result = export_dataset(_ws(workspace), name, out, fmt=format_, trl=trl, split_test=split_test,
-                            labels=labels, seed=seed, overwrite=overwrite,
-                            push_to_hub=push_to_hub, keep_ties=keep_ties,
-                            label_policy=label_policy or "majority")
+    with writing(out, "the export"):  # a full disk: one clear error, the temporary copy gone
+        result = export_dataset(_ws(workspace), name, out, fmt=format_, trl=trl,
+                                split_test=split_test, labels=labels, seed=seed,
+                                overwrite=overwrite, push_to_hub=push_to_hub,
+                                keep_ties=keep_ties, label_policy=label_policy or "majority")
     splits = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
     typer.echo(f"exported {name} to {result['out']} ({result['format']}, TRL {result['trl']} "
                f"{result['task']} layout; {splits})")
@@ -369,6 +374,12 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("WORKBENCH_DEBUG"):
             raise
+        from workbench.diskfull import is_no_space, no_space
+
+        if is_no_space(exc):  # a write point that `diskfull.writing` does not wrap
+            where = getattr(exc, "filename", None) or _state["workspace"] or "the workspace"
+            typer.echo(f"error: {no_space(where)}", err=True)
+            sys.exit(1)
         typer.echo(f"error: {type(exc).__name__}: {exc} (set WORKBENCH_DEBUG=1 for a traceback)",
                    err=True)
         sys.exit(1)

@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from workbench import annotators
 from workbench.errors import WorkbenchError
 from workbench.io.export import LEAD_PREFIX
 from workbench.query import queue_rows
@@ -30,10 +31,9 @@ DECISIONS = ("chosen", "rejected", "tie", "both_bad")
 
 # writing ------------------------------------------------------------------------------------
 def check_annotator(name: str, lead: bool = False) -> str:
-    """Annotator names are free text; `lead:` names are for resolutions only."""
-    name = name.strip()
-    if not name or len(name) > 64:
-        raise WorkbenchError("an annotator name is 1 to 64 characters")
+    """The stored form of an annotator name (stripped, lower-cased: `annotators.normalise`);
+    `lead:` names are for resolutions only."""
+    name = annotators.normalise(name)
     if name.startswith(LEAD_PREFIX) != lead:
         raise WorkbenchError(f"{LEAD_PREFIX}NAME is the adjudicator's name, for resolutions only"
                              if not lead else f"a resolution's annotator is {LEAD_PREFIX}NAME")
@@ -44,7 +44,7 @@ def label(ws: Workspace, dataset: str, item_row_id: str, annotator: str, choice:
           a_is_chosen: bool, strength: str | None = None, note: str | None = None,
           queue: str | None = None) -> int:
     """Write one pairwise label now (see `Workspace.add_label`); returns its id."""
-    check_annotator(annotator)
+    annotator = check_annotator(annotator)
     return ws.add_label(dataset.partition("@")[0], item_row_id, annotator, choice, a_is_chosen,
                         note or None, strength=strength, queue=queue)
 
@@ -53,7 +53,7 @@ def rank(ws: Workspace, dataset: str, row_id: str, annotator: str, ranks: list[i
          shown_order: list[int], note: str | None = None, queue: str | None = None) -> int:
     """Write a ranking of a candidates row's responses: `ranks[i]` is response i's rank (1 is
     best; equal ranks are ties; None leaves it unranked), so partial orders are allowed."""
-    check_annotator(annotator)
+    annotator = check_annotator(annotator)
     ranked = [r for r in ranks if r is not None]
     if len(ranked) < 2:
         raise WorkbenchError("rank at least two responses")
@@ -83,6 +83,7 @@ class Undone:
 def undo_last(ws: Workspace, annotator: str, queue: str | None = None) -> Undone | None:
     """Undo this annotator's latest live label or ranking (in `queue` if given): its id goes
     into `label_undos`; the label row itself stays. Calling again undoes the one before."""
+    annotator = annotators.normalise(annotator)
     with ws.catalog.connect() as con:
         found = con.execute(
             """SELECT label_id, row_id, dataset FROM (
@@ -101,6 +102,7 @@ def undo_last(ws: Workspace, annotator: str, queue: str | None = None) -> Undone
 
 def my_label(ws: Workspace, dataset: str, row_id: str, annotator: str) -> dict[str, Any] | None:
     """This annotator's live latest label (or ranking) of a row, to show when they go back."""
+    annotator = annotators.normalise(annotator)
     rows = ws.catalog.query(
         """SELECT * FROM (
                SELECT label_id, choice, strength, note, a_is_chosen, NULL AS ranks FROM labels
@@ -226,8 +228,9 @@ def resolve(ws: Workspace, dataset: str, row_id: str, lead: str, decision: str,
     """A lead's resolution of a row: a label by `lead:NAME` (a `NAME` gets the prefix)."""
     if decision not in DECISIONS:
         raise WorkbenchError(f"a resolution is one of {', '.join(DECISIONS)}")
-    name = lead if lead.startswith(LEAD_PREFIX) else LEAD_PREFIX + lead.strip()
-    check_annotator(name, lead=True)
+    lead = annotators.normalise(lead)
+    name = check_annotator(lead if lead.startswith(LEAD_PREFIX) else LEAD_PREFIX + lead,
+                           lead=True)
     choice = {"chosen": "a", "rejected": "b"}.get(decision, decision)
     return ws.add_label(dataset.partition("@")[0], row_id, name, choice, True, note or None)
 

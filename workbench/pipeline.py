@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from workbench import registry
+from workbench import registry, strict_yaml
 from workbench.errors import PipelineError
 from workbench.models.breaker import FailurePolicy
 from workbench.models.spec import BACKEND_CAPABILITIES, ModelSpec, check_options
@@ -31,6 +31,19 @@ class PipelineSpec(BaseModel):
                                           "to disk beyond it), e.g. 1GB, 512MiB")
     failures: FailurePolicy = Field(default_factory=FailurePolicy,
                                     description="when failing model calls stop the run")
+    allow_empty: bool = Field(False, description="publish `output` even when no row is left "
+                                                 "(otherwise an empty result fails the run)")
+
+    @field_validator("output")
+    @classmethod
+    def _output_name(cls, value: str | None) -> str | None:
+        """Checked here, not only at publish, so a bad name fails before any step runs."""
+        from workbench.workspace import NAME_RE
+
+        if value is not None and not NAME_RE.fullmatch(value):
+            raise ValueError(f"invalid dataset name {value!r}: use letters, digits, '_', '-', "
+                             "'.' (max 128), starting with a letter or digit")
+        return value
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     except UnicodeDecodeError as exc:
         raise PipelineError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = strict_yaml.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
@@ -152,7 +165,7 @@ def check_kinds(pipeline: Pipeline, input_kind: str | None) -> list[str]:
     kinds = []
     current = input_kind
     for step in pipeline.steps:
-        consumes = step.transform.consumes
+        consumes = consumed_kinds(step)
         if consumes == "none":
             if current is not None:
                 raise PipelineError(
@@ -164,14 +177,23 @@ def check_kinds(pipeline: Pipeline, input_kind: str | None) -> list[str]:
                 f"{pipeline.source}: {step.label} needs input rows, but the pipeline has no "
                 "`input` and no earlier step creates rows"
             )
-        elif consumes != "any" and consumes != current:
+        elif consumes != "any" and current not in consumes:
             raise PipelineError(
-                f"{pipeline.source}: {step.label} consumes {consumes!r} rows but receives "
-                f"{current!r} rows"
+                f"{pipeline.source}: {step.label} consumes "
+                f"{' or '.join(repr(k) for k in consumes)} rows but receives {current!r} rows"
             )
         current = step.transform.output_kind(current)
         kinds.append(current)
     return kinds
+
+
+def consumed_kinds(step: Step) -> str | tuple[str, ...]:
+    """"none", "any", or the kinds a step accepts: its config's `consumes` (which may depend
+    on its options, e.g. the `pairs` method) or else the transform's declared one."""
+    declared = getattr(step.transform.config, "consumes", None) or step.transform.consumes
+    if declared in ("none", "any"):
+        return str(declared)
+    return (declared,) if isinstance(declared, str) else tuple(declared)
 
 
 def _first_error(exc: ValidationError) -> str:

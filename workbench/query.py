@@ -9,7 +9,6 @@ step is different: it is code the user chose to run, see README "Trust model".
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -237,8 +236,10 @@ def _sandboxed(workspace: Workspace, ref: str, where: str | None,
 
 def json_lines(frame: pl.DataFrame) -> Iterator[str]:
     """One JSON object per row; nested lists and structs stay JSON arrays and objects."""
+    from workbench.jsontext import dumps
+
     for row in frame.iter_rows(named=True):
-        yield json.dumps(row, ensure_ascii=False, default=str)
+        yield dumps(row)  # NaN and Infinity as null: every line is valid JSON
 
 
 def _select(con: Any, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from workbench import annotators
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.io.export import LEAD_PREFIX
 from workbench.query import count_rows, queue_rows
@@ -114,6 +115,7 @@ def next_items(ws: Workspace, queue: Queue, annotator: str, skip: list[str] | No
     """The next rows for `annotator`: a gold row at the queue's rate (unless gold=False),
     then rows with fewer than K labels that they have not labelled or skipped, in the queue's
     order. One catalog read and one query in the sandbox."""
+    annotator = annotators.normalise(annotator)
     skip = list(skip or [])
     versions = ws.list_datasets(all_versions=True)
     mine = {"dataset": queue.dataset_name, "me": annotator}
@@ -164,6 +166,7 @@ def next_item(ws: Workspace, queue: Queue, annotator: str, skip: list[str] | Non
     labels in one catalog read (someone may have labelled them meanwhile) and queries the
     dataset only when the buffer runs dry: after a label on a million-row queue, the next
     row costs one short catalog read."""
+    annotator = annotators.normalise(annotator)
     buffer = buffer if buffer is not None else []
     skip = list(skip or [])
     with ws.catalog.connect(read_only=True) as con:
@@ -199,6 +202,7 @@ def get_row(ws: Workspace, dataset: str, row_id: str) -> dict[str, Any] | None:
 
 def row_item(ws: Workspace, queue: Queue, annotator: str, row_id: str) -> Item | None:
     """One row of the queue's dataset by id (to go back to it), as this annotator sees it."""
+    annotator = annotators.normalise(annotator)
     row = get_row(ws, queue.dataset, row_id)
     if row is None:
         return None
@@ -245,6 +249,7 @@ def progress(ws: Workspace, queue: Queue, annotator: str | None = None,
                        (SELECT count(DISTINCT row_id) FROM live
                         WHERE annotator = $me AND queue = $q)""",
             {"dataset": queue.dataset_name, "k": queue.min_labels, "lead": LEAD_PREFIX,
-             "me": annotator or "", "q": queue.name}).fetchone()
+             "me": annotators.normalise(annotator) if annotator else "",
+             "q": queue.name}).fetchone()
     total = queue_size(ws, queue) if rows is None else rows
     return {"rows": total, "complete": int(complete), "mine": int(mine)}

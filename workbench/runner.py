@@ -32,6 +32,7 @@ from workbench.checkpoints import (
     batch_path,
     finished_batches,
 )
+from workbench.diskfull import is_no_space, no_space, writing
 from workbench.errors import InputError, NotFoundError, PipelineError, WorkbenchError
 from workbench.executors import Executor, RowJob, get_executor
 from workbench.finalize import DATA_DIR, DROPPED_DIR, finalize
@@ -100,8 +101,10 @@ class Runner:
         retry_failed: bool = False,
         fresh: bool = False,
         executor: Executor | str = "local",
+        allow_empty: bool = False,
     ) -> None:
         self.pipeline = pipeline
+        self.allow_empty = allow_empty or pipeline.spec.allow_empty  # publish 0 rows anyway
         self.ws = workspace
         self.limit = limit
         self.progress = progress
@@ -130,7 +133,7 @@ class Runner:
             target = self.root / f"input-{_key(fingerprint)[:16]}"
             if not (target / DATA_FILE).exists():
                 shutil.rmtree(target, ignore_errors=True)
-                with atomic_dir(target) as tmp:
+                with writing(target, "the limited input"), atomic_dir(target) as tmp:
                     pl.scan_parquet(source).head(self.limit).sink_parquet(tmp / DATA_FILE)
             return target / DATA_FILE, version.kind, lineage, fingerprint
         path = self._find_file(ref)
@@ -142,7 +145,8 @@ class Runner:
             from workbench.io.importer import stage
 
             shutil.rmtree(target, ignore_errors=True)
-            with self.ws.scratch() as scratch, atomic_dir(target) as tmp:
+            with (writing(target, f"staging the input {path}"), self.ws.scratch() as scratch,
+                  atomic_dir(target) as tmp):
                 staged = stage(path, scratch / "staged", limit=self.limit)
                 finalize(staged.files, staged.kind, tmp, where=str(path), batch_rows=PART_ROWS)
                 meta = {"kind": staged.kind, "lineage": staged.lineage}
@@ -205,13 +209,17 @@ class Runner:
                     try:
                         result = self._step(step, kind, current, key, breaker, live, bar,
                                             force=rerun)
-                    except BaseException:
+                    except BaseException as exc:
                         self._log_failed_step(run_id, step, key, live)
+                        if isinstance(exc, CallsAllFailed):  # a re-run calls them again
+                            self.store.discard(exc.target, partial=True)
                         raise
                     rerun = rerun or result.status != "cached"  # later checkpoints are stale
                     self.ws.log_step(run_id, step.index, result.as_log())
                     results.append(result)
                     current = result.data
+            if spec.output and not results[-1].rows_out and not self.allow_empty:
+                raise PipelineError(_empty_output(self.pipeline, results))
             output, up_to_date = self._publish(run_id, key, kinds[-1], current, input_lineage,
                                                results)
         except BaseException as exc:
@@ -267,6 +275,10 @@ class Runner:
                                                     live, bar)
             else:
                 outputs, detail = self._global(step, source, partial, breaker, live, bar)
+            notes = self._notes(step, key, live)
+            failed = _all_calls_failed(notes)
+            if failed:
+                raise CallsAllFailed(f"{step.label}: {failed}", target)
             with atomic_dir(target) as tmp:
                 done = finalize(outputs, kind, tmp, where=f"output of {step.label}",
                                 batch_rows=max(self.pipeline.spec.batch_size, PART_ROWS))
@@ -274,13 +286,20 @@ class Runner:
                 unexplained = rows_in - done.rows_out - sum(dropped.values())
                 if unexplained > 0 and source is not None:
                     dropped[f"{step.name}: not kept"] = unexplained
-                detail.update(self._notes(step, key, live).detail())
+                detail.update(notes.detail())
                 meta = {"rows_in": rows_in, "rows_out": done.rows_out, "dropped": dropped,
                         "detail": detail}
                 (tmp / META_FILE).write_text(json.dumps(meta, default=str))
+        except CallsAllFailed:
+            raise
         except WorkbenchError as exc:
             raise PipelineError(f"{step.label}: {exc}") from exc
         except Exception as exc:
+            if is_no_space(exc):  # a global step's half-written output goes too
+                if step.transform.scope == "global":
+                    shutil.rmtree(partial, ignore_errors=True)
+                raise PipelineError(f"{step.label}: {no_space(target.parent, 'its checkpoint')}"
+                                    ) from exc
             raise PipelineError(f"{step.label} failed: {type(exc).__name__}: {exc}") from exc
         shutil.rmtree(partial, ignore_errors=True)
         bar.done(f"{step.label}: {rows_in} → {done.rows_out} rows")
@@ -351,6 +370,41 @@ class Runner:
         return self.ws.publish_parts(spec.output, data, kind, lineage, run_key=key), False
 
 
+class CallsAllFailed(PipelineError):
+    """Every model call of a step failed (however few): the run stops, nothing is published,
+    and the step's batches are discarded so that a re-run calls the model again."""
+
+    def __init__(self, message: str, target: Path) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+def _all_calls_failed(notes: StepNotes) -> str | None:
+    """What went wrong when a step made model calls and not one succeeded (this run's and
+    reused batches' together; a cache hit is a success), else None."""
+    def total(key: str) -> int:
+        return notes.model_calls.get(key, 0) + notes.reused_calls.get(key, 0)
+
+    if not total("failures") or total("hits") or total("computed"):
+        return None
+    first = next(iter(notes.errors.values()), {}).get("first", "no error recorded")
+    return (f"all {total('failures')} model calls failed; first error: {first} (nothing was "
+            "published: fix the cause and run again)")
+
+
+def _empty_output(pipeline: Pipeline, results: list[StepResult]) -> str:
+    """Why a run would publish an empty `output`, step by step, and how to go on."""
+    spec = pipeline.spec
+    drops = [f"step {r.index} ({r.step}) dropped "
+             + ", ".join(f"{k}: {v}" for k, v in r.dropped.items())
+             for r in results if r.dropped]
+    why = "; ".join(drops) if drops else "no step dropped rows: the input has none"
+    return (f"{pipeline.source}: no rows left for output {spec.output!r} ({why}); nothing was "
+            "published. Fix the cause and run again (`--retry-failed` calls quarantined model "
+            "calls again), or publish an empty dataset on purpose with `workbench run "
+            "--allow-empty` or `allow_empty: true` in the pipeline")
+
+
 def _files_digest(step: Step, pipeline: Pipeline) -> list[str]:
     """The content hash of files a step reads by itself (a config's `content_digest`, e.g.
     the documents of `agentinstruct`), so an edited file re-runs the step."""
@@ -412,4 +466,5 @@ class _progress:
             self.progress.__exit__(*exc)
 
 
-__all__ = ["Runner", "RunResult", "StepResult", "run_pipeline", "InputError"]
+__all__ = ["CallsAllFailed", "Runner", "RunResult", "StepResult", "run_pipeline",
+           "InputError"]

@@ -16,12 +16,13 @@ from typing import Any
 
 import polars as pl
 
-from workbench import schema
+from workbench import annotators, schema
 from workbench.atomic import atomic_dir
 from workbench.catalog import Catalog
+from workbench.diskfull import writing
 from workbench.errors import NotFoundError, WorkbenchError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always fullmatch: `$` matches before "\n"
 DATA_FILE = "data.parquet"
 STRENGTHS = ("slightly", "clearly")
 
@@ -56,7 +57,7 @@ def default_root() -> Path:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise WorkbenchError(
             f"invalid dataset name {name!r}: use letters, digits, '_', '-', '.' (max 128)"
         )
@@ -162,7 +163,7 @@ class Workspace:
             version = self._next_version(name)
             final = self.datasets_dir / name / f"v{version}"
             try:
-                with atomic_dir(final) as tmp:
+                with writing(final, f"version {version} of {name}"), atomic_dir(final) as tmp:
                     rows = write(tmp / DATA_FILE)
             except OSError:
                 if final.exists():  # another process took this version number first
@@ -337,6 +338,7 @@ class Workspace:
 
         `strength` (slightly / clearly) says how much better the picked side is, as
         HelpSteer2-Preference records it; it applies to `a` and `b` only."""
+        annotator = annotators.normalise(annotator)
         if choice not in ("a", "b", "tie", "both_bad"):
             raise WorkbenchError(f"label choice must be a, b, tie or both_bad, not {choice!r}")
         if strength is not None and (strength not in STRENGTHS or choice not in ("a", "b")):

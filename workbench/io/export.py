@@ -111,7 +111,9 @@ def label_decisions(labels: pl.DataFrame, policy: str = "majority") -> pl.DataFr
     votes = labels.select("row_id", "annotator", "created_at", "label_id",
                           _side(pl.col("choice"), pl.col("a_is_chosen")).alias("decision"))
     if policy.startswith("annotator:"):
-        name = policy.removeprefix("annotator:")
+        from workbench.annotators import normalise
+
+        name = normalise(policy.removeprefix("annotator:"))
         known = sorted(votes["annotator"].unique().to_list())
         if name not in known:
             raise WorkbenchError(f"--label-policy {policy}: no labels by {name!r} "

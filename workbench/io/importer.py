@@ -19,6 +19,7 @@ import polars as pl
 
 from workbench import parts, schema
 from workbench.atomic import file_sha256
+from workbench.diskfull import writing
 from workbench.errors import InputError
 from workbench.finalize import DATA_DIR, finalize
 from workbench.io import layouts
@@ -232,7 +233,8 @@ def import_path(
     """Stage, finalize and publish a source as the next version of `name`, all or nothing:
     the staged parts live in a scratch folder of the workspace that is always removed."""
     check_name(name)
-    with workspace.scratch() as scratch:
+    staging = workspace.cache_dir / "tmp"
+    with writing(staging, f"staging {path}"), workspace.scratch() as scratch:
         staged = stage(path, scratch / "staged", mapping, layout, csv_columns,
                        chunk_rows=chunk_rows)
         finalize(staged.files, staged.kind, scratch / "final", where=str(path),
@@ -336,7 +338,27 @@ def _row_checks(frame: pl.DataFrame, layout: layouts.Layout) -> list[tuple[str, 
             checks.append((f"field {column!r} is null", pl.col(column).is_null()))
     for column in layout.booleans:
         checks.append((f"field {column!r} is null or not a boolean", pl.col(column).is_null()))
+    checks += _finite_checks(frame.schema)
     if "_reply_role" in frame.columns:
         checks.append(("the last message is not an assistant reply",
                        pl.col("_reply_role") != "assistant"))
+    return checks
+
+
+def _finite_checks(columns: pl.Schema) -> list[tuple[str, pl.Expr]]:
+    """Float fields (and lists of them) holding NaN or ±Infinity (JSON's `NaN`, `Infinity`,
+    or a number too large for a float such as 1e400): an import error, since no score,
+    margin or sort means anything with them and `--json` output could not hold them."""
+    checks = []
+    for name, dtype in columns.items():
+        if name.startswith("_"):
+            continue
+        if dtype.is_float():
+            bad = ~pl.col(name).is_finite()
+        elif isinstance(dtype, pl.List) and dtype.inner.is_float():
+            bad = pl.col(name).list.eval(~pl.element().is_finite()).list.any()
+        else:
+            continue
+        checks.append((f"field {name!r} is not a finite number (NaN, Infinity, or too large "
+                       "for a float, e.g. 1e400)", bad.fill_null(False)))
     return checks

@@ -10,6 +10,7 @@ Errors name the file and the line (JSONL, CSV), record (JSON) or byte offset (ba
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import re
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -28,6 +30,8 @@ CHUNK_ROWS = 20_000  # rows per chunk at most
 CHUNK_BYTES = 16 << 20  # and about this many bytes of JSON Lines (a longer line is one chunk)
 NDJSON_FAST_PATH = True  # polars' NDJSON reader first; the line parser where it fails
 BOM = b"\xef\xbb\xbf"
+MAX_DEPTH = 32  # lists and objects within a record's field; chat data needs about 4
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # strings are skipped whole
 # polars reads a lone UTF-16 surrogate escape as garbage where json.loads keeps it (and the
 # frame then refuses it): such chunks go to the line parser, so the result does not depend
 # on the path taken
@@ -179,11 +183,12 @@ def _pieces(block: bytes, rows: int | None) -> Iterator[bytes]:
 
 def _parse_jsonl(path: Path, piece: bytes, first_line: int, offset: int) -> pl.DataFrame | None:
     """The records of some lines, with `_line`; None when every line is blank."""
-    if NDJSON_FAST_PATH:
-        frame = _read_ndjson(piece, first_line)
-        if frame is not None:
-            return frame
-    return _parse_lines(path, piece, first_line, offset)
+    frame = _read_ndjson(piece, first_line) if NDJSON_FAST_PATH else None
+    if frame is None:
+        frame = _parse_lines(path, piece, first_line, offset)
+    if frame is not None and _nesting(frame.schema) > MAX_DEPTH:
+        raise _too_deep(path, _decode(path, piece, first_line, offset), first_line, 1)
+    return frame
 
 
 def _read_ndjson(piece: bytes, first_line: int) -> pl.DataFrame | None:
@@ -245,6 +250,8 @@ def _parse_lines(path: Path, piece: bytes, first_line: int, offset: int) -> pl.D
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}, line {number}: invalid JSON ({exc.msg}, column {exc.colno})") from exc
+        except RecursionError:
+            raise _too_deep(path, line, number, 1) from None
         if not isinstance(record, dict):
             raise InputError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
@@ -260,6 +267,9 @@ def _read_json(path: Path, text: str) -> pl.DataFrame:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from exc
+    except RecursionError:
+        raise _too_deep(path, text, 1, 3) from None
+    holder = 3 if isinstance(data, dict) else 2  # the array (in an object) and the record
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -272,7 +282,41 @@ def _read_json(path: Path, text: str) -> pl.DataFrame:
     for index, record in enumerate(data):
         if not isinstance(record, dict):
             raise InputError(f"{path}, record {index}: expected an object, got {type(record).__name__}")
-    return _frame(path, data).with_columns(pl.Series("_record", range(len(data)), pl.Int64))
+    frame = _frame(path, data)
+    if _nesting(frame.schema) > MAX_DEPTH:
+        raise _too_deep(path, text, 1, holder)
+    return frame.with_columns(pl.Series("_record", range(len(data)), pl.Int64))
+
+
+def _nesting(schema: pl.Schema | dict) -> int:
+    """How deep lists and objects nest in a record's fields (a list of text is 1)."""
+    def depth(dtype: pl.DataType) -> int:
+        if isinstance(dtype, pl.Struct):
+            return 1 + max((depth(f.dtype) for f in dtype.fields), default=0)
+        if isinstance(dtype, pl.List | pl.Array):
+            return 1 + depth(dtype.inner)
+        return 0
+
+    return max((depth(dtype) for dtype in schema.values()), default=0)
+
+
+def _too_deep(path: Path, text: str, first_line: int, holders: int) -> InputError:
+    """The error for JSON nested deeper than MAX_DEPTH inside its record, naming the line
+    where it first goes deeper; `holders` counts the levels around a record (the record's
+    own object, and the array and object holding it in a JSON document)."""
+    depth, limit, where = 0, MAX_DEPTH + holders, len(text)
+    for token in _BRACKETS.finditer(text):
+        mark = token.group()
+        if mark in "[{":
+            depth += 1
+            if depth > limit:
+                where = token.start()
+                break
+        elif mark in "]}":
+            depth -= 1
+    line = first_line + text.count("\n", 0, where)
+    return InputError(f"{path}, line {line}: JSON nested more than {MAX_DEPTH} levels deep "
+                      "in a record")
 
 
 def _frame(path: Path, records: list[dict]) -> pl.DataFrame:
@@ -293,26 +337,120 @@ def _slices(frame: pl.DataFrame, rows: int | None) -> Iterator[pl.DataFrame]:
 def _csv_chunks(path: Path, columns: list[str] | None, rows: int | None) -> Iterator[pl.DataFrame]:
     if _is_blank(path):
         raise InputError(f"{path}: the file is empty")
+    _check_header(path, columns)
     scan = pl.scan_csv(path, infer_schema=False,  # all columns as text
                        has_header=columns is None, new_columns=columns, glob=False)
-    # after the header; quoted fields may span lines, so this is the record's first line
-    first = 1 if columns else 2
+    # each record's physical first line: quoted fields may span lines
+    lines = _RecordLines(path, header=columns is None)
     seen = 0
-    for frame in _guarded(_batches(scan, rows), lambda exc: _csv_error(path, exc)):
-        yield frame.with_columns((pl.int_range(pl.len()) + first + seen).alias("_line"))
+    for frame in _guarded(_batches(scan, rows), lambda exc: _csv_error(path, exc, columns)):
+        yield frame.with_columns(pl.Series("_line", lines.take(frame.height), pl.Int64))
         seen += frame.height
     if seen == 0:
         raise InputError(f"{path}: the CSV file has a header but no rows")
 
 
-def _csv_error(path: Path, exc: BaseException) -> InputError:
-    """polars says only that a CSV file is unreadable: name a broken gzip stream or the line
-    of a bad byte when that is the cause."""
+def _check_header(path: Path, columns: list[str] | None) -> None:
+    """A column named twice is an error (polars would rename the second `NAME_duplicated_0`
+    and the import would silently use the first)."""
+    if columns is None:
+        gz = path.name.lower().endswith(".gz")
+        try:
+            with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if gz else
+                  open(path, encoding="utf-8-sig", newline="")) as stream:
+                columns = next(csv.reader(stream), [])
+        except (UnicodeDecodeError, OSError, EOFError, zlib.error, csv.Error):
+            return  # the reader names what is wrong with the file
+        where = "the header"
+    else:
+        where = "--columns"
+    first: dict[str, int] = {}
+    for number, name in enumerate(columns, start=1):
+        if name in first:
+            raise InputError(f"{path}: {where} names column {name!r} twice (columns "
+                             f"{first[name]} and {number}); rename one")
+        first[name] = number
+
+
+class _RecordLines:
+    """The physical line on which each CSV record starts, read a block at a time: a line end
+    outside double quotes ends a record (an escaped quote `""` toggles twice)."""
+
+    def __init__(self, path: Path, header: bool) -> None:
+        self._blocks = _blocks(path, 1 << 20)
+        self._starts: list[np.ndarray] = []
+        self._ready = 0
+        self._line = 1  # the line the next block starts on
+        self._quoted = False  # whether the next block starts inside quotes
+        self._next = 1  # the line the next record starts on
+        self._skip = 1 if header else 0
+        self._ended = False
+
+    def take(self, n: int) -> np.ndarray:
+        """The start lines of the next `n` records."""
+        while self._ready < n and not self._ended:
+            block = next(self._blocks, None)
+            if block is None:  # a last record without a line end
+                self._add(np.array([self._next], np.int64))
+                self._ended = True
+            else:
+                self._scan(block)
+        found = np.concatenate(self._starts) if self._starts else np.empty(0, np.int64)
+        if len(found) < n:  # cannot happen for a file polars read; keep counting anyway
+            extra = np.arange(n - len(found), dtype=np.int64) + (found[-1] + 1 if len(found)
+                                                                    else self._next)
+            found = np.concatenate([found, extra])
+        self._starts, self._ready = [found[n:]], len(found) - n
+        return found[:n]
+
+    def _scan(self, block: bytes) -> None:
+        data = np.frombuffer(block, np.uint8)
+        quotes = np.cumsum(data == ord('"'), dtype=np.int64)
+        ends = np.flatnonzero(data == ord("\n"))
+        outside = (quotes[ends] + self._quoted) % 2 == 0
+        lines = self._line + np.flatnonzero(outside)  # the lines these records end on
+        if len(lines):
+            self._add(np.concatenate([[self._next], lines[:-1] + 1]).astype(np.int64))
+            self._next = int(lines[-1]) + 1
+        self._line += len(ends)
+        self._quoted = bool((int(quotes[-1]) + self._quoted) % 2) if len(quotes) else self._quoted
+
+    def _add(self, starts: np.ndarray) -> None:
+        if self._skip:
+            starts, self._skip = starts[self._skip:], self._skip - min(self._skip, len(starts))
+        self._starts.append(starts)
+        self._ready += len(starts)
+
+
+def _csv_error(path: Path, exc: BaseException, columns: list[str] | None) -> InputError:
+    """polars says only that a CSV file is unreadable: name a broken gzip stream, the line
+    of a bad byte, or the first line whose record has another number of fields."""
     try:
         _check_text(path)
     except InputError as found:
         return found
+    ragged = _ragged_record(path, columns)
+    if ragged is not None:
+        return InputError(f"{path}, line {ragged[0]}: {ragged[1]} fields where the header has "
+                          f"{ragged[2]}")
     return InputError(f"{path}: not a readable CSV file ({_first_line(exc)})")
+
+
+def _ragged_record(path: Path, columns: list[str] | None) -> tuple[int, int, int] | None:
+    """(first line, fields, fields wanted) of the first record whose field count differs
+    from the header's; Python's csv module, on the error path only."""
+    gz = path.name.lower().endswith(".gz")
+    with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if gz else
+          open(path, encoding="utf-8-sig", newline="")) as stream:
+        reader = csv.reader(stream)
+        wanted, start = (len(columns), 1) if columns else (None, 1)
+        for record in reader:
+            if wanted is None:
+                wanted = len(record)
+            elif record and len(record) != wanted:
+                return start, len(record), wanted
+            start = reader.line_num + 1
+    return None
 
 
 def _parquet_chunks(path: Path, rows: int | None) -> Iterator[pl.DataFrame]:
