@@ -168,3 +168,29 @@ def test_deita_known_value_on_fixed_logits(tmp_path: Path):
         assert row["quality_scores"] == pytest.approx([KNOWN] * n, abs=1e-5)
         assert row["deita_score"] == pytest.approx(n * KNOWN**2, abs=1e-4)
     assert out["complexity_scores"].list.len().max() > 1  # a multi-turn row: Σ over turns
+
+
+def test_the_candidate_ids_option_replaces_the_in_context_id(tmp_path: Path):
+    import torch
+
+    from workbench.errors import PipelineError
+    from workbench.models.transformers_backend import TransformersBackend
+    from workbench.pipeline import build_pipeline
+
+    folder = tiny_model(mistral_tokenizer("v1"), tmp_path / "mistral-v1", arch="mistral")
+    prompt = COMPLEXITY_TEMPLATE.format(instruction="Name a prime number.")
+    plain = TransformersBackend(str(folder), dtype="float32")
+    spaced_one = plain.tokenizer.convert_tokens_to_ids("▁1")
+    chosen = TransformersBackend(str(folder), dtype="float32", candidate_ids={"1": spaced_one})
+    ids = [plain.encoder.bos_id, *plain.tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        lp = plain.model(input_ids=torch.tensor([ids])).logits[0, -1].double().log_softmax(-1)
+    [got] = chosen.next_token_distribution([prompt], list("123456"))
+    want = [spaced_one, *MISTRAL_V1_DIGITS[1:]]
+    assert list(got.values()) == pytest.approx(lp[want].tolist(), abs=1e-4)
+    assert chosen.fingerprint()["candidate_ids"] == {"1": spaced_one}
+    assert "candidate_ids" not in plain.fingerprint()  # without it, generation keys stay
+    with pytest.raises(PipelineError, match="candidate_ids"):
+        build_pipeline({"name": "x", "models": {"default": {
+            "backend": "transformers", "model": str(folder),
+            "options": {"candidate_ids": {"1": "one"}}}}, "steps": [{"deita_score": {}}]})
