@@ -765,3 +765,75 @@ def test_json_judge_uses_schema_constrained_output(server_url: str, tmp_path: Pa
     assert set(data) == {"rationale", "score"} and isinstance(data["score"], int)
     score, _, problem = parse_judgement(result[0].text, 10**6)
     assert problem is None and score == data["score"]
+
+
+def test_deita_fallbacks_are_counted_and_stop_the_step(server_url: str, tmp_path: Path) -> None:
+    """A server asked for its top-1 log-prob only leaves most digits out: deita's 3.0 fallback
+    is counted by reason in the run log, and past `failures: max_fallback_rate` (5% by
+    default) the step stops instead of writing a column of 3.0s."""
+    from workbench.errors import PipelineError
+    from workbench.pipeline import build_pipeline
+    from workbench.runner import run_pipeline
+    from workbench.workspace import Workspace
+
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("".join(json.dumps({"prompt": q, "response": "Paris."}) + "\n" for q in
+                              ["What is the capital of France?", "Name a prime number.",
+                               "Why is the sky blue?", "Write a haiku about rain."]))
+    ws = Workspace(tmp_path / "ws")
+    spec = {"name": "deita_remote", "input": str(source), "output": "scored",
+            "models": {"default": {"backend": "openai", "model": MODEL, "options": {
+                "base_url": server_url, "top_logprobs": 1}}},
+            "steps": [{"deita_score": {"batch_size": 4}}]}
+    with pytest.raises(PipelineError, match=r"4 of 4 scores fell back to a default \(more than "
+                                            r"5%\): deita_score complexity: a digit outside"):
+        run_pipeline(build_pipeline(spec), ws, progress=False)
+    failed_run = ws.runs()[0]
+    log = ws.step_logs(failed_run["run_id"])[0]
+    assert log["status"] == "failed"
+    assert log["detail"]["fallbacks"] == {
+        "deita_score complexity: a digit outside the model's top-k, scored 3.0 "
+        "(deita's fallback)": 4}
+
+    accepted = run_pipeline(build_pipeline({**spec, "failures": {"max_fallback_rate": 1.0}}),
+                            ws, progress=False)
+    fallbacks = accepted.steps[0].detail["fallbacks"]
+    assert sorted(fallbacks.values()) == [4, 4] and all("scored 3.0" in r for r in fallbacks)
+    scored = ws.read("scored")
+    assert scored["complexity_score"].to_list() == [3.0] * 4
+    assert scored["deita_score"].to_list() == [9.0] * 4
+    shown = subprocess.run([sys.executable, "-m", "workbench.cli", "--workspace", str(ws.root),
+                            "runs", accepted.run_id], capture_output=True, text=True, timeout=120)
+    assert "fell back: deita_score quality: a digit outside the model's top-k" in shown.stdout
+
+
+def test_judge_fallbacks_are_counted(server_url: str, tmp_path: Path) -> None:
+    """Rating digits or A/B outside a top-1 answer: the empty scores and the one-sided P(A)
+    are counted by reason in the run log, not passed on silently."""
+    from transformers import AutoTokenizer
+
+    from workbench.models import embedded
+    from workbench.pipeline import build_pipeline
+    from workbench.runner import run_pipeline
+    from workbench.workspace import Workspace
+
+    template = AutoTokenizer.from_pretrained(embedded.ensure_converted()).chat_template
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps({"prompt": q, "chosen": "Paris.", "rejected": "Rome."})
+                              + "\n" for q in ["What is the capital of France?",
+                                               "Which city is the capital of France?"]))
+    ws = Workspace(tmp_path / "ws")
+    result = run_pipeline(build_pipeline({
+        "name": "judge_remote", "input": str(source), "output": "judged",
+        "failures": {"max_fallback_rate": 1.0},
+        "models": {"default": {"backend": "openai", "model": MODEL, "options": {
+            "base_url": server_url, "top_logprobs": 1, "endpoint": "completions",
+            "chat_template": template}}},
+        "steps": [{"judge": {"method": "expected_score"}}, {"judge": {"method": "llm_pairwise"}}],
+    }), ws, progress=False)
+    rating, pairwise = (step.detail["fallbacks"] for step in result.steps)
+    assert rating == {"judge expected_score: a rating digit outside the model's top-k (score "
+                      "left empty)": 4}  # two rows, chosen and rejected
+    [(reason, count)] = pairwise.items()
+    assert reason.startswith("llm_pairwise: 'A' or 'B' outside the model's top-k")
+    assert count == 4  # two rows, both orders

@@ -38,6 +38,13 @@ def test_missing_vllm_names_the_extra():
         VLLMBackend("embedded")
 
 
+def test_max_logprobs_must_be_positive():
+    from workbench.models.vllm_backend import VLLMBackend
+
+    with pytest.raises(ValueError, match="max_logprobs must be at least 1"):
+        VLLMBackend("embedded", max_logprobs=0)
+
+
 @pytest.fixture(scope="module")
 def vllm_backend():
     from workbench.models.vllm_backend import VLLMBackend
@@ -77,8 +84,25 @@ def test_scores_agree_with_transformers(vllm_backend, hf_backend):
     cands = [str(i) for i in range(1, 7)]
     va = vllm_backend.next_token_distribution([CHAT], cands)[0]
     vb = hf_backend.next_token_distribution([CHAT], cands)[0]
-    for c in cands:
-        if va[c] != float("-inf"):  # outside vLLM's top 20
-            assert va[c] == pytest.approx(vb[c], abs=5e-2)
+    for c in cands:  # every digit, in the top 20 or read in the exact second pass
+        assert va[c] == pytest.approx(vb[c], abs=5e-2)
     with pytest.raises(CapabilityError):
         vllm_backend.hidden_states([CHAT], conts)
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@needs_gpu
+def test_candidates_outside_the_top_k_are_read_exactly(hf_backend):
+    """With max_logprobs 1 at most one candidate comes with the generated token; the others
+    are read from prompt log-probs of prompt + candidate: all equal the full-vocabulary
+    log-softmax (transformers), none is -inf, nothing falls back."""
+    from workbench.models.vllm_backend import VLLMBackend
+
+    narrow = VLLMBackend("embedded", gpu_memory_utilization=0.3, dtype="float32", max_logprobs=1)
+    cands = [str(i) for i in range(1, 7)] + ["Paris", "zebra"]
+    prompts = [CHAT, "Rate from 1 to 6: Paris is in France.\nRating: "]
+    for got, want in zip(narrow.next_token_distribution(prompts, cands),
+                         hf_backend.next_token_distribution(prompts, cands), strict=True):
+        assert list(got) == cands
+        assert list(got.values()) == pytest.approx(list(want.values()), abs=5e-2)

@@ -2,7 +2,11 @@
 
 `deita_score` asks a causal LM for the next token after deita's scorer prompts and takes the
 expected value over "1".."6" (one forward pass per prompt, `next_token_distribution`, never
-`generate().scores`, whose processed logits depend on the generation config). The
+`generate().scores`, whose processed logits depend on the generation config). The digits are
+read at their token ids after the prompt (workbench.models.candidates: with Mistral's v1
+tokenizer, deita's 28740, 28750, 28770, 28781, 28782, 28784). A digit a server leaves out of
+its top-k gives deita's 3.0, counted in the run log; past `failures: max_fallback_rate` the
+step stops. The
 `hkust-nlp/deita-*-scorer` models are what the prompts were trained for; any causal LM runs
 them (the embedded model by default). Multi-turn rows are scored per user turn, each turn on
 its own with no history, as deita's ShareGPT loader does.
@@ -22,7 +26,7 @@ import polars as pl
 from pydantic import Field
 
 from workbench.diversity import NOT_REACHED, SELECTED, SIMILAR, embedding_matrix, greedy_select
-from workbench.scores import DIGITS_1_6, expected_score
+from workbench.scores import DIGITS_1_6, expected_score, falls_back
 from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
 
 # deita's Llama_Scorer templates, character for character (two spaces after the query, a
@@ -61,6 +65,10 @@ def deita_score(frame: pl.LazyFrame, config: DeitaScoreConfig, ctx: Context) -> 
                            prompts, {"candidates": list(DIGITS_1_6)},
                            row_ids=row_ids, batch_size=config.batch_size)
         values[name] = [None if r is None else expected_score(r) for r in results]
+        answered = [r for r in results if r is not None]
+        ctx.count_fallbacks(f"deita_score {name}: a digit outside the model's top-k, scored "
+                            "3.0 (deita's fallback)",
+                            sum(falls_back(r) for r in answered), len(answered))
     scored = turns.select("_row", *[pl.Series(f"{k}_scores", v, pl.Float64)
                                     for k, v in values.items()])
     product = pl.lit(1.0)

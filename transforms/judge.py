@@ -162,12 +162,11 @@ def _expected(items: pl.DataFrame, config: JudgeConfig,
     prompts = _rubric_messages(items, config.rubric or RUBRIC, config.scale, config.prefill)
     dists = ctx.call(config.model, "next_token_distribution", prompts, {"candidates": labels},
                      row_ids=_keys(items, "judge"), batch_size=config.batch_size)
-    scores = []
-    for dist in dists:
-        score = expected_score(dist, labels, fallback=None) if dist is not None else None
-        if score is None and dist is not None:
-            _count(ctx, "score: rating digits outside the judge's distribution")
-        scores.append(score)
+    scores = [None if d is None else expected_score(d, labels, fallback=None) for d in dists]
+    answered = sum(d is not None for d in dists)
+    empty = sum(d is not None and s is None for d, s in zip(dists, scores, strict=True))
+    ctx.count_fallbacks("judge expected_score: a rating digit outside the model's top-k "
+                        "(score left empty)", empty, answered)
     return scores, [None] * len(scores)
 
 
@@ -294,6 +293,10 @@ def _pairwise(data: pl.DataFrame, config: JudgeConfig, ctx: Context) -> pl.DataF
                          {"candidates": ["A", "B"]},
                          row_ids=[f"{i}:{tag}" for i in data["id"].to_list()],
                          batch_size=config.batch_size)
+        answered = [d for d in dists if d is not None]
+        partial = sum(not (math.isfinite(d["A"]) and math.isfinite(d["B"])) for d in answered)
+        ctx.count_fallbacks("llm_pairwise: 'A' or 'B' outside the model's top-k (P(A) read "
+                            "as 0 or 1, or left empty when both are)", partial, len(answered))
         return [None if d is None else _p_first(d["A"], d["B"]) for d in dists]
 
     ab = ask(chosen, rejected, "pairwise:chosen_first")

@@ -68,7 +68,7 @@ def write_batch(partial: Path, index: int, frame: pl.DataFrame, notes: StepNotes
 
 def batch_notes(partial: Path, reused: set[int] | frozenset[int] = frozenset()) -> StepNotes:
     """The merged notes of the finished batches, in batch order. Batches in `reused` were
-    finished by an earlier run: what they found (errors, nulled fields) counts, but their
+    finished by an earlier run: what they found (errors, nulled fields, fallbacks) counts, but their
     model calls are reported apart, as `reused_calls`, so `model_calls` is this run's."""
     from workbench.step_notes import merge_all
 
@@ -76,6 +76,7 @@ def batch_notes(partial: Path, reused: set[int] | frozenset[int] = frozenset()) 
              for p in sorted(partial.glob("batch-*.parquet")) if p.with_suffix(".json").exists()]
     earlier = merge_all([n for i, n in found if i in reused])
     merged = merge_all([n for i, n in found if i not in reused]
-                       + [StepNotes({}, earlier.errors, earlier.nulled, earlier.report)])
+                       + [StepNotes({}, earlier.errors, earlier.nulled, earlier.report,
+                                    fallbacks=earlier.fallbacks)])
     merged.reused_calls = earlier.model_calls
     return merged

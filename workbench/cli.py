@@ -242,8 +242,11 @@ def runs(
 
 
 def _nulled_lines(detail: dict[str, Any]) -> list[str]:
-    """Fields a step nulled, or samples it removed, counted by reason."""
-    return [f"{reason}: {count}" for reason, count in (detail.get("nulled") or {}).items()]
+    """Fields a step nulled, or samples it removed, and scores that fell back to a default,
+    counted by reason."""
+    return ([f"{reason}: {count}" for reason, count in (detail.get("nulled") or {}).items()]
+            + [f"fell back: {reason}: {count}"
+               for reason, count in (detail.get("fallbacks") or {}).items()])
 
 
 def _error_lines(errors: dict[str, Any] | None) -> list[str]:

@@ -1,6 +1,6 @@
-"""What a step reports besides rows (model calls, errors by kind, nulled fields, a method's
-own report), as a typed value that batches merge and that survives a trip through a worker
-or a file.
+"""What a step reports besides rows (model calls, errors by kind, nulled fields, scores that
+fell back to a default, a method's own report), as a typed value that batches merge and that
+survives a trip through a worker or a file.
 
 Transforms still write `ctx.notes` (their contract); executors turn each batch's notes into
 `StepNotes` and merge them.
@@ -20,6 +20,7 @@ class StepNotes:
     nulled: dict[str, int] = field(default_factory=dict)
     report: dict[str, Any] | None = None
     reused_calls: dict[str, int] = field(default_factory=dict)  # of batches a past run made
+    fallbacks: dict[str, int] = field(default_factory=dict)  # scores that took a default
 
     @classmethod
     def from_context(cls, notes: dict[str, Any]) -> StepNotes:
@@ -29,7 +30,8 @@ class StepNotes:
                 calls[key] = calls.get(key, 0) + value
         errors = {kind: {"count": e["count"], "first": e["first"]}
                   for kind, e in (notes.get("errors") or {}).items()}
-        return cls(calls, errors, dict(notes.get("nulled") or {}), notes.get("report"))
+        return cls(calls, errors, dict(notes.get("nulled") or {}), notes.get("report"),
+                   fallbacks=dict(notes.get("fallbacks") or {}))
 
     def merge(self, other: StepNotes) -> StepNotes:
         """Counts add up, the first error message of a kind stays, a later report wins."""
@@ -46,15 +48,19 @@ class StepNotes:
         reused = dict(self.reused_calls)
         for key, value in other.reused_calls.items():
             reused[key] = reused.get(key, 0) + value
+        fallbacks = dict(self.fallbacks)
+        for reason, n in other.fallbacks.items():
+            fallbacks[reason] = fallbacks.get(reason, 0) + n
         return StepNotes(calls, errors, nulled,
-                         other.report if other.report is not None else self.report, reused)
+                         other.report if other.report is not None else self.report, reused,
+                         fallbacks)
 
     def detail(self) -> dict[str, Any]:
         """The keys the run log has always had: only those with something in them."""
         out: dict[str, Any] = {}
         if self.model_calls:
             out["model_calls"] = self.model_calls
-        for key in ("reused_calls", "errors", "nulled", "report"):
+        for key in ("reused_calls", "errors", "nulled", "fallbacks", "report"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out

@@ -104,6 +104,15 @@ class Context:
                 seen["count"] += entry["count"]
         return results
 
+    def count_fallbacks(self, reason: str, fallen: int, scored: int) -> None:
+        """Note that `fallen` of `scored` scores took a default value for `reason` (counted in
+        the run log by reason); the breaker stops the step past `failures: max_fallback_rate`."""
+        if fallen:
+            counts = self.notes.setdefault("fallbacks", {})
+            counts[reason] = counts.get(reason, 0) + fallen
+        if self.breaker is not None:
+            self.breaker.record_fallbacks(reason, fallen, scored)
+
 
 class Transform(Protocol):
     name: ClassVar[str]

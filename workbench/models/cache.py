@@ -387,7 +387,9 @@ class _Plan:
             if not params or "candidates" not in params:
                 raise ValueError("next_token_distribution needs params={'candidates': [...]}")
             self.candidates = list(params["candidates"])
-            self.key_params = {"candidates": self.candidates}
+            # "ids": candidates are read at their in-context token ids (models.candidates);
+            # results from before that rule are not reused
+            self.key_params = {"candidates": self.candidates, "ids": "in-context"}
         else:
             self.key_params = dict(params or {})
 

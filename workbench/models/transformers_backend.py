@@ -20,7 +20,7 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,6 +32,7 @@ from workbench.models.base import (
     SamplingParams,
     TokenLogprobs,
 )
+from workbench.models.candidates import CandidateTokens
 from workbench.models.fingerprint import tokenizer_digest
 
 # Bump when a change here alters outputs for the same inputs (invalidates the call cache).
@@ -42,9 +43,10 @@ IMPL_VERSION = 2
 class PromptEncoder:
     """Renders prompts and turns text into ids the same way for every capability (and vLLM)."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, candidate_ids: Mapping[str, int] | None = None) -> None:
         self.tokenizer = tokenizer
         self.bos_id = _bos_to_add(tokenizer)
+        self.candidates = CandidateTokens(tokenizer, candidate_ids)
 
     def render(self, prompt: Prompt, add_generation_prompt: bool = True) -> str:
         """Chat messages as the model's template writes them. A conversation that ends with an
@@ -78,23 +80,18 @@ class PromptEncoder:
         ids = [self.encode_continuation(t) for t in texts]
         return [t[0] for t in ids if len(t) == 1]
 
-    def candidate_ids(self, candidates: Sequence[str]) -> list[int]:
-        """First token id of each candidate, tokenized on its own.
+    def candidate_ids(self, candidates: Sequence[str], context: str) -> list[int]:
+        """Id of each candidate's first token as the model emits it after `context`, the
+        prompt's text (found in context, see workbench.models.candidates); the model's
+        `candidate_ids:` option overrides it per candidate. Two candidates sharing an id are
+        an error rather than a silent tie."""
+        return self.candidates.ids(context, candidates)
 
-        A judge asks for a digit right after the prompt; with byte-level BPE ("1".."9" are single
-        tokens) this is exact. A candidate that spans several tokens is represented by its
-        first one; two candidates sharing that first token would be indistinguishable, so that
-        is an error rather than a silent tie.
-        """
-        ids = []
-        for cand in candidates:
-            toks = self.encode_continuation(cand)
-            if not toks:
-                raise ValueError(f"candidate {cand!r} encodes to no token")
-            ids.append(toks[0])
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"candidates {list(candidates)!r} share a first token")
-        return ids
+
+def candidate_fingerprint(encoder: PromptEncoder) -> dict[str, Any]:
+    """The `candidate_ids:` overrides, only when set (they change what scoring reads)."""
+    overrides = encoder.candidates.overrides
+    return {"candidate_ids": dict(sorted(overrides.items()))} if overrides else {}
 
 
 def _bos_to_add(tokenizer: Any) -> int | None:
@@ -154,7 +151,10 @@ class TransformersBackend:
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 8,
+        candidate_ids: dict[str, int] | None = None,
     ) -> None:
+        """`candidate_ids` maps candidate strings ("1", "A", ...) to the token id to read for
+        them, in place of the id found in context (workbench.models.candidates)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
         from transformers.utils import logging as hf_logging
 
@@ -172,7 +172,7 @@ class TransformersBackend:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
         self.model.to(self.device).eval()
         self.load_seconds = time.perf_counter() - t0
-        self.encoder = PromptEncoder(self.tokenizer)
+        self.encoder = PromptEncoder(self.tokenizer, candidate_ids)
         self._weights = describe_weights(model, self.model.config)
         self._tokenizer_digest = tokenizer_digest(self.tokenizer)
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
@@ -200,6 +200,7 @@ class TransformersBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device).split(":")[0],
             "impl": IMPL_VERSION,
+            **candidate_fingerprint(self.encoder),
         }
 
     def render(self, prompt: Prompt, add_generation_prompt: bool = True) -> str:
@@ -318,17 +319,24 @@ class TransformersBackend:
         self, prompts: Sequence[Prompt], candidates: Sequence[str]
     ) -> list[dict[str, float] | CallFailed]:
         """log_softmax over the full vocabulary at the last prompt position, read at each
-        candidate's first token id (see PromptEncoder.candidate_ids). Values are not
-        renormalized over the candidates; callers that want that can softmax them."""
-        cand_ids = self.encoder.candidate_ids(candidates)
-        ids = [self.encoder.encode(self.encoder.render(p)) for p in prompts]
+        candidate's first token id as found after that prompt (PromptEncoder.candidate_ids).
+        Values are not renormalized over the candidates; callers that want that can softmax
+        them. Every candidate gets a finite value: nothing here falls back."""
+        import torch
+
+        texts = [self.encoder.render(p) for p in prompts]
+        cand_ids = [self.encoder.candidate_ids(candidates, t) for t in texts]
+        ids = [self.encoder.encode(t) for t in texts]
         results: list[dict[str, float] | CallFailed] = [None] * len(ids)  # type: ignore[list-item]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for batch in _chunks(order, self.batch_size):
             logits = self._forward([ids[i] for i in batch], 1).logits[:, -1]
-            lp = logits.float().log_softmax(-1)[:, cand_ids].tolist()
+            lp = logits.float().log_softmax(-1)
+            index = torch.tensor([cand_ids[i] for i in batch], dtype=torch.long,
+                                 device=lp.device).reshape(len(batch), len(candidates))
+            picked = lp.gather(1, index).tolist()
             for row, i in enumerate(batch):
-                results[i] = dict(zip(candidates, lp[row], strict=True))
+                results[i] = dict(zip(candidates, picked[row], strict=True))
         return results
 
     def hidden_states(

@@ -23,11 +23,12 @@ from workbench.models.fingerprint import tokenizer_digest
 from workbench.models.transformers_backend import (
     IMPL_VERSION,
     PromptEncoder,
+    candidate_fingerprint,
     describe_weights,
     resolve_model_path,
 )
 
-TOP_LOGPROBS = 20  # vLLM's default max_logprobs; candidates outside the top 20 get -inf
+TOP_LOGPROBS = 20  # vLLM's default max_logprobs: top-k read per scored position
 
 
 class MissingExtraError(WorkbenchError, ImportError):
@@ -60,7 +61,15 @@ class VLLMBackend:
         dtype: str = "auto",
         max_model_len: int | None = None,
         batch_size: int | None = None,  # accepted for symmetry; vLLM schedules batches itself
+        max_logprobs: int = TOP_LOGPROBS,
+        candidate_ids: dict[str, int] | None = None,
     ) -> None:
+        """`max_logprobs`: the engine's cap and the top-k that scoring asks for first (deita's
+        reference reads 1,000); candidates outside it are read exactly by a second pass.
+        `candidate_ids`: token ids to read per candidate string, in place of the in-context
+        ones (workbench.models.candidates)."""
+        if max_logprobs < 1:
+            raise ValueError("max_logprobs must be at least 1")
         vllm = import_vllm()
         from transformers import AutoConfig, AutoTokenizer
 
@@ -69,7 +78,8 @@ class VLLMBackend:
         self.dtype = dtype
         path = resolve_model_path(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.encoder = PromptEncoder(self.tokenizer)
+        self.encoder = PromptEncoder(self.tokenizer, candidate_ids)
+        self.max_logprobs = max_logprobs
         self._weights = describe_weights(model, AutoConfig.from_pretrained(path))
         self._tokenizer_digest = tokenizer_digest(self.tokenizer)
         self._engine_options = {"tensor_parallel_size": tensor_parallel_size,
@@ -80,7 +90,7 @@ class VLLMBackend:
             "tensor_parallel_size": tensor_parallel_size,
             "gpu_memory_utilization": gpu_memory_utilization,
             "dtype": dtype,
-            "max_logprobs": TOP_LOGPROBS,
+            "max_logprobs": max_logprobs,
         }
         if max_model_len is not None:
             engine_args["max_model_len"] = max_model_len
@@ -95,6 +105,7 @@ class VLLMBackend:
             "dtype": self.dtype,
             "engine": self._engine_options,
             "impl": IMPL_VERSION,
+            **candidate_fingerprint(self.encoder),
         }
 
     def _token_prompts(self, seqs: list[list[int]]) -> list[dict[str, list[int]]]:
@@ -184,21 +195,31 @@ class VLLMBackend:
     def next_token_distribution(
         self, prompts: Sequence[Prompt], candidates: Sequence[str]
     ) -> list[dict[str, float] | CallFailed]:
-        """Top-20 log-probs of the first generated position, read at each candidate's first
-        token id; a candidate outside the top 20 gets -inf."""
-        cand_ids = self.encoder.candidate_ids(candidates)
-        seqs = [self.encoder.encode(self.encoder.render(p)) for p in prompts]
-        sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
-        results: list[dict[str, float] | CallFailed] = []
-        for out in self._run(seqs, sampling):
+        """Raw log-probs of the first generated position at each candidate's in-context id.
+
+        The top `max_logprobs` come with one generated token; a candidate outside them is read
+        exactly in a second pass, as the prompt log-prob of prompt + that candidate's token
+        (vLLM always returns the actual prompt token's log-prob, whatever its rank). So every
+        candidate gets its value from the full vocabulary's log-softmax and nothing falls back.
+        """
+        texts = [self.encoder.render(p) for p in prompts]
+        cand_ids = [self.encoder.candidate_ids(candidates, t) for t in texts]
+        seqs = [self.encoder.encode(t) for t in texts]
+        sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0,
+                                             logprobs=self.max_logprobs)
+        found: list[dict[int, float]] = []
+        for out, ids in zip(self._run(seqs, sampling), cand_ids, strict=True):
             top = out.outputs[0].logprobs[0]
-            results.append(
-                {
-                    cand: float(top[tid].logprob) if tid in top else float("-inf")
-                    for cand, tid in zip(candidates, cand_ids, strict=True)
-                }
-            )
-        return results
+            found.append({tid: float(top[tid].logprob) for tid in ids if tid in top})
+        missing = [(row, tid) for row, ids in enumerate(cand_ids) for tid in ids
+                   if tid not in found[row]]
+        if missing:
+            exact = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+            outs = self._run([seqs[row] + [tid] for row, tid in missing], exact)
+            for (row, tid), out in zip(missing, outs, strict=True):
+                found[row][tid] = float(out.prompt_logprobs[len(seqs[row])][tid].logprob)
+        return [dict(zip(candidates, (values[t] for t in ids), strict=True))
+                for values, ids in zip(found, cand_ids, strict=True)]
 
     def hidden_states(
         self, prompts: Sequence[Prompt], continuations: Sequence[str]
