@@ -1,5 +1,5 @@
 """deita's Repr Filter: `greedy_select` (what `deita_select` runs) against the reference
-algorithm of METHODS.md §3.2, side by side in one process on the same embeddings.
+algorithm of docs/methods.md §3.2, side by side in one process on the same embeddings.
 
 The reference re-copies the selected set for every candidate (`embeddings[filtered_indices]`)
 and compares one row at a time, as deita's IterativeFilter does (numpy on the CPU here).

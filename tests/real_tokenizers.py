@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-# deita's Mistral_Scorer ids of "1".."6" (METHODS.md §3.1), as the reference hard-codes them
+# deita's Mistral_Scorer ids of "1".."6" (docs/methods.md §3.1), as the reference hard-codes them
 MISTRAL_V1_DIGITS = [28740, 28750, 28770, 28781, 28782, 28784]
 MISTRAL_FILES = {"v1": "tokenizer.model.v1", "v3": "mistral_instruct_tokenizer_240323.model.v3"}
 

@@ -1,4 +1,4 @@
-"""`agentinstruct` (METHODS.md §2): taxonomy file and user skills, output parsing, the flows
+"""`agentinstruct` (docs/methods.md §2): taxonomy file and user skills, output parsing, the flows
 end to end on a real novel with the embedded model, and garbage model output dropped with
 counted reasons (scripted backend)."""
 
@@ -82,7 +82,7 @@ def test_labelled_output_parsing(text: str, expected: dict):
 
 
 def check_rows(rows: pl.DataFrame) -> None:
-    """METHODS.md §2.4's structural checks."""
+    """docs/methods.md §2.4's structural checks."""
     assert rows.height >= 1
     for column in PROVENANCE:
         assert rows[column].null_count() == 0, column

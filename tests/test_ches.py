@@ -1,4 +1,4 @@
-"""CHES: the known answers of METHODS.md §4.5, padding-invariance on the embedded model, and
+"""CHES: the known answers of docs/methods.md §4.5, padding-invariance on the embedded model, and
 the filter's ranking."""
 
 from __future__ import annotations

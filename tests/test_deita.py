@@ -1,4 +1,4 @@
-"""deita: the Repr Filter against a plain reading of METHODS.md §3.2, and the scorer prompts
+"""deita: the Repr Filter against a plain reading of docs/methods.md §3.2, and the scorer prompts
 on the real embedded model."""
 
 from __future__ import annotations

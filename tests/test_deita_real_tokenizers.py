@@ -35,7 +35,7 @@ from transforms.deita import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE
 pytestmark = pytest.mark.slow
 HH = DATA / "hh_rlhf_harmless_test_600.jsonl.gz"
 ROWS = 3
-# METHODS.md §3.4: logits (1, 2, 3, 4, 5, 6) at the digits give 5.43293; by hand,
+# docs/methods.md §3.4: logits (1, 2, 3, 4, 5, 6) at the digits give 5.43293; by hand,
 # Σ i·e^i / Σ e^i = 3458.79... / 636.63... = 5.432932763
 KNOWN = 5.432932763071741
 

@@ -1,4 +1,4 @@
-"""`short_to_long` (LongPO, METHODS.md §6): reference constants and parsing, filters, records,
+"""`short_to_long` (LongPO, docs/methods.md §6): reference constants and parsing, filters, records,
 the loss's known value, an end-to-end run on a real novel with the embedded model, and garbage
 model output dropped with counted reasons."""
 
@@ -120,7 +120,7 @@ def test_records_and_messages_have_the_reference_shape():
 
 
 def check_rows(rows: pl.DataFrame) -> None:
-    """METHODS.md §6.5's structural checks, plus what the rows were built from."""
+    """docs/methods.md §6.5's structural checks, plus what the rows were built from."""
     for row in rows.iter_rows(named=True):
         assert row["short_prompt"] in row["long_prompt"]
         assert any(row["question"].startswith(p + " ") for p in PHRASES)

@@ -1,4 +1,4 @@
-"""`agentinstruct`: AgentInstruct's three flows over raw documents (METHODS.md §2).
+"""`agentinstruct`: AgentInstruct's three flows over raw documents (docs/methods.md §2).
 
 1. **Content transformation.** Per chunk, `min(agents_per_chunk, #agents)` content agents
    (drawn with the seed) rewrite the chunk into a passage suited to the skill: an argument, a
@@ -291,7 +291,7 @@ class Flow:
         return self.skill.instruction.format(passage=item.passage, question=item.question)
 
     def report(self, items: list[Item]) -> dict[str, Any]:
-        """Taxonomy coverage of the kept rows (METHODS.md §2.4 asks for it to be balanced)."""
+        """Taxonomy coverage of the kept rows (docs/methods.md §2.4 asks for it to be balanced)."""
         coverage: dict[str, int] = {}
         for item in items:
             coverage[item.instruction_agent or ""] = coverage.get(item.instruction_agent or "",

@@ -1,4 +1,4 @@
-"""CHES, Centered Hidden Embedding Similarity (Razin et al., ICLR 2025; METHODS.md §4).
+"""CHES, Centered Hidden Embedding Similarity (Razin et al., ICLR 2025; docs/methods.md §4).
 
 With h(x, y<k) the policy's last-layer hidden state at the position predicting y_k (the last
 prompt token for k = 1), S± = Σ_k h(x, y±<k) and

@@ -1,4 +1,4 @@
-"""`decontaminate`: Tulu 3's n-gram overlap test against benchmark prompts (METHODS.md §7.5).
+"""`decontaminate`: Tulu 3's n-gram overlap test against benchmark prompts (docs/methods.md §7.5).
 
 For a benchmark instance i (its tokens T_i) and a training document d, the tokens of i covered
 by an n-gram that d also contains give score(i, d) = |covered| / |T_i|. A training row is

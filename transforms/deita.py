@@ -1,4 +1,4 @@
-"""deita (METHODS.md §3): complexity and quality scores, then the score-first Repr Filter.
+"""deita (docs/methods.md §3): complexity and quality scores, then the score-first Repr Filter.
 
 `deita_score` asks a causal LM for the next token after deita's scorer prompts and takes the
 expected value over "1".."6" (one forward pass per prompt, `next_token_distribution`, never

@@ -1,5 +1,5 @@
 """`grape_select`: for each instruction, the candidate the base model finds most natural
-(GRAPE, METHODS.md §7.3).
+(GRAPE, docs/methods.md §7.3).
 
 s(x, y) = (1/|y|) Σ log p(y_t | x, y_<t) under the model you will fine-tune, prompt and
 response tokenised together with the chat template you will train with; the highest s wins,

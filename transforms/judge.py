@@ -7,7 +7,7 @@ judging that asks in both orders.
   the backend can); bad JSON is retried once with a fresh sample, then the score is null with
   the reason counted.
 - `reward_model`: a sequence-classification reward model (`backend: reward`, any local path).
-- `density_ratio`: log π_strong(y|x) − log π_weak(y|x) (CDR, METHODS.md §7.1), from two models
+- `density_ratio`: log π_strong(y|x) − log π_weak(y|x) (CDR, docs/methods.md §7.1), from two models
   or from one model under two system prompts.
 - `llm_pairwise` (preference rows): which of two responses is better, asked with chosen as A
   and again with chosen as B; a verdict that follows the position is a recorded flip.

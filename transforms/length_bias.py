@@ -1,4 +1,4 @@
-"""`length_bias`: how strongly a preference dataset rewards length (METHODS.md §7.6).
+"""`length_bias`: how strongly a preference dataset rewards length (docs/methods.md §7.6).
 
 Fits AlpacaEval's length-controlled GLM on the pairs, both ways round (no intercept):
 logit P(A preferred) = φ · tanh((len_A − len_B) / sd), and reports φ with a bootstrap

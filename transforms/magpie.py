@@ -1,5 +1,5 @@
 """`magpie`: instructions from nothing, by letting an aligned chat model continue the bare
-pre-query template of its own chat format (METHODS.md §1).
+pre-query template of its own chat format (docs/methods.md §1).
 
 1. Each of `n` rows samples the template on its own (own cache key and seed), stopping at the
    family's template tokens, at "assistant" and (unless `early_stop: false`) at the first

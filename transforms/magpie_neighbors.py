@@ -1,5 +1,5 @@
 """`magpie_neighbors`: `min_neighbor_distance`, `repeat_count` and `min_similar_id`, computed
-exactly as Magpie's `gen_dis.py` does (METHODS.md §1.6).
+exactly as Magpie's `gen_dis.py` does (docs/methods.md §1.6).
 
 The first-turn instruction is embedded (unit vectors) and searched in a flat L2 index, so the
 scores are squared L2 distances (2 − 2·cos for unit vectors), k = 500 per row:

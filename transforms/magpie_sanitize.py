@@ -1,4 +1,4 @@
-"""Magpie's instruction sanitizer (`instruction_post_process`, METHODS.md §1.3), with its quirks.
+"""Magpie's instruction sanitizer (`instruction_post_process`, docs/methods.md §1.3), with its quirks.
 
 Reproduced as the reference behaves, bugs included, because released datasets were made
 with it: the assistant-marker pattern wants a second colon after markers that already end in

@@ -1,4 +1,4 @@
-"""`magpie_tags`: Magpie's LLM-judged tags plus language and lengths (METHODS.md §1.6).
+"""`magpie_tags`: Magpie's LLM-judged tags plus language and lengths (docs/methods.md §1.6).
 
 Each LLM tag sends Magpie's own prompt (difficulty, input quality, task category) through
 the tagger's chat template with the literal `{` as a prefill, greedy, stopping at `}`; the

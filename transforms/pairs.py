@@ -1,7 +1,7 @@
 """`pairs`: preference rows from scored candidates, or from a dataset's own answer against a
 model's (SPIN).
 
-- `best_worst` (Magpie-DPO, METHODS.md §1.8): chosen = the highest-scored response, rejected =
+- `best_worst` (Magpie-DPO, docs/methods.md §1.8): chosen = the highest-scored response, rejected =
   the lowest, first index on ties as Python's `list.index(max(...))` picks it.
 - `all_pairs` (Curry-DPO, §7.2): with `anchor: best`, the best response against each worse
   one (R1, Rj); with `anchor: any`, every ordered pair with a higher and a lower score. Each

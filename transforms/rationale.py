@@ -1,5 +1,5 @@
 """`rationale`: why the chosen response beats the rejected one, in the model's words (Just et
-al., "Data-Centric Human Preference Optimization with Rationales", METHODS.md §5).
+al., "Data-Centric Human Preference Optimization with Rationales", docs/methods.md §5).
 
 The generation prompt shows both responses in a random order (seeded per row and recorded in
 `rationale_shown_first`, so no position cue leaks) and states which one is preferred. The

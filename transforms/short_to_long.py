@@ -1,4 +1,4 @@
-"""`short_to_long`: LongPO's short-to-long preference pairs from long documents (METHODS.md §6).
+"""`short_to_long`: LongPO's short-to-long preference pairs from long documents (docs/methods.md §6).
 
 Reference: DAMO-NLP-SG/LongPO `data_prepare/` @ a619607 (generate_qa.py, postprocess_qa.py,
 generate_longpo_pair.py, postprocess_longpo_pair.py).
@@ -370,7 +370,7 @@ def _generate(ctx: Context, config: ShortToLongConfig, prompts: list[Any], param
                     batch_size=config.batch_size)
 
 
-# LongPO training records (METHODS.md §6.2, §6.3) --------------------------------------------
+# LongPO training records (docs/methods.md §6.2, §6.3) --------------------------------------------
 def longpo_records(pairs: pl.DataFrame) -> pl.DataFrame:
     """The reference's pre-tokenization records, one per long context: `prompt` (the long
     document), `short_prompts`, `questions`, `chosens`, `rejecteds`, turns in `turn` order."""
@@ -405,7 +405,7 @@ def longpo_dpo_loss(policy_chosen: float, policy_rejected: float, ref_chosen: fl
                     ref_rejected: float, beta: float = 0.01) -> float:
     """-log sigmoid(beta * ((l_pi(y_w) - l_ref(y_w)) - (l_pi(y_l) - l_ref(y_l)))), where the
     policy's log-probs are of the long sequence and the reference's are summed over the short
-    ones (METHODS.md §6.3)."""
+    ones (docs/methods.md §6.3)."""
     z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
     return math.log1p(math.exp(-z)) if z > -30 else -z
 

@@ -1,6 +1,6 @@
 """Score-first greedy selection under a cosine threshold: deita's Repr Filter, made to scale.
 
-The reference (METHODS.md §3.2) walks the rows in score order and keeps a row unless its
+The reference (docs/methods.md §3.2) walks the rows in score order and keeps a row unless its
 cosine similarity with a kept row is > τ; with `batch_size` b > 1 a row is also rejected when
 it is > τ with any earlier row of its own batch, kept or not. It re-copies the kept set for
 every row. Here the kept set lives in one preallocated matrix that rows are appended to, the

@@ -1,5 +1,5 @@
 """How much a preference dataset rewards length: AlpacaEval's length-controlled GLM, applied
-to chosen/rejected pairs (METHODS.md §7.6).
+to chosen/rejected pairs (docs/methods.md §7.6).
 
 Each pair enters twice, (chosen, rejected) labelled 1 and swapped labelled 0 (a tie is 0.5
 both ways), and a logistic model without intercept is fitted:
