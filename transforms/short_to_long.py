@@ -22,7 +22,8 @@ generate_longpo_pair.py, postprocess_longpo_pair.py).
 
 Each row is one turn: `prompt` is the long-context user turn (what the policy sees) and the
 row carries what a LongPO trainer needs (`long_prompt`, `short_prompt`, `question`,
-`context_id`, `turn`); `longpo_records` groups turns into the reference's training records.
+`context_id`, `turn`); `longpo_records` (workbench.io.layouts_longpo) groups turns into the
+reference's training records, which `workbench export --trl longpo` writes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pydantic import Field, model_validator
 
 from transforms.doc_source import DocumentSource, load_chunks
 from workbench.documents import pack
+from workbench.io.layouts_longpo import longpo_messages, longpo_records  # noqa: F401
 from workbench.transform import DROP, QUARANTINED, Context, transform
 
 # generate_qa.py's QUERT_PROMPT, verbatim for 4 questions (the count is a parameter here).
@@ -370,37 +372,10 @@ def _generate(ctx: Context, config: ShortToLongConfig, prompts: list[Any], param
                     batch_size=config.batch_size)
 
 
-# LongPO training records (docs/methods.md §6.2, §6.3) --------------------------------------------
-def longpo_records(pairs: pl.DataFrame) -> pl.DataFrame:
-    """The reference's pre-tokenization records, one per long context: `prompt` (the long
-    document), `short_prompts`, `questions`, `chosens`, `rejecteds`, turns in `turn` order."""
-    return (pairs.sort("context_id", "turn", maintain_order=True)
-            .group_by("context_id", maintain_order=True)
-            .agg(pl.col("long_prompt").first().alias("prompt"),
-                 pl.col("short_prompt").alias("short_prompts"),
-                 pl.col("question").alias("questions"),
-                 pl.col("chosen").alias("chosens"),
-                 pl.col("rejected").alias("rejecteds")))
-
-
-def longpo_messages(record: dict[str, Any]) -> dict[str, Any]:
-    """The chat message lists postprocess_longpo_pair.py tokenizes, for one record.
-
-    `chosen`/`rejected`: one multi-turn long conversation (turn 1's user message is the long
-    document + "\\n\\n" + question, later turns the question only), each side's own answers
-    as the history. `ref_chosen`/`ref_rejected`: one single-turn short conversation per turn
-    (short chunk + "\\n\\n" + question)."""
-    out: dict[str, Any] = {"chosen": [], "rejected": [], "ref_chosen": [], "ref_rejected": []}
-    for i, question in enumerate(record["questions"]):
-        long_user = record["prompt"] + "\n\n" + question if i == 0 else question
-        short_user = record["short_prompts"][i] + "\n\n" + question
-        for side, answers in (("chosen", record["chosens"]), ("rejected", record["rejecteds"])):
-            reply = {"role": "assistant", "content": answers[i]}
-            out[side] += [{"role": "user", "content": long_user}, reply]
-            out[f"ref_{side}"].append([{"role": "user", "content": short_user}, reply])
-    return out
-
-
+# LongPO training records (docs/methods.md §6.2, §6.3): built in workbench.io.layouts_longpo,
+# which `workbench export --trl longpo` writes; imported here so older imports keep working.
+# The two numbers of the objective, as plain floats (the torch version a trainer uses is
+# workbench.trainers.losses).
 def longpo_dpo_loss(policy_chosen: float, policy_rejected: float, ref_chosen: float,
                     ref_rejected: float, beta: float = 0.01) -> float:
     """-log sigmoid(beta * ((l_pi(y_w) - l_ref(y_w)) - (l_pi(y_l) - l_ref(y_l)))), where the

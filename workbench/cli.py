@@ -260,7 +260,8 @@ def export(
     name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
     format_: Annotated[str, typer.Option("--format", "-f", help="hf, parquet or jsonl")] = "hf",
-    trl: Annotated[str, typer.Option(help="standard, conversational, or kto (unpaired: prompt, completion, label)")] = "conversational",
+    trl: Annotated[str, typer.Option(help="standard, conversational, kto (unpaired: prompt, completion, label), rdpo (+ rationale, rationale_prompt) or longpo (one LongPO record per long context)")] = "conversational",
+    columns: Annotated[str, typer.Option("--columns", help="method (default: preference rows keep the method columns: scores, margin, pair_rank/curriculum_iteration, rationale, CHES) or minimal (prompt/chosen/rejected only)")] = "method",
     split_test: Annotated[float | None, typer.Option("--split-test", help="share of rows for a test split")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="apply human labels")] = False,
     label_policy: Annotated[str | None, typer.Option("--label-policy", help="with --labels: majority (default; each annotator's latest label votes), latest, or annotator:NAME")] = None,
@@ -281,7 +282,8 @@ def export(
         result = export_dataset(_ws(workspace), name, out, fmt=format_, trl=trl,
                                 split_test=split_test, labels=labels, seed=seed,
                                 overwrite=overwrite, push_to_hub=push_to_hub,
-                                keep_ties=keep_ties, label_policy=label_policy or "majority")
+                                keep_ties=keep_ties, label_policy=label_policy or "majority",
+                                columns=columns)
     splits = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
     typer.echo(f"exported {name} to {result['out']} ({result['format']}, TRL {result['trl']} "
                f"{result['task']} layout; {splits})")
@@ -290,6 +292,11 @@ def export(
                                             for k, v in result["labels"].items()))
     if result["ties_excluded"]:
         typer.echo(f"  {result['ties_excluded']} tied pairs excluded (--keep-ties keeps them)")
+    if result["method_columns"]:
+        hint = "" if result["trl"] == "rdpo" else " (--columns minimal leaves them out)"
+        typer.echo(f"  method columns: {', '.join(result['method_columns'])}{hint}")
+    for reason, n in result["left_out"].items():
+        typer.echo(f"  left out: {reason}: {n}")
 
 
 report_app = typer.Typer(help="Reports computed from a dataset.", no_args_is_help=True)

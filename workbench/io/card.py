@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from workbench.io.export_columns import card_lines
 from workbench.workspace import DatasetVersion, Workspace
 
 
@@ -18,6 +19,7 @@ def dataset_card(
     fmt: str,
     label_stats: dict[str, Any] | None,
     ties_excluded: int = 0,
+    left_out: dict[str, int] | None = None,
 ) -> str:
     """The card's YAML `configs` name the files actually written, so `load_dataset(DIR)` finds
     them (for hf exports: the Arrow shards save_to_disk writes under each split's folder)."""
@@ -39,7 +41,11 @@ def dataset_card(
         "## Splits",
         sizes,
         "",
+        *card_lines(columns),
     ]
+    if left_out:
+        lines += [f"## Left out by the {trl} layout", "",
+                  *[f"- {reason}: {n}" for reason, n in left_out.items()], ""]
     if label_stats is not None:
         lines += ["## Human labels applied", "",
                   *[f"- {k.replace('_', ' ')}: {v}" for k, v in label_stats.items()], ""]

@@ -11,6 +11,13 @@ import polars as pl
 
 from workbench.errors import WorkbenchError
 from workbench.io.card import data_files, dataset_card
+from workbench.io.export_columns import (
+    METHOD_COLUMNS,
+    check_columns_mode,
+    cleared_on_swap,
+    method_columns,
+    rdpo_rationale,
+)
 from workbench.io.export_folder import (
     MARKER,
     check_split_names,
@@ -19,11 +26,12 @@ from workbench.io.export_folder import (
     inside,
     staged,
 )
+from workbench.io.layouts_longpo import to_longpo
 from workbench.schema import MESSAGES
 from workbench.workspace import Workspace
 
 FORMATS = ("hf", "parquet", "jsonl")
-TRL_LAYOUTS = ("standard", "conversational", "kto")
+TRL_LAYOUTS = ("standard", "conversational", "kto", "rdpo", "longpo")
 TASKS = {"preference": "preference", "sft": "prompt-completion", "instruction": "prompt-only"}
 LABEL_POLICIES = ("majority", "latest", "annotator:NAME")
 
@@ -34,17 +42,28 @@ def assistant(column: str) -> pl.Expr:
     ).alias(column)
 
 
-def to_trl(frame: pl.DataFrame, kind: str, layout: str) -> pl.DataFrame:
-    """Exactly the columns TRL expects: prompt/chosen/rejected, prompt/completion, prompt, or
-    (kto) prompt/completion/label."""
+def to_trl(frame: pl.DataFrame, kind: str, layout: str, columns: str = "method") -> pl.DataFrame:
+    """The columns TRL expects: prompt/chosen/rejected, prompt/completion, prompt, or (kto)
+    prompt/completion/label; preference rows also keep the method columns (export_columns)
+    unless `columns` is "minimal". rdpo: conversational prompt/chosen/rejected plus
+    `rationale` and `rationale_prompt`; longpo: the records `to_longpo` made, as they are."""
     if layout == "kto":
         return to_kto(frame, kind)
+    if layout == "longpo":
+        return frame
     if kind == "candidates":
         raise WorkbenchError("candidates datasets have no TRL layout: pair them first "
                              "(e.g. a best/worst pairing step) or export as preference")
+    if layout == "rdpo" and kind != "preference":
+        raise WorkbenchError(f"--trl rdpo needs a preference dataset; this one is {kind}")
     replies = {"preference": ["chosen", "rejected"], "sft": ["response"], "instruction": []}[kind]
-    if layout == "conversational":
-        out = frame.select(pl.col("prompt").cast(MESSAGES), *[assistant(c) for c in replies])
+    if layout == "rdpo":
+        extra = [pl.col("rationale"), pl.col("rationale_prompt")]
+    else:
+        extra = method_columns(frame) if kind == "preference" and columns == "method" else []
+    if layout in ("conversational", "rdpo"):
+        out = frame.select(pl.col("prompt").cast(MESSAGES), *[assistant(c) for c in replies],
+                           *extra)
     else:
         single = (pl.col("prompt").list.len() == 1) & (
             pl.col("prompt").list.first().struct.field("role") == "user")
@@ -55,7 +74,7 @@ def to_trl(frame: pl.DataFrame, kind: str, layout: str) -> pl.DataFrame:
                 "cannot hold; use --trl conversational"
             )
         out = frame.select(pl.col("prompt").list.first().struct.field("content").alias("prompt"),
-                           *[pl.col(c) for c in replies])
+                           *[pl.col(c) for c in replies], *extra)
     return out.rename({"response": "completion"}) if kind == "sft" else out
 
 
@@ -141,7 +160,8 @@ def apply_labels(frame: pl.DataFrame, labels: pl.DataFrame, policy: str = "major
                  keep_undecided: bool = False) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Human labels decide each labelled pair: a preference for the rejected side swaps it
     (with its chosen_*/rejected_* columns); tie, both_bad or no majority excludes the row.
-    Unlabelled rows stay as they are.
+    Unlabelled rows stay as they are. A swap clears the pair's side-bound method columns (a
+    rationale for the other side, CHES) and flips its margin.
 
     keep_undecided keeps the tie and both_bad rows instead, flagged in boolean `tie` and
     `both_bad` columns (the export then leaves ties out unless --keep-ties)."""
@@ -152,7 +172,8 @@ def apply_labels(frame: pl.DataFrame, labels: pl.DataFrame, policy: str = "major
     no_majority = labelled & pl.col("decision").is_null()
     swap = (pl.col("decision") == "rejected").fill_null(False)
     keep = ~no_majority if keep_undecided else ~excluded_tie & ~no_majority
-    out = joined.filter(keep).with_columns(_swapped(frame.columns, swap))
+    out = joined.filter(keep).with_columns(*_swapped(frame.columns, swap),
+                                           *cleared_on_swap(frame.columns, swap))
     if "tie" in frame.columns:  # a person who picked a side has resolved a source tie
         out = out.with_columns((pl.col("tie") & ~pl.col("decision").is_in(["chosen", "rejected"])
                                 .fill_null(False)).alias("tie"))
@@ -211,9 +232,13 @@ def export_dataset(
     push_to_hub: str | None = None,
     keep_ties: bool = False,
     label_policy: str = "majority",
+    columns: str = "method",
 ) -> dict[str, Any]:
     """Write `ref` to `out` atomically; returns what was written (paths, split sizes, how many
-    rows labels and ties removed).
+    rows labels and ties removed, and what a named layout left out).
+
+    Preference rows keep the allow-listed method columns (export_columns) unless `columns` is
+    "minimal"; `trl` "rdpo" and "longpo" write those methods' training layouts.
 
     Only `out` is written: split names must be plain names, and an existing folder is replaced
     only with `overwrite` and only when it holds an earlier export (see export_folder)."""
@@ -221,6 +246,10 @@ def export_dataset(
         raise WorkbenchError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
     if trl not in TRL_LAYOUTS:
         raise WorkbenchError(f"unknown TRL layout {trl!r} (layouts: {', '.join(TRL_LAYOUTS)})")
+    check_columns_mode(columns)
+    if labels and trl == "longpo":
+        raise WorkbenchError("--labels does not apply to --trl longpo: LongPO's chosen answer is "
+                             "the one that saw the short context, by construction")
     out = Path(out)
     target = export_target(out, workspace.root, overwrite)
     version = workspace.resolve(ref)
@@ -233,27 +262,37 @@ def export_dataset(
     ties = 0
     if not keep_ties:
         frame, ties = drop_ties(frame)
-    splits = {name: to_trl(part, version.kind, trl)
+    left_out: dict[str, int] = {}
+    if trl == "rdpo":
+        frame, left_out["pairs without a rationale"] = rdpo_rationale(frame)
+    if trl == "longpo":  # one record per long context, before splitting
+        frame = to_longpo(frame, version.kind)
+    splits = {name: to_trl(part, version.kind, trl, columns)
               for name, part in split_frame(frame, split_test, seed).items()}
     if sum(p.height for p in splits.values()) == 0:
         raise WorkbenchError(f"{version.ref} has no rows to export")
-    card = dataset_card(workspace, version, splits, trl, fmt, label_stats, ties)
+    left_out = {k: v for k, v in left_out.items() if v}
+    card = dataset_card(workspace, version, splits, trl, fmt, label_stats, ties, left_out)
 
     with staged(target) as tmp:
         _write(tmp, splits, fmt)
         inside(tmp, "README.md").write_text(card, encoding="utf-8")
         (tmp / MARKER).write_text(json.dumps(
             {"dataset": version.ref, "kind": version.kind, "trl": trl, "format": fmt,
+             "columns": columns, "left_out": left_out,
              "folder": target.name,  # where a crash-orphaned .old-export-* copy belongs
              "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
              "splits": {k: v.height for k, v in splits.items()}, "ties_excluded": ties,
              "labels": label_stats, "files": files_in(tmp)}, indent=2))
     if push_to_hub:
         _dataset_dict(splits).push_to_hub(push_to_hub)
-    task = "unpaired-preference" if trl == "kto" else TASKS.get(version.kind, version.kind)
-    return {"out": str(out), "format": fmt, "trl": trl, "task": task,
+    task = {"kto": "unpaired-preference", "rdpo": "rationale-preference",
+            "longpo": "longpo-records"}.get(trl, TASKS.get(version.kind, version.kind))
+    return {"out": str(out), "format": fmt, "trl": trl, "task": task, "columns": columns,
             "splits": {k: v.height for k, v in splits.items()}, "ties_excluded": ties,
-            "labels": label_stats}
+            "labels": label_stats, "left_out": left_out,
+            "method_columns": [c for c in next(iter(splits.values())).columns
+                               if c in METHOD_COLUMNS]}
 
 
 def _write(folder: Path, splits: dict[str, pl.DataFrame], fmt: str) -> None:
