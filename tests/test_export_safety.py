@@ -242,6 +242,21 @@ def test_overwrite_replaces_an_earlier_export(good: Workspace, tmp_path: Path):
     assert snapshot(tmp_path) == before
 
 
+def test_overwrite_tolerates_the_cache_a_trainer_left(good: Workspace, tmp_path: Path):
+    """`load_from_disk(EXPORT)` then `.map` (TRL's trainers do) writes `cache-*.arrow` into
+    the split folder: that is the export's own derivative, so --overwrite still replaces it."""
+    out = tmp_path / "exports" / "good"
+    assert cli("export", "good", "--format", "hf", "--out", str(out),
+               workspace=good.root).returncode == 0
+    loaded = datasets.load_from_disk(str(out))["train"]
+    loaded.map(lambda row: {"n": len(row["prompt"])})
+    assert any(p.name.startswith("cache-") for p in (out / "train").iterdir())
+    again = cli("export", "good", "--format", "hf", "--out", str(out), "--overwrite",
+                workspace=good.root)
+    assert again.returncode == 0, again.stderr
+    assert not any(p.name.startswith("cache-") for p in (out / "train").iterdir())
+
+
 def test_failed_swap_keeps_the_earlier_export(good: Workspace, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch):
     """If moving the new export into place fails, the earlier one is put back, and neither a

@@ -119,11 +119,17 @@ def _check_earlier_export(target: Path, out: Path) -> None:
     listed = meta.get("files")
     if listed is None:  # written before markers listed their files
         return
-    extra = sorted(set(files_in(target)) - {*map(str, listed), MARKER})
+    extra = sorted(f for f in set(files_in(target)) - {*map(str, listed), MARKER}
+                   if not DATASETS_CACHE.fullmatch(f))
     if extra:
         more = f" and {len(extra) - SHOWN} more" if len(extra) > SHOWN else ""
         raise WorkbenchError(f"--overwrite refused: {out} holds files the export did not write: "
                              f"{', '.join(extra[:SHOWN])}{more}; move them away first")
+
+
+# `datasets.load_from_disk(EXPORT)` followed by `.map` (as TRL's trainers do) leaves its
+# cache files in the split's Arrow folder: they are derived from the export, not the user's.
+DATASETS_CACHE = re.compile(r"(?:[A-Za-z0-9_.]+/)?cache-[0-9a-f]+\.arrow")
 
 
 def files_in(folder: Path) -> list[str]:
