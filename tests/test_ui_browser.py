@@ -84,7 +84,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             assert time.monotonic() < deadline, "workbench ui did not start in 60 s"
             time.sleep(0.3)
         yield {"url": f"http://127.0.0.1:{port}", "ws": ws, "paths": paths, "root": root,
-               "shots": root / "screenshots"}
+               "shots": root / "screenshots", "pid": proc.pid}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -319,3 +319,54 @@ def test_two_annotators_at_once_lose_nothing_and_agreement_shows_kappa(server: d
                 screenshot(chrome, server, page, "?annotator=lead")
     assert sorted(p.name for p in server["shots"].glob("*.png")) == sorted(
         f"{p or 'home'}.png" for p in PAGES)
+
+
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(p.cpu_times().user + p.cpu_times().system for p in tree)
+
+
+def test_a_runaway_filter_is_stopped_and_the_server_goes_idle_after_the_page_closes(
+        server: dict[str, Any]):
+    """The filter box's query runs under the app's time limit: it answers with the limit's
+    message, and a query still running when the page closes stops within that limit (the
+    server's CPU falls back to idle), instead of keeping a core busy for minutes."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from workbench.query_limits import APP_LIMITS
+
+    huge = "(SELECT count(*) FROM range(1000000000000)) > 0"
+
+    def type_filter(chrome: Any) -> float:
+        chrome.get(f"{server['url']}/Browse")
+        idle(chrome)
+        box = wait_for(lambda: chrome.find_element(By.CSS_SELECTOR, ".st-key-browse_where input"),
+                       "the filter box")
+        box.send_keys(huge, Keys.ENTER)
+        return time.monotonic()
+
+    with browser(server, "runaway") as chrome:
+        typed = type_filter(chrome)
+        wait_for(lambda: "query stopped after" in chrome.find_element(
+            By.CSS_SELECTOR, '[data-testid="stApp"]').text, "the time limit's message",
+            timeout=APP_LIMITS.timeout + 20)
+        answered = time.monotonic() - typed
+    assert answered < APP_LIMITS.timeout + 10, answered
+    with browser(server, "closer") as chrome:
+        type_filter(chrome)
+        time.sleep(1.0)  # the query is running on the server
+    closed = time.monotonic()  # the browser is gone: nobody waits for the answer
+    busy = _cpu_seconds(server["pid"])
+    idle_at = None
+    while time.monotonic() - closed < 30:
+        time.sleep(0.5)
+        now = _cpu_seconds(server["pid"])
+        if now - busy < 0.1:  # under 20% of a core over half a second: idle
+            idle_at = time.monotonic() - closed
+            break
+        busy = now
+    print(f"server idle {idle_at} s after the page closed (limit {APP_LIMITS.timeout} s)")
+    assert idle_at is not None and idle_at <= APP_LIMITS.timeout + 2.0, idle_at

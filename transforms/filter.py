@@ -8,6 +8,7 @@ import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from workbench.polars_expr import UnsafeExpression, mentions_pl, parse_polars_expr
+from workbench.sql_expression import UnsafeSQL, check_sql_expression
 from workbench.transform import DROP, Context, StepConfig, transform
 
 
@@ -53,12 +54,17 @@ class FilterConfig(StepConfig):
 
 def parse_expression(text: str) -> pl.Expr:
     """Text that uses `pl` is a polars expression, interpreted over an allow-list and never
-    passed to eval (`workbench.polars_expr`); anything else is a SQL expression for polars."""
+    passed to eval (`workbench.polars_expr`); anything else is a SQL expression for polars,
+    parsed and checked first (`workbench.sql_expression`: no subquery, nothing read)."""
     if mentions_pl(text):
         try:
             return parse_polars_expr(text)
         except UnsafeExpression as exc:
             raise ValueError(f"polars expression {text!r} refused: {exc}") from None
+    try:
+        check_sql_expression(text)
+    except UnsafeSQL as exc:
+        raise ValueError(f"SQL expression {text!r} refused: {exc}") from None
     try:
         return pl.sql_expr(text)
     except Exception as exc:

@@ -171,12 +171,23 @@ def sql(
     query: Annotated[str, typer.Argument(
         help="one read-only SELECT; each dataset is a view by name (latest) and name@N")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON Lines")] = False,
+    timeout: Annotated[float, typer.Option(help="stop the query after this many seconds")] = 60.0,
+    memory_limit: Annotated[str | None, typer.Option(help="the most memory the query may use, e.g. 512MB or 4GB (default: a quarter of RAM, at most 4 GB)")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Run one read-only SELECT over the workspace's datasets (no files, extensions or writes)."""
+    """Run one read-only SELECT over the workspace's datasets (no files, extensions or writes),
+    within a time and a memory limit; Ctrl-C stops it."""
     from workbench.query import json_lines, run_query
+    from workbench.query_limits import Limits, QueryCancelled, parse_memory
 
-    frame = run_query(_ws(workspace), query)
+    if not timeout > 0:
+        raise typer.BadParameter("--timeout must be more than 0 seconds")
+    limits = Limits(timeout=timeout, memory=parse_memory(memory_limit) if memory_limit else 0)
+    try:
+        frame = run_query(_ws(workspace), query, limits=limits)
+    except QueryCancelled as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(130)
     if as_json:
         for line in json_lines(frame):
             typer.echo(line)

@@ -16,22 +16,28 @@ from typing import Any
 import polars as pl
 
 from workbench.errors import QueryError
+from workbench.query_limits import accepts_limits, run_bounded
+from workbench.query_limits import close as close_connection
 from workbench.sandbox import check_read_only, one_line, open_sandbox, version_views
 from workbench.sqltext import check_fragment, quote_ident, rewrite_refs
 from workbench.workspace import DATA_FILE, DatasetVersion, Workspace
 
 
+@accepts_limits
 def run_query(workspace: Workspace, query: str) -> pl.DataFrame:
-    """Run one read-only SELECT over the workspace's datasets; anything else is refused."""
+    """Run one read-only SELECT over the workspace's datasets; anything else is refused.
+    Like every typed query here it takes `limits=` (`workbench.query_limits.Limits`: time and
+    memory; by default 60 s and a quarter of RAM up to 4 GiB)."""
     views = version_views(workspace.list_datasets(all_versions=True))
     sql = rewrite_refs(query, _versions_by_name(views))
     con = open_sandbox(views)
     try:
         return _select(con, sql)
     finally:
-        con.close()
+        close_connection(con)
 
 
+@accepts_limits
 def browse(
     workspace: Workspace,
     ref: str,
@@ -58,6 +64,7 @@ def browse(
                      _versions_by_name(version_views(versions)))
 
 
+@accepts_limits
 def browse_file(
     workspace: Workspace,
     path: Path,
@@ -91,7 +98,7 @@ def browse_file(
         return _page(con, "rows", Path(path), conditions, order_by, search, limit, offset,
                      by_name)
     finally:
-        con.close()
+        close_connection(con)
 
 
 def _page(con: Any, source: str, path: Path, conditions: list[str], order_by: str | None,
@@ -158,12 +165,13 @@ def _native(path: Path, sql: str, params: dict[str, Any] | None = None) -> pl.Da
     except duckdb.Error as exc:
         raise QueryError(f"reading {path}: {one_line(exc)}") from None
     finally:
-        con.close()
+        close_connection(con)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
 
 
+@accepts_limits
 def queue_rows(
     workspace: Workspace,
     ref: str,
@@ -196,6 +204,7 @@ def queue_rows(
     return fetch_ids(path, ids)
 
 
+@accepts_limits
 def count_rows(workspace: Workspace, ref: str, where: str | None = None,
                among: Any = None,
                versions: list[DatasetVersion] | None = None) -> tuple[int, int]:
@@ -231,7 +240,7 @@ def _sandboxed(workspace: Workspace, ref: str, where: str | None,
     try:
         yield con, quote_ident(version.ref), conditions, version.path / DATA_FILE
     finally:
-        con.close()
+        close_connection(con)
 
 
 def json_lines(frame: pl.DataFrame) -> Iterator[str]:
@@ -247,7 +256,7 @@ def _select(con: Any, sql: str, params: dict[str, Any] | None = None) -> pl.Data
 
     check_read_only(con, sql)
     try:
-        table = con.sql(sql, params=params or None).to_arrow_table()
+        table = run_bounded(con, lambda: con.sql(sql, params=params or None).to_arrow_table())
     except duckdb.PermissionException as exc:
         raise QueryError(
             f"SQL refused: {one_line(exc)}; queries here read only the workspace's datasets "

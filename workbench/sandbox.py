@@ -11,6 +11,8 @@ Guards, all set before any typed SQL runs, then locked:
   directories when external access is switched off.
 - `autoinstall_known_extensions=false`, `autoload_known_extensions=false`: no extension is
   fetched or loaded behind a query's back.
+- `memory_limit` from `workbench.query_limits` (with no temp directory a query that outgrows
+  it fails instead of spilling); the time limit is kept by `query_limits.run_bounded`.
 - `lock_configuration=true`: the query cannot SET any of this back.
 
 On top, `check_read_only` accepts exactly one SELECT statement whose syntax tree holds no
@@ -24,7 +26,9 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from workbench import query_limits
 from workbench.errors import QueryError
+from workbench.query_limits import connection_config
 from workbench.sqltext import first_keyword
 from workbench.workspace import DATA_FILE, DatasetVersion
 
@@ -43,6 +47,7 @@ def open_sandbox(views: dict[str, DatasetVersion]) -> Any:
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "temp_directory": "",
+        **connection_config(query_limits.current()),
     })
     try:
         con.execute("SET enable_external_access = false")

@@ -10,6 +10,7 @@ from ui.common import page, pick_version, preview_column, row_view, show_error, 
 from workbench import lineage
 from workbench.errors import WorkbenchError
 from workbench.query import browse
+from workbench.query_limits import APP_LIMITS, human
 
 ws = workspace()
 page("Browse")
@@ -38,7 +39,8 @@ if st.session_state.get("browse_asked") != asked:  # a new question starts on pa
 page_no = st.session_state.get("browse_page", 1)
 order = None if sort == "(file order)" else f'"{sort}"' + (" DESC" if descending else "")
 options = dict(where=where or None, order_by=order, search=search or None, limit=size,
-               offset=(page_no - 1) * size)
+               offset=(page_no - 1) * size, limits=APP_LIMITS)  # a few seconds: Streamlit cannot
+# tell us when the page closes, so the short limit is what stops a query nobody waits for
 try:
     if dropped_step is None:
         frame, total = browse(ws, version.ref, **options)
@@ -47,7 +49,8 @@ try:
 except WorkbenchError as exc:  # the sandbox's refusal or DuckDB's error, as one line
     show_error(exc)
     st.caption("The filter box runs one read-only clause over the workspace's datasets: no "
-               "statements, files, extensions or writes.")
+               "statements, files, extensions or writes, and at most "
+               f"{APP_LIMITS.timeout:g} s and {human(APP_LIMITS.memory_bytes())} of memory.")
     st.stop()
 
 pages = max(1, -(-total // size))
