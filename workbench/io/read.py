@@ -405,15 +405,15 @@ class _RecordLines:
 
     def _scan(self, block: bytes) -> None:
         data = np.frombuffer(block, np.uint8)
-        quotes = np.cumsum(data == ord('"'), dtype=np.int64)
+        quotes = np.flatnonzero(data == ord('"'))
         ends = np.flatnonzero(data == ord("\n"))
-        outside = (quotes[ends] + self._quoted) % 2 == 0
+        outside = (np.searchsorted(quotes, ends) + self._quoted) % 2 == 0  # quotes before
         lines = self._line + np.flatnonzero(outside)  # the lines these records end on
         if len(lines):
             self._add(np.concatenate([[self._next], lines[:-1] + 1]).astype(np.int64))
             self._next = int(lines[-1]) + 1
         self._line += len(ends)
-        self._quoted = bool((int(quotes[-1]) + self._quoted) % 2) if len(quotes) else self._quoted
+        self._quoted = bool((len(quotes) + self._quoted) % 2)
 
     def _add(self, starts: np.ndarray) -> None:
         if self._skip:
