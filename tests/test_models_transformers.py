@@ -176,7 +176,7 @@ def test_next_token_distribution_matches_logits(backend):
         assert list(got) == candidates
         assert list(got.values()) == pytest.approx(expected, abs=1e-4)
         assert all(v < 0 for v in got.values())
-    with pytest.raises(ValueError, match="share a first token"):
+    with pytest.raises(ValueError, match="'10' and '1' both start with token"):
         backend.next_token_distribution([CHAT], ["10", "1"])
 
 

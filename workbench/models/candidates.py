@@ -46,7 +46,8 @@ class CandidateTokens:
     def ids(self, context: str, candidates: Sequence[str]) -> list[int]:
         """One id per candidate, as the model would emit it right after `context`."""
         window = tail_window(context)
-        ids = [self.overrides[c] if c in self.overrides else self._first(window, c)
+        head: list[int] = []  # the window's tokens, encoded once when a candidate needs them
+        ids = [self.overrides[c] if c in self.overrides else self._first(window, c, head)
                for c in candidates]
         seen: dict[int, str] = {}
         for cand, tid in zip(candidates, ids, strict=True):
@@ -60,18 +61,19 @@ class CandidateTokens:
             seen[tid] = cand
         return ids
 
-    def _first(self, window: str, cand: str) -> int:
+    def _first(self, window: str, cand: str, head: list[int]) -> int:
         key = (window, cand)
         if key not in self._memo:
             if len(self._memo) > 4096:
                 self._memo.clear()
-            self._memo[key] = self._in_context(window, cand)[0]
+            if not head:
+                head.extend(self._encode(window))
+            self._memo[key] = self._in_context(window, head, cand)[0]
         return self._memo[key]
 
-    def _in_context(self, window: str, cand: str) -> list[int]:
+    def _in_context(self, window: str, head: list[int], cand: str) -> list[int]:
         if not cand:
             raise CandidateError("an empty candidate has no token to score")
-        head = self._encode(window)
         joint = self._encode(window + cand)
         if joint[: len(head)] == head and len(joint) > len(head):
             return joint[len(head):]
