@@ -19,6 +19,7 @@ import polars as pl
 
 from workbench import parts, schema
 from workbench.atomic import file_sha256
+from workbench.crashpoints import crashpoint
 from workbench.errors import InputError
 from workbench.finalize import DATA_DIR, finalize
 from workbench.io import layouts
@@ -235,6 +236,7 @@ def import_path(
     with workspace.scratch() as scratch:
         staged = stage(path, scratch / "staged", mapping, layout, csv_columns,
                        chunk_rows=chunk_rows)
+        crashpoint("import.staged")
         finalize(staged.files, staged.kind, scratch / "final", where=str(path),
                  batch_rows=chunk_rows or CHUNK_ROWS)
         shutil.rmtree(scratch / "staged")
