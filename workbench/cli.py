@@ -44,7 +44,11 @@ def _write_ws(override: Path | None = None) -> Any:
     from workbench.gc import collect
 
     ws = _ws(override, create=True)
-    report = collect(ws, full=False)
+    try:
+        report = collect(ws, full=False)
+    except OSError as exc:  # e.g. a read-only workspace: the command itself says so
+        typer.echo(f"gc: skipped the clean-up of crash leftovers ({exc})", err=True)
+        return ws
     if report.bytes_freed or report.restored or report.interrupted_runs:
         typer.echo(f"gc: {report.summary()}", err=True)
     return ws
