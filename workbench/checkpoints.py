@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from workbench.atomic import atomic_file
+from workbench.crashpoints import crashpoint
 from workbench.step_notes import StepNotes
 
 META_FILE = "meta.json"
@@ -63,6 +64,7 @@ def write_batch(partial: Path, index: int, frame: pl.DataFrame, notes: StepNotes
         tmp.write_text(notes.to_json())
     with atomic_file(path) as tmp:
         frame.write_parquet(tmp)
+    crashpoint("checkpoint.batch_written")
     return path
 
 

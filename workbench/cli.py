@@ -37,6 +37,22 @@ def _ws(override: Path | None = None, create: bool = False) -> Any:
     return Workspace(override or _state["workspace"], create=create)
 
 
+def _write_ws(override: Path | None = None) -> Any:
+    """The workspace of a write command (made when missing), after the cheap crash-leftover
+    sweep (`workbench gc` without its full walks); what it freed goes to stderr."""
+    from workbench.gc import collect
+
+    ws = _ws(override, create=True)
+    try:
+        report = collect(ws, full=False)
+    except OSError as exc:  # e.g. a read-only workspace: the command itself says so
+        typer.echo(f"gc: skipped the clean-up of crash leftovers ({exc})", err=True)
+        return ws
+    if report.bytes_freed or report.restored or report.interrupted_runs:
+        typer.echo(f"gc: {report.summary()}", err=True)
+    return ws
+
+
 def _echo_json(value: Any) -> None:
     from workbench.jsontext import dumps
 
@@ -66,7 +82,7 @@ def run(
     if ray_address and executor != "ray":
         raise typer.BadParameter("--ray-address needs --executor ray", param_hint="--ray-address")
     spec = load_pipeline(pipeline)
-    ws = _ws(workspace, create=True)
+    ws = _write_ws(workspace)
     chosen = get_executor(executor, address=ray_address) if executor == "ray" else executor
     result = run_pipeline(spec, ws, limit=limit, progress=not no_progress and sys.stderr.isatty(),
                           retry_failed=retry_failed, fresh=fresh, executor=chosen,
@@ -110,7 +126,7 @@ def import_(
             raise InputError(f"--map {item!r}: use canonical=column, e.g. --map prompt=question")
         mapping[key] = value
     csv_columns = [c.strip() for c in columns.split(",")] if columns else None
-    version = import_path(_ws(workspace, create=True), path, name, mapping, layout, csv_columns)
+    version = import_path(_write_ws(workspace), path, name, mapping, layout, csv_columns)
     layout_name = version.lineage.get("import", {}).get("layout")
     typer.echo(f"imported {version.rows} {version.kind} rows as {version.name} version "
                f"{version.version} (layout: {layout_name})")
@@ -128,6 +144,24 @@ def init(
     existed = is_workspace(root)
     ws = _ws(root, create=True)
     typer.echo(f"{'workspace already at' if existed else 'created workspace'} {ws.root}")
+
+
+@app.command()
+def gc(
+    as_json: Annotated[bool, typer.Option("--json", help="print what was freed as JSON")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Remove what killed imports, runs and exports left behind (staging folders, unfinished
+    versions and checkpoints, orphan version folders, export copies) and mark runs whose
+    process is gone as interrupted. What a live process owns, and what a killed run needs to
+    resume, is kept."""
+    from workbench.gc import collect
+
+    report = collect(_ws(workspace))  # a path that is not a workspace is an error, not made
+    if as_json:
+        _echo_json(report.as_json())
+    else:
+        typer.echo(report.summary())
 
 
 @app.command()

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,8 +16,9 @@ from typing import Any
 import polars as pl
 
 from workbench import annotators, schema
-from workbench.atomic import atomic_dir
+from workbench.atomic import file_lock, fsync_dir, owned_dir
 from workbench.catalog import Catalog
+from workbench.crashpoints import crashpoint
 from workbench.diskfull import writing
 from workbench.errors import NotFoundError, WorkbenchError
 
@@ -148,48 +148,76 @@ class Workspace:
     @contextlib.contextmanager
     def scratch(self) -> Iterator[Path]:
         """A fresh folder under cache/tmp for work in progress (an import's staged parts),
-        removed afterwards whatever happens."""
-        folder = self.cache_dir / "tmp" / uuid.uuid4().hex
-        folder.mkdir(parents=True)
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        removed afterwards whatever happens; owned while in use (see `atomic.owned_dir`), so
+        after a kill `workbench gc` removes it and never one a live process is filling."""
+        with owned_dir(self.cache_dir / "tmp", "") as folder:
+            try:
+                yield folder
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def publish_lock(self, name: str) -> Any:
+        """The per-dataset lock held while a version number is picked, its folder renamed
+        into place and its catalog row written: under it, a version folder without a row is
+        a crash's orphan (see `_publish`)."""
+        return file_lock(self.cache_dir / "locks" / f"publish-{name}.lock")
 
     def _publish(self, name: str, kind: str, write: Any, columns: list[str],
                  lineage: dict[str, Any] | None, run_key: str | None) -> DatasetVersion:
-        """`write(path) -> rows` fills the next version's data file; then it is registered."""
-        while True:
-            version = self._next_version(name)
-            final = self.datasets_dir / name / f"v{version}"
+        """`write(path) -> rows` fills a new version's data file in an owned temporary folder;
+        then, under the dataset's publish lock, it takes the next number after the catalog's
+        last version, is renamed into place and registered. A crash between the rename and
+        the row leaves a folder without a row; the next publisher (or gc) removes it under the
+        same lock, so no version number is ever skipped."""
+        folder = self.datasets_dir / name
+        with owned_dir(folder, ".tmp-new-") as tmp:
             try:
-                with writing(final, f"version {version} of {name}"), atomic_dir(final) as tmp:
+                with writing(tmp, f"a new version of {name}"):
                     rows = write(tmp / DATA_FILE)
-            except OSError:
-                if final.exists():  # another process took this version number first
-                    continue
+                    fsync_dir(tmp)
+                crashpoint("publish.written")
+                with self.publish_lock(name):
+                    version = self._next_version(name)
+                    final = folder / f"v{version}"
+                    for orphan in self.orphan_versions(name):
+                        shutil.rmtree(orphan)
+                    os.rename(tmp, final)
+                    fsync_dir(folder)
+                    crashpoint("publish.after_rename")
+                    try:
+                        self.catalog.execute(
+                            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [name, version, kind, rows, datetime.now(),
+                             str(final.relative_to(self.root)), json.dumps(columns),
+                             json.dumps(lineage or {}, default=str), run_key],
+                        )
+                    except BaseException:  # not registered: the version must not stay on disk
+                        shutil.rmtree(final, ignore_errors=True)
+                        raise
+                    crashpoint("publish.after_insert")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            break
-        try:
-            self.catalog.execute(
-                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [name, version, kind, rows, datetime.now(), str(final.relative_to(self.root)),
-                 json.dumps(columns), json.dumps(lineage or {}, default=str), run_key],
-            )
-        except Exception:  # not registered: the version must not stay on disk either
-            shutil.rmtree(final, ignore_errors=True)
-            raise
         return self.resolve(f"{name}@{version}")
 
     def _next_version(self, name: str) -> int:
+        """One after the catalog's last version (folders on disk do not count: one without
+        a row is an orphan, removed before the rename)."""
         rows = self.catalog.query("SELECT max(version) AS v FROM datasets WHERE name = ?", [name])
-        registered = rows[0]["v"] or 0
-        on_disk = [
-            int(p.name[1:])
-            for p in (self.datasets_dir / name).glob("v*")
-            if p.name[1:].isdigit()
-        ]
-        return max([registered, *on_disk]) + 1
+        return (rows[0]["v"] or 0) + 1
+
+    def orphan_versions(self, name: str) -> list[Path]:
+        """`name`'s version folders that have no catalog row: a publish killed between its
+        rename and its row left them. Only under `publish_lock` is that sure (a live
+        publisher renames and registers inside it)."""
+        folder = self.datasets_dir / name
+        on_disk = {int(p.name[1:]): p for p in folder.glob("v*")
+                   if p.name[1:].isdigit() and p.is_dir()} if folder.is_dir() else {}
+        if not on_disk:
+            return []
+        rows = self.catalog.query("SELECT version FROM datasets WHERE name = ?", [name])
+        known = {r["version"] for r in rows}
+        return [p for v, p in sorted(on_disk.items()) if v not in known]
 
     def list_datasets(self, all_versions: bool = False) -> list[DatasetVersion]:
         where = "" if all_versions else (

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from workbench.crashpoints import crashpoint
 from workbench.errors import WorkbenchError
 
 MARKER = "workbench_export.json"
@@ -155,9 +156,12 @@ def staged(target: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        crashpoint("export.staged")
         if target.exists():
             os.rename(target, old)
+            crashpoint("export.after_aside")
         os.rename(tmp, target)
+        crashpoint("export.after_swap")
     finally:
         if old.exists():
             if target.exists():

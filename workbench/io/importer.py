@@ -19,6 +19,7 @@ import polars as pl
 
 from workbench import parts, schema
 from workbench.atomic import file_sha256
+from workbench.crashpoints import crashpoint
 from workbench.diskfull import writing
 from workbench.errors import InputError
 from workbench.finalize import DATA_DIR, finalize
@@ -237,6 +238,7 @@ def import_path(
     with writing(staging, f"staging {path}"), workspace.scratch() as scratch:
         staged = stage(path, scratch / "staged", mapping, layout, csv_columns,
                        chunk_rows=chunk_rows)
+        crashpoint("import.staged")
         finalize(staged.files, staged.kind, scratch / "final", where=str(path),
                  batch_rows=chunk_rows or CHUNK_ROWS)
         shutil.rmtree(scratch / "staged")
