@@ -90,7 +90,7 @@ def check_read_only(con: Any, sql: str) -> None:
         raise QueryError(
             f"SQL refused: cannot check that this query only reads "
             f"({tree.get('error_message', 'not serializable')}); {ONLY}")
-    for node in _walk(tree):
+    for node in walk_tree(tree):
         kind = node.get("type")
         if isinstance(kind, str) and kind.endswith("_NODE") and kind not in READ_ONLY_NODES:
             verb = kind.removesuffix("_NODE").removesuffix("_QUERY")
@@ -110,14 +110,15 @@ def one_line(exc: BaseException) -> str:
     return line
 
 
-def _walk(value: Any) -> Iterator[dict[str, Any]]:
+def walk_tree(value: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a parsed JSON tree (DuckDB's serialized SQL), depth first."""
     if isinstance(value, dict):
         yield value
         for child in value.values():
-            yield from _walk(child)
+            yield from walk_tree(child)
     elif isinstance(value, list):
         for child in value:
-            yield from _walk(child)
+            yield from walk_tree(child)
 
 
 def version_views(versions: Iterable[DatasetVersion]) -> dict[str, DatasetVersion]:

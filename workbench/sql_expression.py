@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from typing import Any
 
+from workbench.sandbox import walk_tree
 from workbench.sqltext import check_fragment
 
 # functions that reach outside the frame in polars' SQL or DuckDB's (read_csv, scan_parquet,
@@ -53,7 +52,7 @@ def check_sql_expression(text: str) -> str:
     if node.get("type") != "SELECT_NODE" or (node.get("from_table") or {}).get("type") not in (
             None, "EMPTY"):
         raise UnsafeSQL("not one SQL expression over the frame's columns")
-    for part in _walk(node.get("select_list", [])):
+    for part in walk_tree(node.get("select_list", [])):
         kind = part.get("class") or part.get("type")
         if kind in ("SUBQUERY", "SELECT_NODE", "SET_OPERATION_NODE") or part.get("subquery"):
             raise UnsafeSQL("a subquery reads tables; only the frame's own columns may be used")
@@ -62,12 +61,3 @@ def check_sql_expression(text: str) -> str:
             raise UnsafeSQL(f"{function}() reads outside the frame")
     return text
 
-
-def _walk(value: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(value, dict):
-        yield value
-        for child in value.values():
-            yield from _walk(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _walk(child)
