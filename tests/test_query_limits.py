@@ -52,6 +52,13 @@ def test_a_query_past_its_memory_limit_fails_and_says_so(hh: Workspace):
                   limits=Limits(timeout=120, memory=64 << 20))
 
 
+def test_a_result_past_the_memory_limit_fails_before_it_is_all_held(hh: Workspace):
+    """DuckDB's memory_limit does not count the result handed to Python: the batches do."""
+    with pytest.raises(QueryError, match=r"needs more than 64 MB of memory for its result"):
+        run_query(hh, "SELECT range FROM range(300000000)",
+                  limits=Limits(timeout=120, memory=64 << 20))
+
+
 def test_memory_sizes_parse_or_fail_clearly():
     assert parse_memory("512MB") == 512 << 20 and parse_memory("4GB") == 4 << 30
     assert parse_memory("2GiB") == 2 << 30

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from workbench.errors import QueryError
-from workbench.query_limits import accepts_limits, run_bounded
+from workbench.query_limits import accepts_limits, bounded_table, run_bounded
 from workbench.query_limits import close as close_connection
 from workbench.sandbox import check_read_only, one_line, open_sandbox, version_views
 from workbench.sqltext import check_fragment, quote_ident, rewrite_refs
@@ -256,7 +256,7 @@ def _select(con: Any, sql: str, params: dict[str, Any] | None = None) -> pl.Data
 
     check_read_only(con, sql)
     try:
-        table = run_bounded(con, lambda: con.sql(sql, params=params or None).to_arrow_table())
+        table = run_bounded(con, lambda: bounded_table(con.sql(sql, params=params or None)))
     except duckdb.PermissionException as exc:
         raise QueryError(
             f"SQL refused: {one_line(exc)}; queries here read only the workspace's datasets "

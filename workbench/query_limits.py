@@ -56,6 +56,10 @@ class QueryCancelled(QueryError):
     """The person stopped the query (Ctrl-C)."""
 
 
+class QueryTooBig(QueryError):
+    """The query's result outgrew the memory limit."""
+
+
 def parse_memory(text: str) -> int:
     """'512MB', '4GB', '2GiB', '1000000' (bytes) -> bytes."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*", text, re.IGNORECASE)
@@ -123,7 +127,8 @@ def run_bounded(con: Any, work: Callable[[], T], limits: Limits | None = None) -
         except BaseException as exc:  # handed to the watching thread
             box["error"] = exc
 
-    worker = threading.Thread(target=run, name="typed-query", daemon=True)
+    context = contextvars.copy_context()  # the worker sees this thread's limits
+    worker = threading.Thread(target=context.run, args=(run,), name="typed-query", daemon=True)
     started = time.monotonic()
     worker.start()
     timed_out = cancelled = False
@@ -151,6 +156,25 @@ def run_bounded(con: Any, work: Callable[[], T], limits: Limits | None = None) -
                          f"memory limit for typed queries; `workbench sql --memory-limit SIZE` "
                          f"sets it)") from None
     raise error
+
+
+def bounded_table(relation: Any, limits: Limits | None = None) -> Any:
+    """The relation's rows as an Arrow table, read in batches whose sizes count against the
+    memory limit: DuckDB's `memory_limit` does not count the result it hands to Python, so
+    `SELECT range FROM range(3e8)` would otherwise grow past it in the caller."""
+    import pyarrow as pa
+
+    limit = (limits or current()).memory_bytes()
+    reader = relation.to_arrow_reader(100_000)
+    batches, size = [], 0
+    for batch in reader:
+        size += batch.nbytes
+        if size > limit:
+            raise QueryTooBig(f"query needs more than {human(limit)} of memory for its result "
+                              f"(the memory limit for typed queries; `workbench sql "
+                              f"--memory-limit SIZE` sets it)")
+        batches.append(batch)
+    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 def close(con: Any) -> None:
