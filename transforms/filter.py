@@ -8,7 +8,7 @@ import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from workbench.polars_expr import UnsafeExpression, mentions_pl, parse_polars_expr
-from workbench.sql_expression import UnsafeSQL, check_sql_expression
+from workbench.sql_expression import BadSQL, UnsafeSQL, check_sql_expression
 from workbench.transform import DROP, Context, StepConfig, transform
 
 
@@ -63,6 +63,8 @@ def parse_expression(text: str) -> pl.Expr:
             raise ValueError(f"polars expression {text!r} refused: {exc}") from None
     try:
         check_sql_expression(text)
+    except BadSQL as exc:
+        raise ValueError(f"bad SQL expression {text!r}: {exc}") from None
     except UnsafeSQL as exc:
         raise ValueError(f"SQL expression {text!r} refused: {exc}") from None
     try:

@@ -25,6 +25,10 @@ class UnsafeSQL(ValueError):
     """A SQL expression that could read more than the frame it filters."""
 
 
+class BadSQL(ValueError):
+    """Text that does not parse as SQL at all."""
+
+
 def check_sql_expression(text: str) -> str:
     """`text` if it is one scalar SQL expression over the frame's columns; raises UnsafeSQL
     naming what was refused (never echoing anything the expression could have read)."""
@@ -44,7 +48,7 @@ def check_sql_expression(text: str) -> str:
         con.close()
     tree = json.loads(rows[0][0])
     if tree.get("error"):
-        raise UnsafeSQL(f"not one SQL expression ({tree.get('error_message', 'unparsable')})")
+        raise BadSQL(tree.get("error_message", "does not parse"))
     statements = tree.get("statements") or []
     if len(statements) != 1:
         raise UnsafeSQL("not one SQL expression")
