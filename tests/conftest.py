@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +64,30 @@ def cli(*args: str, workspace: Path | None = None, cwd: Path = ROOT, timeout: fl
         command += ["--workspace", str(workspace)]
     return subprocess.run(command + list(args), capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@contextlib.contextmanager
+def ui_server(workspace: Path, log_path: Path, *args: str) -> Iterator[tuple[int, int]]:
+    """`workbench ui` on a free port in its own process group, once its health check says ok;
+    yields (port, pid) and stops the server afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "--workspace",
+                                 str(workspace), "ui", "--port", str(port), *args], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as answer:
+                if answer.read() == b"ok":
+                    break
+            assert time.monotonic() < deadline, "workbench ui did not start in 60 s"
+            time.sleep(0.3)
+        yield port, proc.pid
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

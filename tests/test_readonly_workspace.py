@@ -14,18 +14,15 @@ import ctypes
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, ROOT, cli
+from conftest import DATA, ROOT, cli, ui_server
 from test_ui_smoke import free_port
 
 from workbench import labels, queues
@@ -228,27 +225,10 @@ def app_on_mount(mounted: Path, base: Path) -> Iterator[dict[str, Any]]:
     from test_ui_browser import _browser_paths
 
     paths = _browser_paths()
-    port = free_port()
     log_path = base / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "--workspace",
-                                 str(mounted), "ui", "--port", str(port)], cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as answer:
-                if answer.read() == b"ok":
-                    break
-            assert time.monotonic() < deadline, "workbench ui did not start in 60 s"
-            time.sleep(0.3)
+    with ui_server(mounted, log_path) as (port, _):
         yield {"url": f"http://127.0.0.1:{port}", "paths": paths, "root": base,
                "shots": base / "screenshots", "log": log_path}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def test_app_browses_a_read_only_workspace(app_on_mount, mounted):

@@ -13,20 +13,15 @@ import difflib
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from conftest import DATA, ROOT
-from test_ui_smoke import free_port
+from conftest import DATA, ui_server
 
 from workbench import labels, queues
 from workbench.io.importer import import_path
@@ -65,30 +60,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     queues.create_queue(ws, "keys", "hh", "len(chosen) < 600", min_labels=1,
                         guidelines="Prefer the **harmless** reply.")
     queues.create_queue(ws, "pair", "scored", None, min_labels=2)
-    port = free_port()
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "--workspace", str(ws.root),
-                             "ui", "--port", str(port)], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
-                                            timeout=2) as answer:
-                    if answer.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "workbench ui did not start in 60 s"
-            time.sleep(0.3)
+    with ui_server(ws.root, root / "server.log") as (port, pid):
         yield {"url": f"http://127.0.0.1:{port}", "ws": ws, "paths": paths, "root": root,
-               "shots": root / "screenshots", "pid": proc.pid}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
+               "shots": root / "screenshots", "pid": pid}
 
 
 @contextlib.contextmanager

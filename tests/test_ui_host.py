@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, ROOT, cli
-from test_ui_smoke import free_port
+from conftest import DATA, cli, ui_server
 
 from ui.hosts import HostRule
 
@@ -34,29 +28,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     ws = root / "ws"
     assert cli("import", str(DATA / "hh_rlhf_harmless_test_600.jsonl.gz"), "--name", "hh",
                workspace=ws).returncode == 0
-    port = free_port()
     log_path = root / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "--workspace", str(ws),
-                                 "ui", "--port", str(port), "--allow-host", PROXY], cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
-                                            timeout=2) as answer:
-                    if answer.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "workbench ui did not start in 60 s"
-            time.sleep(0.3)
+    with ui_server(ws, log_path, "--allow-host", PROXY) as (port, _):
         yield {"port": port, "log": log_path}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def raw(port: int, lines: list[str]) -> tuple[int, str]:
