@@ -125,7 +125,7 @@ def agentinstruct(frame: pl.LazyFrame, config: AgentInstructConfig, ctx: Context
     for round_number in range(1, config.rounds + 1):
         items = flow.refine(items, round_number)
     items = flow.answer(items)
-    ctx.notes["report"] = flow.report(items)
+    ctx.report(flow.report(items))
     return rows(items + flow.dropped, skill, config.skill).lazy()
 
 

@@ -123,6 +123,6 @@ def ches_filter(frame: pl.LazyFrame, config: ChesFilterConfig, ctx: Context) -> 
               .then(pl.lit(f"ches_filter: not among the {keep} lowest {config.by}")))
     out = data.with_columns(reason.alias(DROP))
     kept = out.filter(pl.col(DROP).is_null())[config.by]
-    ctx.notes["report"] = {"by": config.by, "scored": int(scored), "kept": kept.len(),
-                           "highest_kept": kept.max()}
+    ctx.report({"by": config.by, "scored": int(scored), "kept": kept.len(),
+                           "highest_kept": kept.max()})
     return out.lazy()

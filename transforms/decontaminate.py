@@ -101,7 +101,7 @@ def decontaminate(frame: pl.LazyFrame, config: DecontaminateConfig,
         out = out.with_columns(pl.when(flagged).then(pl.lit(reason)).alias(DROP))
     else:
         out = out.with_columns(flagged.alias("contaminated"))
-    ctx.notes["report"] = _report(instances, hits, over, config)
+    ctx.report(_report(instances, hits, over, config))
     return out.lazy()
 
 

@@ -42,6 +42,6 @@ def dedup_embedding(frame: pl.LazyFrame, config: DedupEmbeddingConfig,
                          config.nprobe, seed=ctx.seed)
     result = resolve(len(order), pairs)
     reason = f"near-duplicate (cosine > {config.threshold:g})"
-    ctx.notes["report"] = {**pairs.info, "pairs": len(pairs.src),
-                           "dropped": int((~result.kept).sum()), "threshold": config.threshold}
+    ctx.report({**pairs.info, "pairs": len(pairs.src),
+                           "dropped": int((~result.kept).sum()), "threshold": config.threshold})
     return explain(data, order, result, reason).lazy()

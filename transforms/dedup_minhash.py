@@ -55,9 +55,9 @@ def dedup_minhash(frame: pl.LazyFrame, config: DedupMinhashConfig,
     similar = sim > config.threshold
     pairs = Pairs(src[similar], dst[similar], sim[similar])
     result = resolve(len(order), pairs)
-    ctx.notes["report"] = {"candidates": len(src), "pairs": int(similar.sum()),
+    ctx.report({"candidates": len(src), "pairs": int(similar.sum()),
                            "bands": bands, "rows_per_band": rows,
-                           "dropped": int((~result.kept).sum()), "threshold": config.threshold}
+                           "dropped": int((~result.kept).sum()), "threshold": config.threshold})
     reason = f"near-duplicate (MinHash Jaccard > {config.threshold:g})"
     return explain(data, order, result, reason).lazy()
 

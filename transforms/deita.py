@@ -154,11 +154,11 @@ def deita_select(frame: pl.LazyFrame, config: DeitaSelectConfig, ctx: Context) -
     over = f"deita_select: beyond the budget of {config.budget} rows"
     twin = np.where(chosen.twin >= 0, order[np.maximum(chosen.twin, 0)], -1)
     positions = np.concatenate([chosen.order, np.flatnonzero(chosen.status != SELECTED)])
-    ctx.notes["report"] = {
+    ctx.report({
         "selected": len(chosen.order), "similar": int((chosen.status == SIMILAR).sum()),
         "beyond_budget": int((chosen.status == NOT_REACHED).sum()),
         "threshold": config.threshold, "budget": config.budget,
-    }
+    })
     status, twin = pl.Series(chosen.status[positions]), twin[positions]
     twin_id = data["id"].gather(np.maximum(twin, 0))
     return data[order[positions]].with_columns(  # selected first, in selection order

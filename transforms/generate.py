@@ -90,13 +90,12 @@ def answer(data: pl.DataFrame, config: GenerateConfig, ctx: Context,
         ), reasons)
     kept: list[list[Any]] = []
     reasons = []
-    removed = ctx.notes.setdefault("nulled", {})
     for result in results:
         usable = [g for g in result or [] if garbage(g.text) is None]
         for g in result or []:
             why = garbage(g.text)
             if why:
-                removed[f"sample removed: {why}"] = removed.get(f"sample removed: {why}", 0) + 1
+                ctx.count_nulled(f"sample removed: {why}")
         kept.append(usable)
         reasons.append(QUARANTINE_REASON if result is None else
                        None if len(usable) >= config.min_samples else

@@ -147,11 +147,6 @@ def _keys(items: pl.DataFrame, tag: str) -> list[str]:
             zip(items["id"].to_list(), items["slot"].to_list(), strict=True)]
 
 
-def _count(ctx: Context, reason: str, n: int = 1) -> None:
-    nulled = ctx.notes.setdefault("nulled", {})
-    nulled[reason] = nulled.get(reason, 0) + n
-
-
 # -- methods -------------------------------------------------------------------------------
 
 def _expected(items: pl.DataFrame, config: JudgeConfig,
@@ -224,7 +219,7 @@ def _llm_json(items: pl.DataFrame, config: JudgeConfig,
                 parsed[i] = parse_judgement(result[0].text, config.scale)
     for _, _, problem in parsed:
         if problem:
-            _count(ctx, f"score: {problem}")
+            ctx.count_nulled(f"score: {problem}")
     return [p[0] for p in parsed], texts
 
 

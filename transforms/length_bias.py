@@ -28,5 +28,5 @@ class LengthBiasConfig(StepConfig):
 def length_bias(frame: pl.LazyFrame, config: LengthBiasConfig, ctx: Context) -> pl.LazyFrame:
     """Rows pass through unchanged; the fit is the step's report."""
     data = frame.collect()
-    ctx.notes["report"] = report(data, config.unit, config.bootstrap, ctx.seed)
+    ctx.report(report(data, config.unit, config.bootstrap, ctx.seed))
     return data.lazy()

@@ -165,8 +165,7 @@ def magpie_tags(frame: pl.LazyFrame, config: MagpieTagsConfig, ctx: Context) -> 
             if problem:
                 errors[i].append(f"{tag}: {problem}")
                 reason = f"{tag} tags nulled: {problem.split(' (')[0]}"
-                nulled = ctx.notes.setdefault("nulled", {})
-                nulled[reason] = nulled.get(reason, 0) + 1
+                ctx.count_nulled(reason)
     if "language" in config.tags:
         from workbench.language import detect_languages
 

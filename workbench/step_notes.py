@@ -2,7 +2,8 @@
 fell back to a default, a method's own report), as a typed value that batches merge and that
 survives a trip through a worker or a file.
 
-Transforms still write `ctx.notes` (their contract); executors turn each batch's notes into
+Transforms record through `Context` (`report`, `count_nulled`, `count_fallbacks`, `call`);
+executors turn each batch's notes into
 `StepNotes` and merge them.
 """
 

@@ -104,6 +104,17 @@ class Context:
                 seen["count"] += entry["count"]
         return results
 
+    def report(self, values: dict[str, Any]) -> None:
+        """The step's own report (shown by `workbench show --log` and kept in meta.json); a
+        later batch's report replaces an earlier one's."""
+        self.notes["report"] = values
+
+    def count_nulled(self, reason: str, n: int = 1) -> None:
+        """Count `n` fields set to null (or samples removed) for `reason`; the row is kept."""
+        if n:
+            nulled = self.notes.setdefault("nulled", {})
+            nulled[reason] = nulled.get(reason, 0) + n
+
     def count_fallbacks(self, reason: str, fallen: int, scored: int) -> None:
         """Note that `fallen` of `scored` scores took a default value for `reason` (counted in
         the run log by reason); the breaker stops the step past `failures: max_fallback_rate`."""
