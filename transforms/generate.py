@@ -31,6 +31,9 @@ class GenerateConfig(ModelStep, Seeded):
     max_new_tokens: int = Field(256, ge=1)
     stop: list[str] = Field(default_factory=list, description="stop strings")
     min_samples: int = Field(2, ge=1, description="with n > 1: fewest usable samples to keep a row")
+    drop_truncated: bool = Field(False, description="with n > 1: remove samples cut off at "
+                                 "max_new_tokens (finish_reason length), counted; the reference "
+                                 "keeps them")
 
     @model_validator(mode="after")
     def _samples_differ(self) -> GenerateConfig:
@@ -93,9 +96,9 @@ def answer(data: pl.DataFrame, config: GenerateConfig, ctx: Context,
     kept: list[list[Any]] = []
     reasons = []
     for result in results:
-        usable = [g for g in result or [] if garbage(g.text) is None]
+        usable = [g for g in result or [] if _problem(g, config) is None]
         for g in result or []:
-            why = garbage(g.text)
+            why = _problem(g, config)
             if why:
                 ctx.count_nulled(f"sample removed: {why}")
         kept.append(usable)
@@ -109,6 +112,13 @@ def answer(data: pl.DataFrame, config: GenerateConfig, ctx: Context,
         pl.Series("completion_tokens", [[g.completion_tokens for g in u] for u in kept],
                   pl.List(pl.Int64)),
     ), reasons)
+
+
+def _problem(g: Any, config: GenerateConfig) -> str | None:
+    """Why a sample is not usable: garbage, or cut off when `drop_truncated`."""
+    if config.drop_truncated and g.finish_reason == "length":
+        return f"truncated at {config.max_new_tokens} tokens"
+    return garbage(g.text)
 
 
 def _reason(step: str, text: str) -> str | None:
