@@ -80,36 +80,37 @@ TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def split_columns(frame: pl.DataFrame, kind: str,
-                  fields: dict[str, pl.Expr] | None = None) -> pl.DataFrame:
+                  fields: dict[str, pl.Expr | pl.Series] | None = None) -> pl.DataFrame:
     """Move traces out of the kind's text columns into their trace columns.
 
     `fields` gives a trace read from elsewhere (an imported `reasoning_content` field) per
     text column; a trace column the frame already has counts as one. Such a trace wins over
     one inside the text, which fills in where it is null (a whole row's list for
-    candidates); the in-text block leaves the answer either way. Trace columns are added only
-    when some row has a trace or the column already exists, and a text without any
-    block is left byte for byte as it was."""
+    candidates); the in-text block leaves the answer either way. The kind's trace columns
+    (both sides of a pair) are added once some row has a trace or one already exists; a
+    text without any block is left byte for byte as it was."""
     fields = fields or {}
-    out = frame
-    for column in TEXT_COLUMNS[kind]:
-        if column not in out.columns:
-            continue
+    columns = [c for c in TEXT_COLUMNS[kind] if c in frame.columns]
+    answers, traces, any_trace = {}, {}, False
+    for column in columns:
         target = trace_column(column)
-        listed = isinstance(out.schema[column], pl.List)
+        listed = isinstance(frame.schema[column], pl.List)
         trace, answer = split(pl.element() if listed else pl.col(column))
         if listed:
             trace, answer = (pl.col(column).list.eval(trace), pl.col(column).list.eval(answer))
         given = fields.get(column)
-        if given is None and target in out.columns:
+        if given is None and target in frame.columns:
             given = pl.col(target)
         if given is not None:
-            trace = pl.coalesce(given.cast(pl.List(pl.String) if listed else pl.String), trace)
-        found = out.select(trace.alias("t"), answer.alias("a"),
-                           (answer != pl.col(column)).any().alias("changed"))
-        has_trace = (found["t"].list.eval(pl.element().is_not_null()).list.any().any()
-                     if listed else found["t"].is_not_null().any())
+            dtype = pl.List(pl.String) if listed else pl.String
+            trace = pl.coalesce(pl.lit(given) if isinstance(given, pl.Series) else given,
+                                trace).cast(dtype)
+        found = frame.select(trace.alias("t"), answer.alias("a"),
+                             (answer != pl.col(column)).any().alias("changed"))
         if found["changed"][0]:  # an empty block (`<think></think>A`) leaves A, no trace
-            out = out.with_columns(found["a"].alias(column))
-        if has_trace or target in out.columns:
-            out = out.with_columns(found["t"].alias(target))
-    return out
+            answers[column] = found["a"].alias(column)
+        traces[target] = found["t"].alias(target)
+        any_trace = any_trace or target in frame.columns or bool(
+            found["t"].list.eval(pl.element().is_not_null()).list.any().any() if listed
+            else found["t"].is_not_null().any())
+    return frame.with_columns(*answers.values(), *(traces.values() if any_trace else ()))
