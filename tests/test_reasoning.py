@@ -145,3 +145,132 @@ def test_import_without_traces_adds_no_column_and_refuses_a_non_text_trace(ws, t
                                                 "reasoning": {"steps": 3}}])
     with pytest.raises(InputError, match="column 'reasoning' has type .*trace must be text"):
         import_path(ws, odd, "odd")
+
+
+# -- generation -------------------------------------------------------------------------------
+
+def thinking_reply(prompt) -> str:
+    """A scripted reasoning model: the trace names the question, the answer follows."""
+    if not prompt or not isinstance(prompt[0], dict):  # magpie's raw pre-query template
+        return "What is 5+5?"
+    question = prompt[-1]["content"]
+    if "unfinished" in question:
+        return "<think>I keep thinking and never answer"
+    if "plain" in question:
+        return "Just an answer."
+    return f"<think>\nThe user asks: {question}\n</think>\n\nThe answer to '{question}'."
+
+
+def run_steps(ws, monkeypatch, steps, rows=None, name="gen"):
+    from scripted_backend import ScriptedBackend, install
+
+    from workbench.pipeline import build_pipeline
+    from workbench.runner import run_pipeline
+
+    spec_input = {}
+    if rows is not None:
+        source = ws.root.parent / f"{name}.jsonl"
+        write_jsonl(source, rows)
+        spec_input = {"input": str(source)}
+    model = install(monkeypatch, ScriptedBackend(thinking_reply, "thinking"))
+    spec = build_pipeline({"name": name, **spec_input, "output": name,
+                           "models": {"default": model}, "steps": steps})
+    return run_pipeline(spec, ws, progress=False), ws.read(name)
+
+
+def test_generate_keeps_traces_apart_and_drops_a_reply_that_never_answers(ws, monkeypatch):
+    rows = [{"prompt": "What is 2+2?"}, {"prompt": "plain question"},
+            {"prompt": "an unfinished thought"}]
+    result, out = run_steps(ws, monkeypatch, [{"generate": {}}], rows)
+    assert result.steps[0].dropped == {"generate: empty output": 1}
+    by_prompt = {r["prompt"][0]["content"]: r for r in out.iter_rows(named=True)}
+    assert by_prompt["What is 2+2?"]["response"] == "The answer to 'What is 2+2?'."
+    assert by_prompt["What is 2+2?"]["reasoning"] == "The user asks: What is 2+2?"
+    assert by_prompt["plain question"]["reasoning"] is None
+    assert not out["response"].str.contains("think>").any()
+
+
+def test_sample_responses_keeps_a_trace_list_parallel_to_responses(ws, monkeypatch):
+    _, out = run_steps(ws, monkeypatch, [{"sample_responses": {"n": 3}}],
+                       [{"prompt": "What is 3+3?"}, {"prompt": "plain question"}])
+    row = {r["prompt"][0]["content"]: r for r in out.iter_rows(named=True)}
+    assert row["What is 3+3?"]["responses"] == ["The answer to 'What is 3+3?'."] * 3
+    assert row["What is 3+3?"]["reasoning"] == ["The user asks: What is 3+3?"] * 3
+    assert row["plain question"]["reasoning"] == [None] * 3
+
+
+def test_magpie_answers_keep_their_trace_apart(ws, monkeypatch):
+    _, out = run_steps(ws, monkeypatch, [{"magpie": {"n": 2, "template": "llama3",
+                                                     "responses": True}}], name="mag")
+    assert out.height == 2
+    assert out["response"].to_list() == ["The answer to 'What is 5+5?'."] * 2
+    assert out["reasoning"].to_list() == ["The user asks: What is 5+5?"] * 2
+
+
+class ReasoningServer:
+    """A small OpenAI-compatible chat server that answers the way DeepSeek's API and vLLM's
+    reasoning parsers do: the trace in `message.reasoning_content`, the answer in `content`."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        served = self.requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                served.append(self.path)
+                question = body["messages"][-1]["content"]
+                message = {"role": "assistant", "content": f"Answer to {question}"}
+                if "plain" not in question:
+                    message["reasoning_content"] = f"Thinking about {question}"
+                payload = json.dumps({"choices": [{"message": message, "finish_reason": "stop"}],
+                                      "usage": {"prompt_tokens": 5, "completion_tokens": 3}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ReasoningServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+def test_openai_backend_keeps_a_servers_reasoning_content_through_the_cache(ws, tmp_path):
+    from workbench.pipeline import build_pipeline
+    from workbench.runner import run_pipeline
+
+    source = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "2+2?"}, {"prompt": "plain 3+3?"}])
+    with ReasoningServer() as server:
+        spec = build_pipeline({
+            "name": "remote", "input": str(source), "output": "answers",
+            "models": {"default": {"backend": "openai", "model": "reasoner",
+                                   "options": {"base_url": server.url, "max_retries": 0}}},
+            "steps": [{"generate": {"max_new_tokens": 8}}]})
+        run_pipeline(spec, ws, progress=False)
+        first = ws.read("answers")
+        assert server.requests == ["/v1/chat/completions"] * 2
+        again = run_pipeline(spec, ws, progress=False, fresh=True)  # calls come from the cache
+        assert len(server.requests) == 2
+    assert again.steps[0].detail["model_calls"]["hits"] == 2
+    assert first.sort("response")["response"].to_list() == ["Answer to 2+2?", "Answer to plain 3+3?"]
+    assert first.sort("response")["reasoning"].to_list() == ["Thinking about 2+2?", None]
+    assert ws.read("answers").sort("response")["reasoning"].to_list() == ["Thinking about 2+2?",
+                                                                          None]
