@@ -49,6 +49,31 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2-135M-Instruct on the transformers backend (loaded once per
+    worker process; steps that name `model: embedded` share it)."""
+    from workbench.models import load_backend
+    from workbench.models.spec import ModelSpec
+
+    return load_backend(ModelSpec(backend="transformers", model="embedded"))
+
+
+def cache_entries(workspace: Path) -> int:
+    """Model calls stored in a workspace's call cache; 0 before the cache or its table exists
+    (a run may have created the file but not yet the table)."""
+    import sqlite3
+
+    db = workspace / "cache" / "calls.sqlite"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        created = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'calls'").fetchone()
+        if not created[0]:
+            return 0
+        return con.execute("SELECT count(*) FROM calls").fetchone()[0]
+
+
 @pytest.fixture
 def ws(tmp_path: Path):
     from workbench.workspace import Workspace

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import DATA, ROOT, cli
+from conftest import DATA, ROOT, cache_entries, cli
 
 pytestmark = pytest.mark.slow
 N = 6  # instructions
@@ -34,17 +33,6 @@ def small_demo(tmp_path: Path) -> tuple[Path, int]:
     path = tmp_path / "demo_small.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path, steps["sample_responses"]["n"]
-
-
-def cache_entries(workspace: Path) -> int:
-    db = workspace / "cache" / "calls.sqlite"
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db) as con:
-        created = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'calls'").fetchone()
-        if not created[0]:  # the run has created the file but not yet its table
-            return 0
-        return con.execute("SELECT count(*) FROM calls").fetchone()[0]
 
 
 def test_demo_killed_while_sampling_resumes_without_repeating_calls(tmp_path: Path):

@@ -18,14 +18,6 @@ FAMILIES = ("llama3", "llama3.1", "llama3.3", "qwen2", "qwen2.5", "gemma2", "phi
             "smollm2")
 
 
-@pytest.fixture(scope="module")
-def embedded():
-    from workbench.models import load_backend
-    from workbench.models.spec import ModelSpec
-
-    return load_backend(ModelSpec(backend="transformers", model="embedded"))
-
-
 def test_registry_covers_the_families_with_stops_and_multi_turn_headers():
     families = load_registry()
     assert set(FAMILIES) <= set(families)

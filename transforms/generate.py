@@ -16,20 +16,24 @@ from pydantic import Field, model_validator
 
 from transforms.garbage import REPETITION, garbage
 from workbench.reasoning import split_texts
-from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+from workbench.transform import (
+    DROP,
+    QUARANTINED,
+    Context,
+    ModelStep,
+    Seeded,
+    transform,
+)
 
 QUARANTINE_REASON = f"{QUARANTINED} (quarantined)"
 
 
-class GenerateConfig(StepConfig):
-    model: str = Field("default", description="a name under the pipeline's `models:`")
+class GenerateConfig(ModelStep, Seeded):
     n: int = Field(1, ge=1, description="samples per prompt; n > 1 makes candidates")
     temperature: float = Field(0.0, ge=0, description="0 is greedy")
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(256, ge=1)
     stop: list[str] = Field(default_factory=list, description="stop strings")
-    seed: int | None = Field(None, description="defaults to the pipeline seed")
-    batch_size: int = Field(8, ge=1, description="prompts per model call")
     min_samples: int = Field(2, ge=1, description="with n > 1: fewest usable samples to keep a row")
 
     @model_validator(mode="after")
@@ -39,8 +43,7 @@ class GenerateConfig(StepConfig):
                              "answer: set temperature > 0 (e.g. 0.8) or n: 1")
         return self
 
-    @property
-    def kind(self) -> str:
+    def output_kind(self, input_kind: str) -> str:
         return "sft" if self.n == 1 else "candidates"
 
 
@@ -59,8 +62,7 @@ class SampleConfig(GenerateConfig):
     n: int = Field(5, ge=2, description="responses per prompt (Magpie-DPO samples 5)")
     temperature: float = Field(0.8, gt=0, description="Magpie-DPO samples at 0.8")
 
-    @property
-    def kind(self) -> str:
+    def output_kind(self, input_kind: str) -> str:
         return "candidates"
 
 
@@ -79,7 +81,7 @@ def answer(data: pl.DataFrame, config: GenerateConfig, ctx: Context,
 
     params = SamplingParams(n=config.n, temperature=config.temperature, top_p=config.top_p,
                             max_new_tokens=config.max_new_tokens, stop=tuple(config.stop),
-                            seed=ctx.seed if config.seed is None else config.seed)
+                            seed=config.seed_or(ctx))
     ids = data["id"].to_list()
     results = ctx.call(config.model, "generate", data["prompt"].to_list(), params,
                        row_ids=ids, sample_ids=ids, batch_size=config.batch_size)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from workbench.transform import Context, StepConfig, transform
+from workbench.transform import Context, ModelName, StepConfig, transform
 
 RUBRIC = (
     "Please act as an impartial judge and rate the quality of the assistant's response to the "
@@ -53,8 +53,8 @@ PAIRWISE = (
 class JudgeConfig(StepConfig):
     method: Literal["expected_score", "llm_json", "reward_model", "density_ratio",
                     "llm_pairwise"] = Field("expected_score")
-    model: str = Field("default", description="the judge (or the strong model for density_ratio)")
-    weak_model: str | None = Field(None, description="density_ratio: the weak model")
+    model: ModelName = Field("default", description="the judge (or the strong model for density_ratio)")
+    weak_model: ModelName | None = Field(None, description="density_ratio: the weak model")
     strong_system: str | None = Field(None, description="density_ratio with one model: system "
                                       "prompt of the 'strong' side")
     weak_system: str | None = Field(None, description="density_ratio with one model: system "
@@ -75,15 +75,13 @@ class JudgeConfig(StepConfig):
         return self
 
 
-    @property
-    def consumes(self) -> tuple[str, ...]:
+    def accepted_kinds(self) -> tuple[str, ...]:
         """Checked before a run: llm_pairwise judges pairs; the scores need responses."""
         if self.method == "llm_pairwise":
             return ("preference",)
         return ("sft", "candidates", "preference")
 
-    @property
-    def needs(self) -> tuple[str, ...]:
+    def capabilities(self) -> tuple[str, ...]:
         """The backend capability this method calls (checked before a run)."""
         return ({"expected_score": "next_token_distribution", "llm_json": "generate",
                  "reward_model": "reward", "density_ratio": "logprobs",

@@ -27,7 +27,13 @@ from pydantic import Field, model_validator
 from transforms.generate import answers
 from transforms.magpie_sanitize import sanitize
 from transforms.magpie_templates import PROBE, Family, builtin_digest, detect_family, load_registry
-from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+from workbench.transform import (
+    DROP,
+    QUARANTINED,
+    Context,
+    ModelStep,
+    transform,
+)
 
 # Magpie's multi-turn system prompt, verbatim with its typos ("Al", "thorough,relevant").
 MT_SYSTEM = ("You are a helpful Al assistant. The user will engage in a multi-round conversation "
@@ -38,8 +44,7 @@ FIRST_TOKEN = {"de_markdown": {"first_token_ban": ("#", "##", "###", "####")},
                "flaming": {"first_token_temperature": 1.2}, "none": {}}
 
 
-class MagpieConfig(StepConfig):
-    model: str = Field("default", description="a name under the pipeline's `models:`")
+class MagpieConfig(ModelStep):
     n: int = Field(ge=1, description="instructions wanted (rows before drops)")
     turns: int = Field(1, ge=1, description="user turns per conversation (> 1 implies responses)")
     template: str | None = Field(None, description="family (llama3, qwen2.5, smollm2, ...); "
@@ -61,7 +66,6 @@ class MagpieConfig(StepConfig):
     response_temperature: float | None = Field(None, ge=0)
     response_top_p: float | None = Field(None, gt=0, le=1)
     response_max_new_tokens: int = Field(256, ge=1)
-    batch_size: int = Field(8, ge=1, description="prompts per model call")
 
     @model_validator(mode="after")
     def _known_template(self) -> MagpieConfig:
@@ -72,8 +76,7 @@ class MagpieConfig(StepConfig):
                                  f"(known: {', '.join(sorted(families))})")
         return self
 
-    @property
-    def kind(self) -> str:
+    def output_kind(self, input_kind: str) -> str:
         return "sft" if self.responses or self.turns > 1 else "instruction"
 
 
@@ -125,7 +128,7 @@ def magpie(frame: pl.LazyFrame, config: MagpieConfig, ctx: Context) -> pl.LazyFr
               .when(pl.col("instruction").str.strip_chars() == "")
               .then(pl.lit("magpie: empty instruction")))
     out = out.with_columns(reason.alias(DROP))
-    if config.kind == "instruction":
+    if config.output_kind("none") == "instruction":
         return out.with_columns(_user(pl.col("instruction")).alias("prompt")).lazy()
     return _conversations(out, config, ctx, family, defaults, generator).lazy()
 

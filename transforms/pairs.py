@@ -32,12 +32,7 @@ class PairsConfig(StepConfig):
     min_margin: float = Field(0.0, ge=0, description="smallest score gap kept (ties never pair)")
     generated: str = Field("generated", description="sft_vs_generated: the model's answer column")
 
-    @property
-    def kind(self) -> str:
-        return "preference"
-
-    @property
-    def consumes(self) -> tuple[str, ...]:
+    def accepted_kinds(self) -> tuple[str, ...]:
         """Checked before a run: scored candidates, or sft rows for sft_vs_generated."""
         return ("sft",) if self.method == "sft_vs_generated" else ("candidates",)
 

@@ -38,6 +38,7 @@ from workbench.executors import Executor, RowJob, get_executor
 from workbench.finalize import DATA_DIR, DROPPED_DIR, finalize
 from workbench.models.breaker import Breaker
 from workbench.pipeline import Pipeline, Step, check_kinds
+from workbench.positional import BatchStream
 from workbench.step_notes import StepNotes, merge_all
 from workbench.transform import QUARANTINED, Context, code_fingerprint
 from workbench.workspace import DATA_FILE, DatasetVersion, Workspace
@@ -318,7 +319,7 @@ class Runner:
         shutil.rmtree(partial, ignore_errors=True)  # a global step has no batches to reuse
         partial.mkdir(parents=True)
         frame = step.transform(parts.scan(source) if source is not None else pl.LazyFrame(), ctx)
-        if hasattr(frame, "sink_parts"):  # a positional.BatchStream: written batch by batch
+        if isinstance(frame, BatchStream):  # written batch by batch
             frame.sink_parts(partial / "output")
             return parts.files(partial / "output"), {"batches": 1, "reused_batches": 0}
         output = partial / "output.parquet"
@@ -406,15 +407,13 @@ def _empty_output(pipeline: Pipeline, results: list[StepResult]) -> str:
 
 
 def _files_digest(step: Step, pipeline: Pipeline) -> list[str]:
-    """The content hash of files a step reads by itself (a config's `content_digest`, e.g.
+    """The content hash of files a step reads by itself (a config's `input_digest`, e.g.
     the documents of `agentinstruct`), so an edited file re-runs the step."""
-    digest = getattr(step.transform.config, "content_digest", None)
-    if not callable(digest):
-        return []
     try:
-        return [digest(pipeline.base_dir)]
+        digest = step.transform.config.input_digest(pipeline.base_dir)
     except WorkbenchError as exc:
         raise PipelineError(f"{step.label}: {exc}") from exc
+    return [] if digest is None else [digest]
 
 
 def run_pipeline(pipeline: Pipeline, workspace: Workspace, **options: Any) -> RunResult:

@@ -47,6 +47,25 @@ def load_backend(spec: ModelSpec) -> Backend:
         return _loaded[key]
 
 
+def provide(backend: Backend, model: str, backend_name: str = "transformers") -> dict[str, Any]:
+    """Serve an already-built backend object for a `models:` entry, returned here, so that a
+    notebook or test can run pipelines on a backend it built or scripted itself."""
+    from workbench.models.spec import ModelSpec
+
+    spec = ModelSpec(backend=backend_name, model=model)
+    with _lock:
+        _loaded[_spec_key(spec)] = backend
+    return spec.model_dump()
+
+
+def withdraw(entry: dict[str, Any]) -> None:
+    """Stop serving what `provide` served for this `models:` entry."""
+    from workbench.models.spec import ModelSpec
+
+    with _lock:
+        _loaded.pop(_spec_key(ModelSpec.model_validate(entry)), None)
+
+
 def unload_all() -> None:
     """Forget loaded backends (their memory is freed once nothing else refers to them)."""
     with _lock:
