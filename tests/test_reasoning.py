@@ -274,3 +274,112 @@ def test_openai_backend_keeps_a_servers_reasoning_content_through_the_cache(ws, 
     assert first.sort("response")["reasoning"].to_list() == ["Thinking about 2+2?", None]
     assert ws.read("answers").sort("response")["reasoning"].to_list() == ["Thinking about 2+2?",
                                                                           None]
+
+
+# -- consumers --------------------------------------------------------------------------------
+
+def judge_reply(prompt) -> str:
+    """A JSON judge that gives 5 when it sees a trace and 2 otherwise, so which text it was
+    shown is visible in the scores."""
+    import json
+
+    text = prompt[-1]["content"]
+    return json.dumps({"rationale": "seen", "score": 5 if "<think>" in text else 2})
+
+
+def judged(ws, monkeypatch, tmp_path, rows, include: bool, name: str):
+    from scripted_backend import ScriptedBackend, install
+
+    from workbench.pipeline import build_pipeline
+    from workbench.runner import run_pipeline
+
+    backend = ScriptedBackend(judge_reply, "judge")
+    model = install(monkeypatch, backend)
+    source = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    spec = build_pipeline({"name": name, "input": str(source), "output": name,
+                           "models": {"default": model},
+                           "steps": [{"judge": {"method": "llm_json",
+                                                "include_reasoning": include}}]})
+    run_pipeline(spec, ws, progress=False)
+    return ws.read(name), [p[-1]["content"] for p in backend.prompts]
+
+
+def test_judge_sees_the_answer_unless_asked_to_include_the_trace(ws, monkeypatch, tmp_path):
+    cands = [{"prompt": "What is 2+2?", "responses": ["<think>2 and 2</think>4", "5"]}]
+    out, shown = judged(ws, monkeypatch, tmp_path, cands, False, "answers_only")
+    assert out["scores"].to_list() == [[2.0, 2.0]]
+    assert not any("2 and 2" in s for s in shown)
+    out, shown = judged(ws, monkeypatch, tmp_path, cands, True, "with_traces")
+    assert out["scores"].to_list() == [[5.0, 2.0]]  # the trace shown with its own answer only
+    assert any("<think>\n2 and 2\n</think>\n\n4" in s for s in shown)
+
+    pair = [{"prompt": "What is 2+2?", "chosen": "4", "rejected": "<think>guess</think>5"}]
+    out, _ = judged(ws, monkeypatch, tmp_path, pair, True, "pair")
+    assert (out["chosen_score"][0], out["rejected_score"][0]) == (2.0, 5.0)
+
+
+def run_plain(ws, tmp_path, rows, steps, name):
+    from workbench.pipeline import build_pipeline
+    from workbench.runner import run_pipeline
+
+    source = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    result = run_pipeline(build_pipeline({"name": name, "input": str(source), "output": name,
+                                          "steps": steps}), ws, progress=False)
+    return result, ws.read(name)
+
+
+SCORED = [{"prompt": "What is 2+2?", "scores": [1.0, 3.0, 2.0],
+           "responses": ["<think>t-five</think>5", "<think>t-four</think>4", "four"]}]
+
+
+@pytest.mark.parametrize("method", [{"method": "best_worst"}, {"method": "all_pairs",
+                                                                 "anchor": "any"}])
+def test_pairs_carry_each_sides_trace(ws, tmp_path, method):
+    _, out = run_plain(ws, tmp_path, SCORED, [{"pairs": method}], "paired")
+    traces = {"5": "t-five", "4": "t-four", "four": None}
+    assert out.height == (1 if method["method"] == "best_worst" else 3)
+    for row in out.iter_rows(named=True):
+        assert row["chosen_reasoning"] == traces[row["chosen"]]
+        assert row["rejected_reasoning"] == traces[row["rejected"]]
+    assert out.row(0, named=True)["chosen"] == "4"
+
+
+def test_spin_pairs_carry_the_response_trace(ws, tmp_path):
+    rows = [{"prompt": "What is 2+2?", "response": "<think>sum</think>4", "generated": "5"}]
+    _, out = run_plain(ws, tmp_path, rows, [{"pairs": {"method": "sft_vs_generated"}}], "spin")
+    row = out.row(0, named=True)
+    assert (row["chosen"], row["chosen_reasoning"], row["rejected_reasoning"]) == ("4", "sum", None)
+
+
+def test_dedup_compares_answers_unless_the_trace_column_is_named(ws, tmp_path):
+    rows = [{"prompt": "What is 2+2?", "response": f"<think>{t}</think>4"} for t in ("a", "b")]
+    _, answers = run_plain(ws, tmp_path, rows,
+                           [{"dedup_exact": {"columns": ["prompt", "response"]}}], "d1")
+    assert answers.height == 1
+    _, both = run_plain(ws, tmp_path, rows,
+                        [{"dedup_exact": {"columns": ["prompt", "response", "reasoning"]}}], "d2")
+    assert both.height == 2
+
+
+def test_length_bias_reports_answer_and_reasoning_lengths_apart():
+    from workbench.length_bias import report
+
+    prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(6)]
+    pairs = pl.DataFrame({
+        "prompt": prompts,
+        "chosen": ["ok"] * 6,  # short answers that win...
+        "rejected": ["a much longer answer"] * 6,
+        "chosen_reasoning": ["x" * 100, "x" * 90, "x" * 80, None, "x" * 120, "x" * 60],
+        "rejected_reasoning": [None] * 6})  # ...after long thinking
+    answer = report(pairs, bootstrap=50)
+    assert answer["measured"] == "answer"
+    assert answer["answer_length"] == {"chosen_mean": 2.0, "rejected_mean": 20.0}
+    assert answer["share_chosen_longer"] == 0.0 and answer["coef"] < 0
+    trace = answer["reasoning_length"]
+    assert trace["pairs_with_trace"] == 5
+    assert trace["chosen_mean"] == pytest.approx(75.0) and trace["rejected_mean"] == 0.0
+    assert trace["share_chosen_longer"] == pytest.approx(5 / 6) and trace["coef"] > 0
+    both = report(pairs, bootstrap=50, include_reasoning=True)
+    assert both["measured"] == "answer and reasoning" and both["coef"] > 0
+    assert "reasoning_length" not in report(pairs.drop("chosen_reasoning", "rejected_reasoning"),
+                                            bootstrap=0)

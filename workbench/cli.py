@@ -355,6 +355,7 @@ def report_length_bias(
     unit: Annotated[str, typer.Option(help="chars or words")] = "chars",
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the prompts")] = 1000,
     seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    include_reasoning: Annotated[bool, typer.Option("--include-reasoning", help="fit on answer plus reasoning trace length (default: the answer; traces are reported apart)")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Length bias of a preference dataset: the length-controlled GLM coefficient."""
@@ -364,17 +365,23 @@ def report_length_bias(
     if unit not in ("chars", "words"):
         raise WorkbenchError(f"--unit must be chars or words, not {unit!r}")
     try:
-        result = report(_ws(workspace).read(name), unit, bootstrap, seed)  # type: ignore[arg-type]
+        result = report(_ws(workspace).read(name), unit, bootstrap, seed,  # type: ignore[arg-type]
+                        include_reasoning)
     except ValueError as exc:
         raise WorkbenchError(f"{name}: {exc}") from exc
     if as_json:
         _echo_json(result)
         return
-    typer.echo(f"{name}: {result['n']} pairs, lengths in {unit}")
+    typer.echo(f"{name}: {result['n']} pairs, lengths of the {result['measured']} in {unit}")
     typer.echo(f"  length coefficient  {result['coef']:.3f}  (95% bootstrap interval "
                f"{result['ci_low']:.3f} to {result['ci_high']:.3f}, {bootstrap} resamples)")
     typer.echo(f"  P(preferred) at +1 SD length  {result['p_at_plus_1sd']:.3f}")
     typer.echo(f"  chosen is longer in  {100 * result['share_chosen_longer']:.1f}% of pairs")
+    trace = result.get("reasoning_length")
+    if trace:
+        typer.echo(f"  reasoning traces ({trace['pairs_with_trace']} pairs): mean length "
+                   f"{trace['chosen_mean']:.0f} chosen vs {trace['rejected_mean']:.0f} rejected, "
+                   f"coefficient {trace['coef']:.3f}")
 
 
 @app.command()

@@ -54,12 +54,7 @@ def dataset_card(
                   "--keep-ties to keep them)", ""]
     bias = _length_bias(version.lineage)
     if bias is not None:
-        lines += ["## Length bias", "",
-                  f"Length-controlled GLM over {bias['n']} pairs ({bias.get('unit', 'chars')}): "
-                  f"coefficient {bias['coef']:.3f} (95% bootstrap interval {bias['ci_low']:.3f} "
-                  f"to {bias['ci_high']:.3f}); P(preferred) at +1 SD of length "
-                  f"{bias['p_at_plus_1sd']:.3f}; chosen is longer in "
-                  f"{100 * bias['share_chosen_longer']:.1f}% of pairs.", ""]
+        lines += _length_bias_lines(bias)
     lines += ["## Lineage", ""]
     lines += _lineage(version.ref, version.lineage, depth=0)
     models = _models(version.lineage)
@@ -103,6 +98,25 @@ def _lineage(ref: str, lineage: dict[str, Any], depth: int) -> list[str]:
                 f"{indent}  ```", ""]
         return out
     return [f"{indent}- `{ref}`: no lineage recorded"]
+
+
+def _length_bias_lines(bias: dict[str, Any]) -> list[str]:
+    """The card's length-bias section: the fit, and reasoning traces apart where there are."""
+    both = bias.get("measured") == "answer and reasoning"
+    lines = ["## Length bias", "",
+             f"Length-controlled GLM over {bias['n']} pairs ({bias.get('unit', 'chars')}"
+             f"{' of answer plus reasoning' if both else ''}): "
+             f"coefficient {bias['coef']:.3f} (95% bootstrap interval {bias['ci_low']:.3f} "
+             f"to {bias['ci_high']:.3f}); P(preferred) at +1 SD of length "
+             f"{bias['p_at_plus_1sd']:.3f}; chosen is longer in "
+             f"{100 * bias['share_chosen_longer']:.1f}% of pairs.", ""]
+    trace = bias.get("reasoning_length")
+    if trace:
+        lines += [f"Reasoning traces, apart ({trace['pairs_with_trace']} pairs have one): mean "
+                  f"length {trace['chosen_mean']:.0f} chosen vs {trace['rejected_mean']:.0f} "
+                  f"rejected; coefficient on trace length {trace['coef']:.3f} (95% interval "
+                  f"{trace['ci_low']:.3f} to {trace['ci_high']:.3f}).", ""]
+    return lines
 
 
 def _length_bias(lineage: dict[str, Any]) -> dict[str, Any] | None:
