@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from conftest import ROOT, cli
 
 from workbench.reasoning import join, split_columns, split_texts
 
@@ -383,3 +384,166 @@ def test_length_bias_reports_answer_and_reasoning_lengths_apart():
     assert both["measured"] == "answer and reasoning" and both["coef"] > 0
     assert "reasoning_length" not in report(pairs.drop("chosen_reasoning", "rejected_reasoning"),
                                             bootstrap=0)
+
+
+# -- export -----------------------------------------------------------------------------------
+
+def read_jsonl(path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+TRACED_PAIRS = [
+    {"prompt": "What is 2+2?", "chosen": "<think>2 and 2 make 4</think>\n\n4",
+     "rejected": "<think>maybe 5</think>\n\n5"},
+    {"prompt": "What is 3+3?", "chosen": "6", "rejected": "7"},
+]
+
+
+def test_export_keep_strip_inline_for_pairs_sft_and_kto(ws, tmp_path):
+    from workbench.io.export import export_dataset
+    from workbench.io.importer import import_path
+
+    import_path(ws, write_jsonl(tmp_path / "p.jsonl", TRACED_PAIRS), "p")
+    results = {mode: export_dataset(ws, "p", tmp_path / mode, fmt="jsonl", trl="standard",
+                                    reasoning=mode) for mode in ("keep", "strip", "inline")}
+    keep, strip, inline = (read_jsonl(tmp_path / m / "train.jsonl") for m in results)
+    assert [r["chosen"] for r in keep] == ["4", "6"]
+    assert [r["chosen_reasoning"] for r in keep] == ["2 and 2 make 4", None]
+    assert [r["rejected_reasoning"] for r in keep] == ["maybe 5", None]
+    assert all(set(r) == {"prompt", "chosen", "rejected"} for r in strip)
+    assert "think>" not in (tmp_path / "strip" / "train.jsonl").read_text()
+    assert [r["chosen"] for r in inline] == ["<think>\n2 and 2 make 4\n</think>\n\n4", "6"]
+    assert all("chosen_reasoning" not in r for r in inline)
+    assert {m: r["reasoning_rows"] for m, r in results.items()} == dict.fromkeys(results, 1)
+    cards = {m: (tmp_path / m / "README.md").read_text() for m in results}
+    assert "1 rows have a reasoning trace; exported with `--reasoning keep`" in cards["keep"]
+    assert "`chosen_reasoning`, `rejected_reasoning`" in cards["keep"]
+    assert "`--reasoning strip`, stripped" in cards["strip"]
+    assert "`--reasoning inline`, inline" in cards["inline"]
+
+    export_dataset(ws, "p", tmp_path / "kto", fmt="jsonl", trl="kto")
+    kto = read_jsonl(tmp_path / "kto" / "train.jsonl")
+    assert [(r["label"], r["reasoning"]) for r in kto][:2] == [(True, "2 and 2 make 4"),
+                                                               (False, "maybe 5")]
+
+    sft = [{"prompt": "Hi", "response": "<think>greet back</think>Hello"}]
+    import_path(ws, write_jsonl(tmp_path / "s.jsonl", sft), "s")
+    export_dataset(ws, "s", tmp_path / "s_conv", fmt="jsonl")
+    row = read_jsonl(tmp_path / "s_conv" / "train.jsonl")[0]
+    assert row["completion"] == [{"role": "assistant", "content": "Hello"}]
+    assert row["reasoning"] == "greet back"
+
+
+def test_export_refuses_an_unknown_mode_and_strips_blocks_left_in_text(ws, tmp_path):
+    from workbench.errors import WorkbenchError
+    from workbench.io.export import export_dataset
+
+    # written directly, as an older version or a sql step could have: the block is in the text
+    ws.write_dataset("raw", pl.DataFrame({
+        "prompt": [[{"role": "user", "content": "Hi"}]], "chosen": ["<think>t</think>A"],
+        "rejected": ["B"]}), "preference")
+    with pytest.raises(WorkbenchError, match="unknown --reasoning 'hide'"):
+        export_dataset(ws, "raw", tmp_path / "x", fmt="jsonl", reasoning="hide")
+    export_dataset(ws, "raw", tmp_path / "s", fmt="jsonl", reasoning="strip")
+    assert read_jsonl(tmp_path / "s" / "train.jsonl")[0]["chosen"] == [
+        {"role": "assistant", "content": "A"}]
+
+
+def test_export_page_offers_the_reasoning_modes(ws, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.io.importer import import_path
+
+    import_path(ws, write_jsonl(tmp_path / "p.jsonl", TRACED_PAIRS), "p")
+    monkeypatch.setenv("WORKBENCH_HOME", str(ws.root))
+    monkeypatch.chdir(tmp_path)
+    app = AppTest.from_file(str(ROOT / "ui" / "pages" / "7_Export.py"), default_timeout=60).run()
+    app.selectbox(key="export_out_name").set_value("p").run()
+    app.selectbox(key="exp_format").set_value("jsonl")
+    app.selectbox(key="exp_reasoning").set_value("inline")
+    app.text_input(key="exp_out").input("inlined")
+    next(b for b in app.button if b.label == "Export").click().run()
+    assert not app.exception and not app.error
+    rows = read_jsonl(ws.root / "exports" / "inlined" / "train.jsonl")
+    assert rows[0]["chosen"][0]["content"].startswith("<think>\n2 and 2 make 4\n</think>")
+
+
+# -- acceptance 5: import -> judge -> pairs -> export, length bias apart ------------------------
+
+QUESTIONS = ["What is 2+2?", "Name a primary colour.", "What is the capital of France?"]
+ANSWERS = [["4", "5", "22"], ["Red.", "Purple.", "Blue is one."], ["Paris.", "Lyon.", "Rome."]]
+
+
+@pytest.mark.slow
+def test_traces_round_trip_import_judge_pairs_export(ws, tmp_path):
+    import datasets
+
+    from workbench.pipeline import build_pipeline
+    from workbench.runner import run_pipeline
+
+    traced = [{"prompt": q, "responses": [f"<think>\n{'Let me think. ' * (2 + 3 * j)}About "
+                                          f"{q}\n</think>\n\n{a}" if j < 2 else a
+                                          for j, a in enumerate(answers)]}
+              for q, answers in zip(QUESTIONS, ANSWERS, strict=True)]
+    plain = [{"prompt": q, "responses": answers} for q, answers in zip(QUESTIONS, ANSWERS,
+                                                                         strict=True)]
+    source = write_jsonl(tmp_path / "traced.jsonl", traced)
+    imported = cli("import", str(source), "--name", "traced", workspace=ws.root)
+    assert imported.returncode == 0, imported.stderr
+    rows = ws.read("traced")
+    assert rows["responses"].to_list() == ANSWERS
+    assert rows["reasoning"].list.get(0).str.starts_with("Let me think.").all()
+    assert rows["reasoning"].list.get(2).is_null().all()
+
+    def pipeline(name: str, source: str) -> dict:
+        return {"name": name, "input": source, "output": name,
+                "models": {"default": {"backend": "transformers", "model": "embedded"}},
+                "steps": [{"judge": {"method": "expected_score", "batch_size": 9}},
+                          {"pairs": {"method": "best_worst"}},
+                          {"length_bias": {"bootstrap": 50}}]}
+
+    result = run_pipeline(build_pipeline(pipeline("prefs", "traced")), ws, progress=False)
+    judged = result.steps[0].detail["model_calls"]
+    assert judged["computed"] == 9
+    # the judge saw the answers only: the same answers without traces are all cache hits
+    write_jsonl(tmp_path / "plain.jsonl", plain)
+    again = run_pipeline(build_pipeline(pipeline("plain", str(tmp_path / "plain.jsonl"))), ws,
+                         progress=False)
+    calls = again.steps[0].detail["model_calls"]
+    assert (calls["computed"], calls["hits"]) == (0, 9)
+
+    prefs = ws.read("prefs")
+    trace_of = {a: t for resp, tr in zip(rows["responses"], rows["reasoning"], strict=True)
+                for a, t in zip(resp, tr, strict=True)}
+    for row in prefs.iter_rows(named=True):
+        assert row["chosen_reasoning"] == trace_of[row["chosen"]]
+        assert row["rejected_reasoning"] == trace_of[row["rejected"]]
+    bias = result.steps[2].detail["report"]
+    assert bias["measured"] == "answer"
+    assert bias["answer_length"]["chosen_mean"] == pytest.approx(
+        prefs["chosen"].str.len_chars().mean())
+    assert bias["reasoning_length"]["chosen_mean"] == pytest.approx(
+        prefs["chosen_reasoning"].str.len_chars().fill_null(0).mean())
+    assert bias["reasoning_length"]["pairs_with_trace"] == prefs.select(
+        pl.col("chosen_reasoning").is_not_null() | pl.col("rejected_reasoning").is_not_null()
+    ).to_series().sum()
+
+    strip = cli("export", "prefs", "--out", str(tmp_path / "strip"), "--format", "jsonl",
+                "--reasoning", "strip", workspace=ws.root)
+    keep = cli("export", "prefs", "--out", str(tmp_path / "keep"), "--reasoning", "keep",
+               workspace=ws.root)
+    assert strip.returncode == 0 and keep.returncode == 0, strip.stderr + keep.stderr
+    stripped = read_jsonl(tmp_path / "strip" / "train.jsonl")
+    assert len(stripped) == prefs.height
+    assert "think" not in (tmp_path / "strip" / "train.jsonl").read_text()
+    assert not any("reasoning" in column for r in stripped for column in r)
+    kept = datasets.load_from_disk(str(tmp_path / "keep"))["train"]
+    assert {"chosen_reasoning", "rejected_reasoning"} <= set(kept.column_names)
+    assert kept["chosen_reasoning"] == prefs["chosen_reasoning"].to_list()
+    assert [c[0]["content"] for c in kept["chosen"]] == prefs["chosen"].to_list()
+    assert "Length bias" in (tmp_path / "keep" / "README.md").read_text()
+    assert "Reasoning traces, apart" in (tmp_path / "keep" / "README.md").read_text()
+    assert "--reasoning keep" in (tmp_path / "keep" / "README.md").read_text()
+    assert "--reasoning strip" in (tmp_path / "strip" / "README.md").read_text()

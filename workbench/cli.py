@@ -307,6 +307,7 @@ def export(
     format_: Annotated[str, typer.Option("--format", "-f", help="hf, parquet or jsonl")] = "hf",
     trl: Annotated[str, typer.Option(help="standard, conversational, kto (unpaired: prompt, completion, label), rdpo (+ rationale, rationale_prompt) or longpo (one LongPO record per long context)")] = "conversational",
     columns: Annotated[str, typer.Option("--columns", help="method (default: preference rows keep the method columns: scores, margin, pair_rank/curriculum_iteration, rationale, CHES) or minimal (prompt/chosen/rejected only)")] = "method",
+    reasoning: Annotated[str, typer.Option("--reasoning", help="reasoning traces: keep (default: the replies hold the answers, traces in reasoning / chosen_reasoning / rejected_reasoning), strip (answers only) or inline (<think>TRACE</think> before each answer, to train on the thinking)")] = "keep",
     split_test: Annotated[float | None, typer.Option("--split-test", help="share of rows for a test split")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="apply human labels")] = False,
     label_policy: Annotated[str | None, typer.Option("--label-policy", help="with --labels: majority (default; each annotator's latest label votes), latest, or annotator:NAME")] = None,
@@ -328,7 +329,7 @@ def export(
                                 split_test=split_test, labels=labels, seed=seed,
                                 overwrite=overwrite, push_to_hub=push_to_hub,
                                 keep_ties=keep_ties, label_policy=label_policy or "majority",
-                                columns=columns)
+                                columns=columns, reasoning=reasoning)
     splits = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
     typer.echo(f"exported {name} to {result['out']} ({result['format']}, TRL {result['trl']} "
                f"{result['task']} layout; {splits})")
@@ -342,6 +343,8 @@ def export(
         typer.echo(f"  method columns: {', '.join(result['method_columns'])}{hint}")
     for reason, n in result["left_out"].items():
         typer.echo(f"  left out: {reason}: {n}")
+    if result["reasoning_rows"]:
+        typer.echo(f"  reasoning traces: {result['reasoning_rows']} rows, {result['reasoning']}")
 
 
 report_app = typer.Typer(help="Reports computed from a dataset.", no_args_is_help=True)

@@ -114,3 +114,29 @@ def split_columns(frame: pl.DataFrame, kind: str,
             found["t"].list.eval(pl.element().is_not_null()).list.any().any() if listed
             else found["t"].is_not_null().any())
     return frame.with_columns(*answers.values(), *(traces.values() if any_trace else ()))
+
+
+def for_export(frame: pl.DataFrame, kind: str, mode: str) -> tuple[pl.DataFrame, int]:
+    """A dataset's rows as an export writes them, and how many rows have a trace.
+
+    keep: the answer in the text column, the trace in its trace column; strip: the answer
+    only, trace columns gone; inline: the trace back inside the text (`join`), trace columns
+    gone. Any `<think>` block still inside a text (rows made before traces were split) is
+    split off first, so no mode leaves one in an answer it did not put there."""
+    if mode not in EXPORT_MODES:
+        raise ValueError(f"unknown reasoning mode {mode!r} (modes: {', '.join(EXPORT_MODES)})")
+    frame = split_columns(frame, kind)
+    pairs = [(c, trace_column(c)) for c in TEXT_COLUMNS[kind]
+             if c in frame.columns and trace_column(c) in frame.columns]
+    if not pairs:
+        return frame, 0
+    present = [pl.col(t).list.eval(pl.element().is_not_null()).list.any()
+               if isinstance(frame.schema[t], pl.List) else pl.col(t).is_not_null()
+               for _, t in pairs]
+    traced = int(frame.select(pl.any_horizontal(present).fill_null(False).sum()).item())
+    if mode == "inline":
+        frame = frame.with_columns(join(pl.col(t), pl.col(c)).alias(c) for c, t in pairs
+                                   if not isinstance(frame.schema[c], pl.List))
+    if mode != "keep":
+        frame = frame.drop([t for _, t in pairs])
+    return frame, traced

@@ -20,6 +20,7 @@ def dataset_card(
     label_stats: dict[str, Any] | None,
     ties_excluded: int = 0,
     left_out: dict[str, int] | None = None,
+    reasoning: tuple[str, int] = ("keep", 0),
 ) -> str:
     """The card's YAML `configs` name the files actually written, so `load_dataset(DIR)` finds
     them (for hf exports: the Arrow shards save_to_disk writes under each split's folder)."""
@@ -46,6 +47,7 @@ def dataset_card(
     if left_out:
         lines += [f"## Left out by the {trl} layout", "",
                   *[f"- {reason}: {n}" for reason, n in left_out.items()], ""]
+    lines += _reasoning_lines(*reasoning, columns)
     if label_stats is not None:
         lines += ["## Human labels applied", "",
                   *[f"- {k.replace('_', ' ')}: {v}" for k, v in label_stats.items()], ""]
@@ -98,6 +100,24 @@ def _lineage(ref: str, lineage: dict[str, Any], depth: int) -> list[str]:
                 f"{indent}  ```", ""]
         return out
     return [f"{indent}- `{ref}`: no lineage recorded"]
+
+
+def _reasoning_lines(mode: str, rows: int, columns: list[str]) -> list[str]:
+    """Which `--reasoning` the export used, when the rows have traces."""
+    held = [c for c in ("reasoning", "chosen_reasoning", "rejected_reasoning") if c in columns]
+    if not rows and not held:
+        return []
+    text = {
+        "keep": "kept apart: the replies hold the answers, the traces are in "
+                f"{', '.join(f'`{c}`' for c in held)} (TRL's trainers ignore these columns; "
+                "`--reasoning inline` trains on the traces)",
+        "strip": "stripped: the replies hold the answers only",
+        "inline": "inline: each reply with a trace is `<think>\\nTRACE\\n</think>\\n\\n` "
+                  "followed by its answer",
+    }[mode]
+    return ["## Reasoning traces", "",
+            f"{rows} rows have a reasoning trace; exported with `--reasoning {mode}`, {text}.",
+            ""]
 
 
 def _length_bias_lines(bias: dict[str, Any]) -> list[str]:
