@@ -547,3 +547,17 @@ def test_traces_round_trip_import_judge_pairs_export(ws, tmp_path):
     assert "Reasoning traces, apart" in (tmp_path / "keep" / "README.md").read_text()
     assert "--reasoning keep" in (tmp_path / "keep" / "README.md").read_text()
     assert "--reasoning strip" in (tmp_path / "strip" / "README.md").read_text()
+
+
+def test_a_label_that_swaps_a_pair_swaps_its_traces(ws, tmp_path):
+    from workbench import labels
+    from workbench.io.export import export_dataset
+    from workbench.io.importer import import_path
+
+    import_path(ws, write_jsonl(tmp_path / "p.jsonl", TRACED_PAIRS[:1]), "p")
+    row = ws.read("p")["id"][0]
+    labels.label(ws, "p", row, "ann", "b", True)  # B, the rejected side, is better
+    export_dataset(ws, "p", tmp_path / "labelled", fmt="jsonl", trl="standard", labels=True)
+    out = read_jsonl(tmp_path / "labelled" / "train.jsonl")[0]
+    assert (out["chosen"], out["chosen_reasoning"]) == ("5", "maybe 5")
+    assert (out["rejected"], out["rejected_reasoning"]) == ("4", "2 and 2 make 4")

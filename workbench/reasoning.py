@@ -101,6 +101,11 @@ def split_columns(frame: pl.DataFrame, kind: str,
         given = fields.get(column)
         if given is None and target in frame.columns:
             given = pl.col(target)
+        if given is None and not _mentions_think(frame, column, listed):
+            # the common case, found by a literal scan instead of three regexes
+            traces[target] = pl.Series(target, [None] * frame.height,
+                                       pl.List(pl.String) if listed else pl.String)
+            continue
         if given is not None:
             dtype = pl.List(pl.String) if listed else pl.String
             trace = pl.coalesce(pl.lit(given) if isinstance(given, pl.Series) else given,
@@ -114,6 +119,12 @@ def split_columns(frame: pl.DataFrame, kind: str,
             found["t"].list.eval(pl.element().is_not_null()).list.any().any() if listed
             else found["t"].is_not_null().any())
     return frame.with_columns(*answers.values(), *(traces.values() if any_trace else ()))
+
+
+def _mentions_think(frame: pl.DataFrame, column: str, listed: bool) -> bool:
+    hit = (pl.col(column).list.eval(pl.element().str.contains("think>", literal=True)).list.any()
+           if listed else pl.col(column).str.contains("think>", literal=True))
+    return bool(frame.select(hit.any()).item())
 
 
 def for_export(frame: pl.DataFrame, kind: str, mode: str) -> tuple[pl.DataFrame, int]:
