@@ -43,6 +43,7 @@ def test_users_extend_the_registry_with_their_own_file(tmp_path: Path):
     assert detect_family(f"<|user|>\n{PROBE}<|end|> MyModel", families).name == "mymodel"
 
 
+@pytest.mark.slow
 def test_embedded_chat_template_starts_with_its_pre_query_template(embedded):
     rendered = embedded.render([{"role": "user", "content": "X"}])
     families = load_registry()
@@ -101,6 +102,7 @@ def test_sanitizer_quirks():
     assert remove_prefix("a) Q2. hello") == "hello"
 
 
+@pytest.mark.slow
 def test_first_token_processors_change_only_the_first_token(embedded):
     from workbench.models.base import SamplingParams
 

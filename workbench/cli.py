@@ -66,7 +66,7 @@ def run(
     limit: Annotated[int | None, typer.Option(help="use only the first N input rows")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="retry quarantined model calls")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="ignore step checkpoints and recompute every step (model calls still come from the call cache)")] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress (bars on a terminal, else a line every few seconds)")] = False,
     executor: Annotated[str, typer.Option(help="where row-local steps run: local, or ray (a Ray cluster; needs the [ray] extra)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one); checkpoints must be on storage its nodes share")] = None,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="publish the output even when no row is left (by default an empty result fails the run)")] = False,
@@ -84,7 +84,8 @@ def run(
     spec = load_pipeline(pipeline)
     ws = _write_ws(workspace)
     chosen = get_executor(executor, address=ray_address) if executor == "ray" else executor
-    result = run_pipeline(spec, ws, limit=limit, progress=not no_progress and sys.stderr.isatty(),
+    progress = "off" if no_progress else "bar" if sys.stderr.isatty() else "plain"
+    result = run_pipeline(spec, ws, limit=limit, progress=progress,
                           retry_failed=retry_failed, fresh=fresh, executor=chosen,
                           allow_empty=allow_empty)
     for step in result.steps:

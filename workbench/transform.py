@@ -136,6 +136,7 @@ class Context:
     input_files: list[Path] | None = None
     temp_dir: Path | None = None
     memory_limit: str = "1GB"
+    progress: Callable[[int, int, int], None] | None = None  # (items done, total, tokens)
 
     def call_cache(self) -> CallCache:
         if self.workspace is None:
@@ -176,7 +177,9 @@ class Context:
             results, _ = cached_call(
                 self.call_cache(), self.model(model), capability, inputs, params,
                 batch_size=batch_size, step=self.step, row_ids=row_ids, sample_ids=sample_ids,
-                breaker=self.breaker, stats=stats)
+                breaker=self.breaker, stats=stats,
+                on_batch=None if self.progress is None else
+                lambda done, total: self.progress(done, total, stats.tokens))
         finally:  # counted also when the breaker stops the step
             self.notes.setdefault("calls", []).append(stats.counts())
             errors = self.notes.setdefault("errors", {})

@@ -227,6 +227,7 @@ class TransformersBackend:
         rows.sort(key=lambda r: len(ids[r[0]]))  # similar lengths together: less padding
         done: dict[tuple[int, int], Generation] = {}
         for chunk in _chunks(rows, self.batch_size):
+            self._fit_threads()
             torch.manual_seed(params.seed)
             rows_seeds = [row_seed(params.seed if seeds is None else seeds[i], texts[i], j)
                           for i, j in chunk] if sampling else None
@@ -272,6 +273,13 @@ class TransformersBackend:
             )
         new = out[:, width:].tolist()
         return [self._finish(row, len(p), params) for row, p in zip(new, ids, strict=True)]
+
+    def _fit_threads(self) -> None:
+        """On a CPU, as many torch threads as cores other processes leave free."""
+        if self.device == "cpu":
+            from workbench.models.cpu_threads import fit_threads
+
+            fit_threads()
 
     def _finish(self, row: list[int], prompt_len: int, params: SamplingParams) -> Generation:
         cut, ended_eos = len(row), False
@@ -406,6 +414,7 @@ class TransformersBackend:
         """The decoder's final (normed) hidden states, without the LM head."""
         import torch
 
+        self._fit_threads()
         ids, mask = self._pad_left(seqs)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
@@ -448,6 +457,7 @@ class TransformersBackend:
         """Left-padded forward; explicit position ids make padded rows equal unpadded ones."""
         import torch
 
+        self._fit_threads()
         ids, mask = self._pad_left(seqs)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
