@@ -6,7 +6,8 @@ pre-query template of its own chat format (docs/methods.md §1).
    newline, as the reference does; the text is stripped and, where the family's scripts did,
    sanitized with the class recorded.
 2. With `responses: true` each instruction is answered through the chat template (greedy by
-   default, §1.4).
+   default, §1.4); a reasoning trace in an answer is kept in `reasoning` (of the last
+   answer), and only the answer enters the conversation's later turns.
 3. With `turns: T > 1` the conversation grows (§1.5): the next user turn is sampled after the
    rendered history (with Magpie's multi-turn system prompt) plus the family's user header,
    then answered without that system prompt.
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
+from transforms.generate import answers
 from transforms.magpie_sanitize import sanitize
 from transforms.magpie_templates import PROBE, Family, builtin_digest, detect_family, load_registry
 from workbench.transform import (
@@ -147,6 +149,7 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
     chats: list[list[dict[str, str]]] = [[{"role": "user", "content": text}]
                                          for text in out["instruction"]]
     reasons: list[str | None] = list(out[DROP])
+    traces: list[str | None] = [None] * out.height  # of each conversation's latest answer
     backend = ctx.model(config.model)
 
     def add_turn(role: str, turn: int, params: SamplingParams, render: Any, empty: str) -> None:
@@ -156,8 +159,13 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
         keys = [f"{ids[i]}:{role}{turn}" for i in todo]
         got = ctx.call(config.model, "generate", [render(chats[i]) for i in todo], params,
                        row_ids=keys, sample_ids=keys, batch_size=config.batch_size)
+        split = answers([r[0] for r in got if r]) if role == "assistant" else []
+        parts = iter(split)
         for i, result in zip(todo, got, strict=True):
             text = result[0].text.strip() if result else ""
+            if result and role == "assistant":  # the answer goes on; its trace is kept apart
+                traces[i], text = next(parts)
+                text = text.strip()
             if text:
                 chats[i].append({"role": role, "content": text})
             else:
@@ -175,6 +183,8 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
     prompts = [chat[:-1] if chat and chat[-1]["role"] == "assistant" else chat for chat in chats]
     responses = [chat[-1]["content"] if chat and chat[-1]["role"] == "assistant" else None
                  for chat in chats]
+    if any(t is not None for t in traces):
+        out = out.with_columns(pl.Series("reasoning", traces, dtype=pl.String))
     return out.with_columns(
         pl.Series("prompt", prompts, dtype=pl.List(pl.Struct({"role": pl.String,
                                                                "content": pl.String}))),

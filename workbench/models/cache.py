@@ -122,6 +122,8 @@ def encode_value(capability: str, value: Any) -> tuple[str, bytes]:
         return "npy", buf.getvalue()
     if dataclasses.is_dataclass(value):
         value = dataclasses.asdict(value)
+        if isinstance(value, dict) and "reasoning" in value and value["reasoning"] is None:
+            del value["reasoning"]  # a generation without a trace is stored as before traces
     return "json", json.dumps(value, ensure_ascii=False).encode()
 
 
