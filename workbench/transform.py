@@ -171,15 +171,29 @@ class Context:
         samples (Magpie sends one template thousands of times).
         """
         from workbench.models.cache import CallStats, cached_call
+        from workbench.models.meter import metering
 
         stats = CallStats()
+        position = [0, len(inputs), 0]  # items done, total, tokens of the running batch
+        progress = self.progress
+
+        def on_batch(done: int, total: int) -> None:
+            position[:] = [done, total, 0]
+            if progress is not None:
+                progress(done, total, stats.tokens)
+
+        def on_tokens(tokens: int) -> None:
+            position[2] += tokens
+            if progress is not None:
+                progress(position[0], position[1], stats.tokens + position[2])
+
         try:
-            results, _ = cached_call(
-                self.call_cache(), self.model(model), capability, inputs, params,
-                batch_size=batch_size, step=self.step, row_ids=row_ids, sample_ids=sample_ids,
-                breaker=self.breaker, stats=stats,
-                on_batch=None if self.progress is None else
-                lambda done, total: self.progress(done, total, stats.tokens))
+            with metering(on_tokens if progress is not None else None):
+                results, _ = cached_call(
+                    self.call_cache(), self.model(model), capability, inputs, params,
+                    batch_size=batch_size, step=self.step, row_ids=row_ids,
+                    sample_ids=sample_ids, breaker=self.breaker, stats=stats,
+                    on_batch=on_batch)
         finally:  # counted also when the breaker stops the step
             self.notes.setdefault("calls", []).append(stats.counts())
             errors = self.notes.setdefault("errors", {})

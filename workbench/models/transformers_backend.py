@@ -263,6 +263,10 @@ class TransformersBackend:
         stopping = StoppingCriteriaList(
             [stop_on_strings(self.tokenizer, params.stop, width)] if params.stop else []
         )
+        from workbench.models import meter
+
+        if meter.active():
+            stopping.append(_token_meter(self._eos_ids))
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids,
@@ -511,6 +515,30 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     if not ids:
         raise ValueError("the model defines no end-of-sequence token")
     return ids
+
+
+def _token_meter(eos_ids: set[int]) -> Any:
+    """A stopping criterion that never stops: it ticks `models.meter` with the rows that
+    generated a token at this step (rows past their EOS do not count)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    from workbench.models import meter
+
+    class TokenMeter(StoppingCriteria):
+        def __init__(self) -> None:
+            self.eos = torch.tensor(sorted(eos_ids))
+            self.ended: Any = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            ended_now = torch.isin(input_ids[:, -1].cpu(), self.eos)
+            if self.ended is None:
+                self.ended = torch.zeros_like(ended_now)
+            meter.tick(int((~self.ended).sum()))
+            self.ended |= ended_now
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return TokenMeter()
 
 
 @functools.cache
