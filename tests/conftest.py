@@ -45,7 +45,10 @@ _OWN_SHARED = pytest.StashKey[str]()
 @pytest.fixture
 def shared() -> Path:
     if not SHARED.exists():
-        pytest.skip(f"{SHARED} is absent: the shared real datasets sit beside the checkout")
+        message = f"{SHARED} is absent: the shared real datasets sit beside the checkout"
+        if os.environ.get("WORKBENCH_REQUIRE_SHARED"):  # CI: a missing folder is a failure
+            pytest.fail(message + " (WORKBENCH_REQUIRE_SHARED is set)")
+        pytest.skip(message)
     return SHARED
 
 
