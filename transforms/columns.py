@@ -25,7 +25,7 @@ class RenameConfig(StepConfig):
         return self.kind
 
 
-@transform("select_columns", scope="row")
+@transform("select_columns", scope="row", keeps_content=True)
 def select_columns(frame: pl.LazyFrame, config: SelectConfig, ctx: Context) -> pl.LazyFrame:
     """Keep only the given columns (plus `id`, which every dataset carries)."""
     names = frame.collect_schema().names()

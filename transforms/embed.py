@@ -19,7 +19,7 @@ class EmbedConfig(StepConfig):
     batch_size: int = Field(64, ge=1)
 
 
-@transform("embed", scope="row")
+@transform("embed", scope="row", keeps_content=True)
 def embed(frame: pl.LazyFrame, config: EmbedConfig, ctx: Context) -> pl.LazyFrame:
     """Embed each row's text in batches; the vectors are unit length (cosine = inner product)."""
     from workbench.models.embeddings import embed as embed_texts

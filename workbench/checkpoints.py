@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from workbench import parts
 from workbench.atomic import atomic_file
 from workbench.crashpoints import crashpoint
 from workbench.step_notes import StepNotes
@@ -63,7 +64,7 @@ def write_batch(partial: Path, index: int, frame: pl.DataFrame, notes: StepNotes
     with atomic_file(path.with_suffix(".json")) as tmp:
         tmp.write_text(notes.to_json())
     with atomic_file(path) as tmp:
-        frame.write_parquet(tmp)
+        parts.write(frame, tmp)
     crashpoint("checkpoint.batch_written")
     return path
 

@@ -2,10 +2,12 @@
 that streams: the values are matched to rows by position, batch by batch, so the rows
 themselves never sit in memory. A global step then holds 8-30 bytes a row, not the row.
 
-Under the runner (`ctx.input_files` set) the result is a `BatchStream` over the input's
-Parquet files that the runner writes part by part; elsewhere (a notebook, a test) it is a
-plain polars plan. Polars' streaming engine was measured to grow with the data here (715 MB
-for `with_row_index` over 1M rows against 273 MB at 100k), so the runner path avoids it.
+Under the runner (`ctx.input` set) the result is a `BatchStream` over the input (Parquet
+files, or a view of some rows of them) that the runner finalizes as it streams past;
+elsewhere (a notebook, a test) it is a plain polars plan. Polars' streaming engine was
+measured to grow with the data here (715 MB for `with_row_index` over 1M rows against
+273 MB at 100k), so the runner path avoids it; `select` computes a step's per-row keys the
+same way, a batch at a time over the columns they need.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from workbench import parts
+from workbench.source import Source
 from workbench.transform import Context
 
 POSITION = "_wb_position"
@@ -25,15 +28,15 @@ Step = Callable[[pl.DataFrame, int], pl.DataFrame]
 
 @dataclass(frozen=True)
 class BatchStream:
-    """Input files and per-batch functions `(batch, first row's position) -> batch`, with
+    """A step's input and per-batch functions `(batch, first row's position) -> batch`, with
     the few frame methods global steps use after attaching."""
 
-    sources: tuple[Path, ...]
+    source: Source
     steps: tuple[Step, ...] = ()
     rows: int = 10_000
 
     def pipe(self, step: Step) -> BatchStream:
-        return BatchStream(self.sources, (*self.steps, step), self.rows)
+        return BatchStream(self.source, (*self.steps, step), self.rows)
 
     def with_columns(self, *exprs: pl.Expr) -> BatchStream:
         return self.pipe(lambda batch, _: batch.with_columns(*exprs))
@@ -44,17 +47,22 @@ class BatchStream:
     def drop(self, *columns: str) -> BatchStream:
         return self.pipe(lambda batch, _: batch.drop(*columns))
 
-    def batches(self) -> Iterator[pl.DataFrame]:
+    def batches(self, positions: bool = False) -> Iterator[pl.DataFrame]:
+        """The output, batch by batch (the runner finalizes it as it streams past); with
+        `positions`, each row's position in the input's base rides along as `source.ROW`."""
         offset = 0
-        for batch in parts.iter_batches(list(self.sources), self.rows):
+        for batch in self.source.batches(self.rows, positions=positions):
             height = batch.height
             for step in self.steps:
                 batch = step(batch, offset)
             offset += height
             yield batch
 
+    def batches_with_positions(self) -> Iterator[pl.DataFrame]:
+        return self.batches(positions=True)
+
     def sink_parts(self, folder: Path) -> None:
-        """One part per batch (parts may differ in all-null columns; finalize widens)."""
+        """One part per batch."""
         for index, batch in enumerate(self.batches()):
             parts.write_part(batch, folder, index)
 
@@ -65,15 +73,19 @@ class BatchStream:
         return self.collect().lazy()
 
     def collect_schema(self) -> pl.Schema:
-        return self.collect().schema
+        """The output's columns, from the steps run on no rows (nothing is read)."""
+        batch = pl.DataFrame(schema=self.source.schema())
+        for step in self.steps:
+            batch = step(batch, 0)
+        return batch.schema
 
 
 def attach(frame: pl.LazyFrame, values: pl.Series, name: str,
            ctx: Context) -> pl.LazyFrame | BatchStream:
     """`frame` with `values[i]` as column `name` on row i (len(values) = rows of `frame`,
     which must be the step's input as given)."""
-    if ctx.input_files:
-        return BatchStream(tuple(ctx.input_files)).pipe(
+    if ctx.input is not None:
+        return BatchStream(ctx.input).pipe(
             lambda batch, offset: batch.with_columns(
                 values.slice(offset, batch.height).alias(name)))
     looked_up = pl.col(POSITION).map_batches(lambda p: values.gather(p).alias(name),
@@ -81,5 +93,23 @@ def attach(frame: pl.LazyFrame, values: pl.Series, name: str,
     return frame.with_row_index(POSITION).with_columns(looked_up.alias(name)).drop(POSITION)
 
 
-def height(frame: pl.LazyFrame) -> int:
+def height(frame: pl.LazyFrame, ctx: Context | None = None) -> int:
+    """Rows of the step's input (from Parquet footers under the runner)."""
+    if ctx is not None and ctx.input is not None:
+        return ctx.input.count()
     return frame.select(pl.len()).collect().item()
+
+
+def select(frame: pl.LazyFrame, ctx: Context, *exprs: pl.Expr | str) -> pl.DataFrame:
+    """`frame.select(*exprs)` collected: under the runner a batch at a time over the
+    columns the expressions name (the input may be a view), else by polars' streaming
+    engine."""
+    if ctx.input is None:
+        return frame.select(*exprs).collect(engine="streaming")
+    names = {n for e in exprs for n in (
+        [e] if isinstance(e, str) else e.meta.root_names())}
+    chunks = [batch.select(*exprs)
+              for batch in ctx.input.batches(10_000, columns=sorted(names))]
+    if not chunks:
+        return frame.head(0).select(*exprs).collect()
+    return pl.concat(chunks)

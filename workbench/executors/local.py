@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench import parts
 from workbench.executors import Progress, StepJob, run_batch, run_global
+from workbench.positional import BatchStream
 from workbench.transform import Context
 
 
@@ -21,15 +21,16 @@ class LocalExecutor:
             skip += 1
             bar.advance()
         ctx = make_context()
-        reader = parts.exact_batches(
-            parts.iter_batches(list(job.sources), job.batch_rows, start=skip * job.batch_rows),
-            job.batch_rows)
+        assert job.source is not None
+        reader = job.source.batches(job.batch_rows, start=skip * job.batch_rows,
+                                    positions=job.view_kind is not None)
         for index, batch in enumerate(reader, start=skip):
             if index not in done:
                 run_batch(job, index, batch, ctx)
             bar.advance()
 
-    def run_global(self, job: StepJob, make_context: Callable[[], Context]) -> list[Path]:
+    def run_global(self, job: StepJob,
+                   make_context: Callable[[], Context]) -> list[Path] | BatchStream:
         return run_global(job, make_context())
 
     def close(self) -> None:
