@@ -131,15 +131,15 @@ def _check_ids(kept: pl.DataFrame, kind: str) -> None:
         raise _NotContentIds
 
 
-def ids_are_content(frame: pl.DataFrame, kind: str) -> bool:
-    """Whether a few rows spread over `frame` carry ids that start with their content hash
+def ids_are_content(frame: pl.DataFrame, kind: str, rows: int = CHECKED_PER_PART) -> bool:
+    """Whether `rows` rows spread over `frame` carry ids that start with their content hash
     (not so: a mis-declared `keeps_content`, or ids from elsewhere)."""
     if not frame.height:
         return True
     if "id" not in frame.columns or any(c not in frame.columns for c in schema.CONTENT[kind]):
         return False
-    step = max(1, frame.height // CHECKED_PER_PART)
-    sample = frame.gather_every(step).head(CHECKED_PER_PART)
+    step = max(1, frame.height // rows)
+    sample = frame.gather_every(step).head(rows)
     if DROP in sample.columns:  # a step may do what it likes to rows it drops
         sample = sample.filter(pl.col(DROP).is_null())
     hashes = schema.content_hashes(sample, kind)

@@ -6,6 +6,7 @@ ever concatenates its output in memory; readers stream them with one pyarrow rea
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,21 +49,27 @@ def scan_files(found: list[Path]) -> pl.LazyFrame:
 def schema(sources: list[Path]) -> pl.Schema:
     """The schema all parts share once widened (a column that is all null in one part)."""
     distinct = list(dict.fromkeys(_file_schema(f) for f in sources))
-    frames = [pl.from_arrow(pa.schema(s).empty_table()) for s in distinct]
-    if len(frames) == 1:
-        return frames[0].schema
+    if len(distinct) == 1:
+        return pl.Schema(distinct[0])
+    frames = [pl.DataFrame(schema=dict(s)) for s in distinct]
     return pl.concat(frames, how="diagonal_relaxed").schema
 
 
 def file_schema(path: Path) -> pl.Schema:
     """One file's schema, from its footer."""
-    return schema([path])
+    return pl.Schema(_file_schema(path))
 
 
 def _file_schema(path: Path) -> tuple:
-    """A file's Arrow schema from its footer, hashable (field name and type pairs)."""
-    arrow = pq.read_schema(path)
-    return tuple((f.name, f.type) for f in arrow)
+    """A file's schema from its footer, hashable ((name, type) pairs); footers are read
+    once per file version (a step asks for its input's schema many times)."""
+    stat = path.stat()
+    return _footer_schema(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _footer_schema(path: Path, mtime_ns: int, size: int) -> tuple:
+    return tuple(pl.read_parquet_schema(path).items())
 
 
 def count(path: Path) -> int:

@@ -43,6 +43,8 @@ from workbench.step_notes import StepNotes, merge_all
 from workbench.transform import QUARANTINED, Context
 from workbench.workspace import Workspace
 
+TOGETHER_ROWS = 10_000  # rows a `stateless` step runs in one call (at most 16 batches)
+
 
 @dataclass
 class StepResult:
@@ -160,7 +162,9 @@ class StepRunner:
                        models={n: spec.models[n] for n in step.transform.models().values()
                                if n in spec.models},
                        failures=spec.failures, memory_limit=spec.memory_limit,
-                       view_kind=view_kind if row_step else None)
+                       view_kind=view_kind if row_step else None,
+                       together=max(1, min(16, TOGETHER_ROWS // spec.batch_size))
+                       if step.transform.stateless else 1)
 
     def _execute(self, step: Step, kind: str, job: StepJob, target: Path, contexts: Contexts,
                  reused: set[int], bar: StepBar, keep_ids: bool, view: bool) -> StepResult:

@@ -234,6 +234,7 @@ class Transform(Protocol):
     scope: ClassVar[Scope]  # "row": runs batch by batch; "global": sees the whole dataset
     needs: ClassVar[tuple[str, ...]]  # backend capabilities it calls
     keeps_content: ClassVar[bool]  # kept rows keep their content columns, hence their ids
+    stateless: ClassVar[bool]  # a row's output depends on that row alone; no model is called
     version: ClassVar[str | int | None]  # bumped by hand for what code hashing cannot see
     Config: ClassVar[type[StepConfig]]
     config: StepConfig
@@ -257,6 +258,7 @@ def transform(
     config: type[StepConfig] | None = None,
     version: str | int | None = None,
     keeps_content: bool = False,
+    stateless: bool = False,
 ) -> Callable[[Callable[..., pl.LazyFrame]], type]:
     """Turn `fn(frame, config, ctx) -> frame` into a registered Transform class.
 
@@ -272,9 +274,13 @@ def transform(
     columns (`schema.CONTENT` of its kind) of the input row it came from: the step drops or
     reorders rows, or adds and changes other columns (scores, tags, a split). Its rows then
     keep their ids and are not hashed again (when its output kind is its input kind).
+    `stateless=True` (row steps) declares that each output row depends on its input row
+    alone and that no model is called: the runner may then run several batches in one call.
     """
     if scope not in ("row", "global"):
         raise ValueError(f"transform {name!r}: scope must be 'row' or 'global', not {scope!r}")
+    if stateless and (scope != "row" or needs):
+        raise ValueError(f"transform {name!r}: only a row step that calls no model is stateless")
     from workbench.registry import register
 
     def wrap(fn: Callable[..., pl.LazyFrame]) -> type:
@@ -308,6 +314,7 @@ def transform(
                 "needs": needs,
                 "version": version,
                 "keeps_content": keeps_content,
+                "stateless": stateless,
                 "Config": config_cls,
                 "__init__": __init__,
                 "__call__": __call__,

@@ -46,6 +46,7 @@ class StepJob:
     failures: Any = None
     memory_limit: str = "1GB"
     view_kind: str | None = None  # set: a row step writes its batches as a view's (`thin`)
+    together: int = 1  # batches one call may run (a `stateless` step's: see `run_batches`)
 
     def rows(self, index: int) -> tuple[int, int]:
         return index * self.batch_rows, self.batch_rows
@@ -106,6 +107,29 @@ def run_batch(job: StepJob, index: int, batch: pl.DataFrame, ctx: Context) -> St
     return notes
 
 
+def run_batches(job: StepJob, first: int, chunk: pl.DataFrame, ctx: Context) -> None:
+    """Apply a `stateless` step to several whole batches in one call and store each batch's
+    rows as its own file (the first holds the call's notes), so a resumed run finds what
+    one batch at a time would have left; batch by batch when the step dropped rows instead
+    of marking them (then rows cannot be told apart by batch)."""
+    ctx.notes = {}
+    positions = chunk[ROW] if ROW in chunk.columns else None
+    batch = chunk.drop(ROW) if positions is not None else chunk
+    out = apply_batch(job.transform, batch, ctx)
+    if out.height != batch.height:
+        for k in range(-(-chunk.height // job.batch_rows)):
+            run_batch(job, first + k, chunk.slice(k * job.batch_rows, job.batch_rows), ctx)
+        return
+    if job.view_kind is not None:
+        assert positions is not None
+        out = thin(batch, out, job.view_kind).with_columns(positions)
+    notes = StepNotes.from_context(ctx.notes)
+    for k in range(-(-chunk.height // job.batch_rows)):
+        write_batch(job.partial, first + k, out.slice(k * job.batch_rows, job.batch_rows),
+                    notes if k == 0 else StepNotes())
+    ctx.notes = {}
+
+
 def run_global(job: StepJob, ctx: Context) -> list[Path] | BatchStream:
     """Run a step on its whole input (a lazy scan of the parts) and sink the result, or
     return a `BatchStream` result for the runner to finalize as it streams past (no copy
@@ -125,10 +149,11 @@ def thin(batch: pl.DataFrame, out: pl.DataFrame, kind: str) -> pl.DataFrame:
     ids), whose content columns are nulled on kept rows (the view reads them from its base;
     dropped rows are kept whole). Checked: ids row by row, and a few rows' content hash;
     `NotAView` otherwise (the runner then runs the step again, writing rows in full)."""
-    from workbench.finalize import ids_are_content
+    from workbench.finalize import CHECKED_PER_PART, ids_are_content
 
+    checked = CHECKED_PER_PART * max(1, out.height // 1000)
     if (out.height != batch.height or "id" not in out.columns
-            or not out["id"].equals(batch["id"]) or not ids_are_content(out, kind)):
+            or not out["id"].equals(batch["id"]) or not ids_are_content(out, kind, checked)):
         raise NotAView("its rows changed")
     kept = pl.col(DROP).is_null() if DROP in out.columns else pl.lit(True)
     return out.with_columns(pl.when(~kept).then(pl.col(c)).alias(c)

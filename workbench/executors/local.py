@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.executors import Progress, StepJob, run_batch, run_global
+from workbench.executors import Progress, StepJob, run_batch, run_batches, run_global
 from workbench.positional import BatchStream
 from workbench.transform import Context
 
@@ -15,19 +15,30 @@ class LocalExecutor:
 
     def map_row_batches(self, job: StepJob, done: set[int], make_context: Callable[[], Context],
                         bar: Progress) -> None:
-        # Resumes start reading after the finished prefix; batches are done in order here.
+        # Resumes start reading after the finished prefix; batches are done in order here,
+        # `job.together` of them in one call where the step allows (each still its own file).
         skip = 0
         while skip in done:
             skip += 1
             bar.advance()
         ctx = make_context()
         assert job.source is not None
-        reader = job.source.batches(job.batch_rows, start=skip * job.batch_rows,
+        rows = job.batch_rows
+        reader = job.source.batches(rows * job.together, start=skip * rows,
                                     positions=job.view_kind is not None)
-        for index, batch in enumerate(reader, start=skip):
-            if index not in done:
-                run_batch(job, index, batch, ctx)
-            bar.advance()
+        index = skip
+        for chunk in reader:
+            count = -(-chunk.height // rows)
+            todo = [i for i in range(index, index + count) if i not in done]
+            if count > 1 and len(todo) == count:
+                run_batches(job, index, chunk, ctx)
+            else:
+                for k in range(count):
+                    if index + k in todo:
+                        run_batch(job, index + k, chunk.slice(k * rows, rows), ctx)
+            for _ in range(count):
+                bar.advance()
+            index += count
 
     def run_global(self, job: StepJob,
                    make_context: Callable[[], Context]) -> list[Path] | BatchStream:
