@@ -58,11 +58,14 @@ def finished_batches(partial: Path) -> set[int]:
     return {int(p.stem.split("-")[1]) for p in partial.glob("batch-*.parquet")}
 
 
-def write_batch(partial: Path, index: int, frame: pl.DataFrame, notes: StepNotes) -> Path:
-    """Notes first, then the rows: a batch file only exists with its notes beside it."""
+def write_batch(partial: Path, index: int, frame: pl.DataFrame,
+                notes: StepNotes | None) -> Path:
+    """Notes first, then the rows: a batch file only exists with its notes beside it (but
+    for a batch run together with the one before it, whose notes hold both: `None`)."""
     path = batch_path(partial, index)
-    with atomic_file(path.with_suffix(".json")) as tmp:
-        tmp.write_text(notes.to_json())
+    if notes is not None:
+        with atomic_file(path.with_suffix(".json")) as tmp:
+            tmp.write_text(notes.to_json())
     with atomic_file(path) as tmp:
         parts.write(frame, tmp)
     crashpoint("checkpoint.batch_written")

@@ -28,6 +28,7 @@ DATA_DIR = "data"
 DROPPED_DIR = "dropped"
 ROWS_DIR = "rows"  # a view's positions and own columns
 CHECKED_PER_PART = 8  # rows of each part whose content is hashed when ids are kept
+CHECK_EVERY = 10  # a view's streamed batches: every tenth is checked
 
 Batches = Callable[[], Iterable[pl.DataFrame]]  # each call streams the output again
 
@@ -208,43 +209,55 @@ class Numbering:
         return before + within
 
 
-def finalize_view(batches: Batches, kind: str, out: Path, base: pl.Schema, batch_rows: int,
-                  check: bool = True) -> Finalized:
+def finalize_view(batches: Batches, kind: str, out: Path, base: tuple[Path, ...],
+                  batch_rows: int, check: bool = True,
+                  columns: list[str] | None = None) -> Finalized:
     """Write a view's checkpoint: `out/rows/part-*.parquet` (each kept row's position in
-    the base, `source.ROW`, and the columns that are not the base's: all but the kind's
-    content columns, `id` and `parent_id`) and `out/dropped/` (dropped rows whole).
+    the `base` files, `source.ROW`, and the columns that are not the base's: all but the
+    kind's content columns, `id` and `parent_id`) and `out/dropped/` (dropped rows whole).
 
     `batches` stream the step's output with ROW. Its kept rows keep their ids, so nothing
-    is hashed but a few rows of each batch (`check`; a row step checks its batches as they
-    are made, `executors.thin`, and its kept rows' content is null here). Raises `NotAView`
-    when the output cannot be one: no rows, columns the base must give missing, positions
-    out of order, or a checked row changed."""
+    is hashed but a few rows now and then (`check`; a row step checks its batches as they
+    are made, `executors.thin`, and its kept rows' content is null here). `columns`, the
+    output's columns in order, says that the batches come without the content columns (a
+    stream that never read them): dropped rows then take them from the base. Raises
+    `NotAView` when the output cannot be one: no rows, columns the base must give missing,
+    positions out of order, or a checked row changed."""
     result = Finalized(0, ids="kept")
-    from_base = {c for c in (*schema.CONTENT[kind], "id", "parent_id") if c in base}
+    base_schema = parts.schema(list(base))
+    from_base = [c for c in (*schema.CONTENT[kind], "id", "parent_id") if c in base_schema]
     own: list[str] | None = None
+    fill: _Fill | None = None
     last = -1
     dropped_parts = 0
     for index, batch in enumerate(parts.exact_batches(batches(), batch_rows)):
         kept, dropped, counts = split_drops(batch)
+        present = [c for c in kept.columns if c != ROW]
         if own is None:
-            if ROW not in kept.columns or any(c not in kept.columns for c in
-                                              (*schema.CONTENT[kind], "id")):
-                raise NotAView("the output lacks the base's columns")
-            result.columns = [c for c in kept.columns if c != ROW]
+            result.columns = present if columns is None else [
+                c for c in columns if c not in (DROP, ROW)]
+            needed = (*schema.CONTENT[kind], "id")
+            if ROW not in kept.columns or any(c not in result.columns for c in needed) or (
+                    columns is not None and any(c in present for c in schema.CONTENT[kind])):
+                raise NotAView("the output lacks the base's columns, or makes them")
             own = [c for c in result.columns if c not in from_base]
             target = kept.select(ROW, *own).schema
-        elif [c for c in kept.columns if c != ROW] != result.columns:
+            if columns is not None:
+                fill = _Fill(base, [c for c in from_base if c not in present], columns)
+        elif present != (result.columns if columns is None else
+                         [c for c in result.columns if c in present]):
             raise NotAView("the output's columns changed between batches")
         rows = kept[ROW]
         if rows.len() and (rows[0] <= last or not rows.is_sorted()):
             raise NotAView("the output's rows are not in their input's order")
         last = rows[-1] if rows.len() else last
-        if check and not ids_are_content(kept, kind):
+        if check and index % CHECK_EVERY == 0 and not ids_are_content(kept, kind):
             raise NotAView("its rows changed")
         for reason, n in counts.items():
             result.dropped[reason] = result.dropped.get(reason, 0) + n
         if dropped is not None:
-            parts.write_part(dropped.drop(ROW), out / DROPPED_DIR, dropped_parts)
+            whole = dropped.drop(ROW) if fill is None else fill(dropped)
+            parts.write_part(whole, out / DROPPED_DIR, dropped_parts)
             dropped_parts += 1
         if kept.height or index == 0:
             parts.write_part(parts.conform(kept.select(ROW, *own), target), out / ROWS_DIR,
@@ -253,3 +266,18 @@ def finalize_view(batches: Batches, kind: str, out: Path, base: pl.Schema, batch
     if own is None:
         raise NotAView("the output has no batches")
     return result
+
+
+class _Fill:
+    """Dropped rows of a stream that never read the base's columns, made whole from it."""
+
+    def __init__(self, base: tuple[Path, ...], missing: list[str], order: list[str]) -> None:
+        from workbench.source import BaseReader
+
+        self.reader = BaseReader(base, missing) if missing else None
+        self.order = [c for c in order if c != ROW]
+
+    def __call__(self, dropped: pl.DataFrame) -> pl.DataFrame:
+        if self.reader is not None:
+            dropped = dropped.hstack(self.reader.take(dropped[ROW].to_numpy()))
+        return dropped.select(self.order)

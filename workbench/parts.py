@@ -7,9 +7,11 @@ ever concatenates its output in memory; readers stream them with one pyarrow rea
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from queue import Full, Queue
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 if TYPE_CHECKING:
     from workbench.source import Source
 
+T = TypeVar("T")
 PART = "part-{:06d}.parquet"
 # checkpoint files: zstd was as fast to write as lz4 here and 2.7x smaller; uncompressed
 # writes 3-4x faster, for scratch files read once (an import's parts)
@@ -166,7 +169,45 @@ def concat_to_file(sources: list[Path] | Source, target_path: Path, rows: int = 
     arrow_schema = pl.DataFrame(schema=target).to_arrow().schema
     written = 0
     with pq.ParquetWriter(target_path, arrow_schema, compression="zstd") as writer:
-        for batch in source.batches(rows):
+        for batch in prefetch(source.batches(rows)):  # read while the last batch compresses
             writer.write_table(batch.to_arrow().cast(arrow_schema), row_group_size=rows)
             written += batch.height
     return written
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """`items`, produced by a background thread up to `depth` ahead: reading and decoding
+    Parquet (pyarrow, polars) and what the consumer does with it (compressing, polars
+    expressions) both release the GIL, so on two cores they overlap. An error in the
+    producer is raised here; leaving early stops it."""
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put((True, item), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((False, None))
+        except BaseException as exc:  # handed to the consumer
+            queue.put((False, exc))
+
+    thread = threading.Thread(target=produce, daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()  # a producer waiting on a full queue sees it within 0.1 s
+        thread.join()

@@ -47,19 +47,20 @@ class BatchStream:
     def drop(self, *columns: str) -> BatchStream:
         return self.pipe(lambda batch, _: batch.drop(*columns))
 
-    def batches(self, positions: bool = False) -> Iterator[pl.DataFrame]:
+    def batches(self, positions: bool = False,
+                columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
         """The output, batch by batch (the runner finalizes it as it streams past); with
-        `positions`, each row's position in the input's base rides along as `source.ROW`."""
+        `positions`, each row's position in the input's base rides along as `source.ROW`;
+        `columns` reads only those of the input (the runner leaves out a view's content
+        columns, which a step's functions then must not need: polars says which they
+        named, and the runner reads the batches whole)."""
         offset = 0
-        for batch in self.source.batches(self.rows, positions=positions):
+        for batch in self.source.batches(self.rows, positions=positions, columns=columns):
             height = batch.height
             for step in self.steps:
                 batch = step(batch, offset)
             offset += height
             yield batch
-
-    def batches_with_positions(self) -> Iterator[pl.DataFrame]:
-        return self.batches(positions=True)
 
     def sink_parts(self, folder: Path) -> None:
         """One part per batch."""
@@ -108,8 +109,8 @@ def select(frame: pl.LazyFrame, ctx: Context, *exprs: pl.Expr | str) -> pl.DataF
         return frame.select(*exprs).collect(engine="streaming")
     names = {n for e in exprs for n in (
         [e] if isinstance(e, str) else e.meta.root_names())}
-    chunks = [batch.select(*exprs)
-              for batch in ctx.input.batches(10_000, columns=sorted(names))]
+    chunks = [batch.select(*exprs)  # the next batch is read while this one is computed
+              for batch in parts.prefetch(ctx.input.batches(10_000, columns=sorted(names)))]
     if not chunks:
         return frame.head(0).select(*exprs).collect()
     return pl.concat(chunks)

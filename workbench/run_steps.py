@@ -30,7 +30,7 @@ from workbench.checkpoints import (
 from workbench.diskfull import is_no_space, no_space
 from workbench.errors import PipelineError, WorkbenchError
 from workbench.executors import Executor, StepJob, new_context
-from workbench.finalize import DATA_DIR, finalize, finalize_view
+from workbench.finalize import DATA_DIR, DROPPED_DIR, ROWS_DIR, Finalized, finalize, finalize_view
 from workbench.models.breaker import Breaker
 from workbench.pipeline import Pipeline, Step
 from workbench.positional import BatchStream
@@ -38,6 +38,7 @@ from workbench.run_checks import CallsAllFailed, all_calls_failed
 from workbench.run_input import PART_ROWS
 from workbench.run_log import RunLog
 from workbench.run_progress import StepBar
+from workbench.schema import CONTENT
 from workbench.source import ROW, NotAView, Source, checkpoint_source, materialize, view_meta
 from workbench.step_notes import StepNotes, merge_all
 from workbench.transform import QUARANTINED, Context
@@ -193,13 +194,13 @@ class StepRunner:
             view = view and job.source is not None and (
                 stream is not None or (step.transform.scope == "row" and rows_in > 0))
             with atomic_dir(target) as tmp:
-                if view:
+                if view and stream is not None:
                     assert job.source is not None
-                    done = finalize_view(
-                        stream.batches_with_positions if stream is not None
-                        else _files_stream(outputs, part_rows),  # type: ignore[arg-type]
-                        kind, tmp, parts.schema(list(job.source.base)), part_rows,
-                        check=stream is not None)
+                    done = _finalize_stream(stream, job.source, kind, tmp, part_rows)
+                elif view:
+                    assert job.source is not None
+                    done = finalize_view(_files_stream(outputs, part_rows),  # type: ignore[arg-type]
+                                         kind, tmp, job.source.base, part_rows, check=False)
                 else:
                     done = finalize(outputs if stream is None else stream.batches, kind, tmp,
                                     where=f"output of {step.label}", batch_rows=part_rows,
@@ -257,3 +258,19 @@ def _reusable(job: StepJob, view: bool) -> list[int]:
 def _files_stream(files: list[Path], rows: int) -> Callable[[], Iterator[pl.DataFrame]]:
     target = parts.schema(files)
     return lambda: parts.exact_batches(parts.iter_batches(files, rows, target=target), rows)
+
+
+def _finalize_stream(stream: BatchStream, source: Source, kind: str, out: Path,
+                     rows: int) -> Finalized:
+    """A `keeps_content` global step's stream as a view: read without the input's content
+    columns (split, sample and dedup's second pass need positions only; dropped rows take
+    theirs from the base), or whole when the step's functions name one."""
+    narrow = [c for c in source.schema().names() if c not in CONTENT[kind]]
+    try:
+        return finalize_view(lambda: stream.batches(positions=True, columns=narrow), kind, out,
+                             source.base, rows, check=False,
+                             columns=stream.collect_schema().names())
+    except pl.exceptions.ColumnNotFoundError:
+        for folder in (ROWS_DIR, DROPPED_DIR):
+            shutil.rmtree(out / folder, ignore_errors=True)
+    return finalize_view(lambda: stream.batches(positions=True), kind, out, source.base, rows)

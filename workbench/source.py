@@ -91,9 +91,10 @@ class Source:
         wanted = [ROW, *[c for c in target.names() if c in own]]
         stream = parts.exact_batches(
             parts.iter_batches(list(self.rows), rows, columns=wanted, start=start), rows)
-        base = _BaseReader(self.base, from_base)
+        base = BaseReader(self.base, from_base) if from_base else None
         for view in stream:
-            batch = base.take(view[ROW].to_numpy()).hstack(view.drop(ROW))
+            batch = view.drop(ROW) if base is None else base.take(
+                view[ROW].to_numpy()).hstack(view.drop(ROW))
             batch = parts.conform(batch.select(target.names()), target)
             yield batch.with_columns(view[ROW]) if positions else batch
 
@@ -127,7 +128,7 @@ class Source:
             yield batch[ROW].to_numpy()
 
 
-class _BaseReader:
+class BaseReader:
     """Streams base files forward, taking rows at ascending positions."""
 
     def __init__(self, files: tuple[Path, ...], columns: list[str]) -> None:
@@ -138,12 +139,14 @@ class _BaseReader:
         self.offset = 0  # position of self.batch's first row
 
     def _advance(self, position: int) -> None:
-        """Make self.batch the base batch that holds `position`."""
-        if self.stream is None:  # start reading at the first position wanted
-            start = position - position % BASE_ROWS
+        """Make self.batch the base batch that holds `position` (reading starts again there,
+        skipping whole row groups, when it is far ahead)."""
+        ahead = self.batch is not None and (
+            position >= self.offset + self.batch.height + BASE_ROWS)
+        if self.stream is None or ahead:
             self.stream = parts.iter_batches(self.files, BASE_ROWS, columns=self.columns,
-                                             target=self._schema(), start=start)
-            self.offset, self.batch = start, None
+                                             target=self._schema(), start=position)
+            self.offset, self.batch = position, None
         while self.batch is None or position >= self.offset + self.batch.height:
             if self.batch is not None:
                 self.offset += self.batch.height

@@ -126,7 +126,7 @@ def run_batches(job: StepJob, first: int, chunk: pl.DataFrame, ctx: Context) -> 
     notes = StepNotes.from_context(ctx.notes)
     for k in range(-(-chunk.height // job.batch_rows)):
         write_batch(job.partial, first + k, out.slice(k * job.batch_rows, job.batch_rows),
-                    notes if k == 0 else StepNotes())
+                    notes if k == 0 else None)
     ctx.notes = {}
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workbench.executors import Progress, StepJob, run_batch, run_batches, run_global
+from workbench.parts import prefetch
 from workbench.positional import BatchStream
 from workbench.transform import Context
 
@@ -26,6 +27,8 @@ class LocalExecutor:
         rows = job.batch_rows
         reader = job.source.batches(rows * job.together, start=skip * rows,
                                     positions=job.view_kind is not None)
+        if job.together > 1:  # no model: read the next batches while these run
+            reader = prefetch(reader)
         index = skip
         for chunk in reader:
             count = -(-chunk.height // rows)
