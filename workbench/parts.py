@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from workbench.source import Source
 
 T = TypeVar("T")
+U = TypeVar("U")
 PART = "part-{:06d}.parquet"
 # checkpoint files: zstd was as fast to write as lz4 here and 2.7x smaller; uncompressed
 # writes 3-4x faster, for scratch files read once (an import's parts)
@@ -173,6 +176,19 @@ def concat_to_file(sources: list[Path] | Source, target_path: Path, rows: int = 
             writer.write_table(batch.to_arrow().cast(arrow_schema), row_group_size=rows)
             written += batch.height
     return written
+
+
+def map_ahead(function: Callable[[T], U], items: Iterable[T], workers: int = 2) -> Iterator[U]:
+    """`function` over `items` on `workers` threads, in order, with at most `workers` items
+    taken ahead (memory holds a few batches, not the stream)."""
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[U]] = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:

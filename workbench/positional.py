@@ -109,8 +109,9 @@ def select(frame: pl.LazyFrame, ctx: Context, *exprs: pl.Expr | str) -> pl.DataF
         return frame.select(*exprs).collect(engine="streaming")
     names = {n for e in exprs for n in (
         [e] if isinstance(e, str) else e.meta.root_names())}
-    chunks = [batch.select(*exprs)  # the next batch is read while this one is computed
-              for batch in parts.prefetch(ctx.input.batches(10_000, columns=sorted(names)))]
+    # polars computes outside the GIL: two batches at once while the next ones are read
+    chunks = list(parts.map_ahead(lambda batch: batch.select(*exprs), parts.prefetch(
+        ctx.input.batches(10_000, columns=sorted(names)))))
     if not chunks:
         return frame.head(0).select(*exprs).collect()
     return pl.concat(chunks)

@@ -162,7 +162,10 @@ class BaseReader:
             end = self.offset + self.batch.height
             j = int(np.searchsorted(positions, end, "left"))
             local = (positions[i:j] - self.offset).astype(np.int64)
-            pieces.append(self.batch.select(self.columns).gather(local))
+            if local[-1] - local[0] == j - i - 1:  # a run of rows: sliced, not copied
+                pieces.append(self.batch.select(self.columns).slice(int(local[0]), j - i))
+            else:
+                pieces.append(self.batch.select(self.columns).gather(local))
             i = j
         if not pieces:
             return pl.DataFrame(schema=self._schema())
