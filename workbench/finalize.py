@@ -59,14 +59,18 @@ def split_drops(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None,
 
 def finalize(sources: list[Path] | Batches, kind: str, out: Path, where: str,
              batch_rows: int = 10_000, keep_ids: bool = False,
-             columns: pl.Schema | None = None) -> Finalized:
+             columns: pl.Schema | None = None, codec: str = parts.CODEC,
+             one_file: bool = False) -> Finalized:
     """Write `out/data/part-*.parquet` (and `out/dropped/` when rows were dropped).
 
     `sources`: the output's Parquet files, or a function that streams its batches (each
     call from the start; `columns` is then the output's schema, for an output without
     rows). `keep_ids`: the rows keep the ids they carry (a `keeps_content` step); should a
     checked row's id not be its content hash (a dataset published with ids of its own),
-    every row is hashed instead, as without it."""
+    every row is hashed instead, as without it. `codec`: the parts' compression. `one_file`:
+    the kept rows go into one file laid out for publishing (`parts.FileWriter`), which
+    publishing links instead of writing again, for as long as the batches share columns
+    (parts follow, and the file is rewritten with the rest, when they widen)."""
     if callable(sources):
         stream = sources
 
@@ -81,16 +85,17 @@ def finalize(sources: list[Path] | Batches, kind: str, out: Path, where: str,
                                        batch_rows)
     if keep_ids:
         try:
-            return _write(batches, kind, out, where, columns, keep=True)
+            return _write(batches, kind, out, where, columns, codec, one_file, keep=True)
         except _NotContentIds:
             for folder in (DATA_DIR, DROPPED_DIR):
                 shutil.rmtree(out / folder, ignore_errors=True)
-    return _write(batches, kind, out, where, columns, keep=False)
+    return _write(batches, kind, out, where, columns, codec, one_file, keep=False)
 
 
 def _write(batches: Batches, kind: str, out: Path, where: str, columns: pl.Schema | None,
-           keep: bool) -> Finalized:
+           codec: str, one_file: bool, keep: bool) -> Finalized:
     result = Finalized(0, ids="kept" if keep else "hashed")
+    single: parts.FileWriter | None = None  # `one_file`, while the batches share columns
     numbering = Numbering()
     changed = False  # some row's id changed: every part then carries `parent_id`
     written: list[Path] = []
@@ -113,16 +118,28 @@ def _write(batches: Batches, kind: str, out: Path, where: str, columns: pl.Schem
             changed = changed or changed_here
             if changed and "parent_id" not in kept.columns:
                 kept = kept.with_columns(pl.lit(None, pl.String).alias("parent_id"))
-        if kept.height or index == 0:
-            written.append(parts.write_part(kept, out / DATA_DIR, index))
+        if one_file and index == 0:
+            (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
+            written.append(out / DATA_DIR / parts.PART.format(0))
+            single = parts.FileWriter(written[0], kept.schema)
+        if single is not None and kept.schema != single.columns:  # wider: parts from here
+            single.close()
+            single = None
+        if single is not None:
+            single.write(kept)
+        elif kept.height or index == 0:
+            written.append(parts.write_part(kept, out / DATA_DIR, index, codec))
         offset += kept.height
+    if single is not None:
+        single.close()
     if not written:  # no batch at all: an empty part keeps the schema
         empty = pl.DataFrame(schema={c: t for c, t in (columns or {}).items() if c != DROP})
         schema.validate(empty, kind, where=where, ids=False)
         if "id" not in empty.columns:
             empty = empty.with_columns(pl.lit(None, pl.String).alias("id"))
-        written.append(parts.write_part(schema.canonical_order(empty, kind), out / DATA_DIR, 0))
-    result.columns = _conform(written)
+        written.append(parts.write_part(schema.canonical_order(empty, kind), out / DATA_DIR, 0,
+                                        codec))
+    result.columns = _conform(written, codec)
     result.rows_out = offset
     return result
 
@@ -173,14 +190,18 @@ def _hashed_ids(kept: pl.DataFrame, kind: str,
     return schema.canonical_order(out, kind), changed
 
 
-def _conform(written: list[Path]) -> list[str]:
+def _conform(written: list[Path], codec: str) -> list[str]:
     """Rewrite the parts whose schema differs from the one they share once widened (columns
-    that appeared in a later batch); the shared columns."""
+    that appeared in a later batch), a batch at a time; the shared columns."""
     target = parts.schema(written)
     for path in written:
         if parts.file_schema(path) != target:
-            frame = parts.conform(pl.read_parquet(path), target)
-            parts.write_part(frame, path.parent, int(path.stem.split("-")[1]))
+            moved = path.with_suffix(".old")
+            path.rename(moved)
+            with parts.FileWriter(path, target, mark=False) as writer:
+                for batch in parts.iter_batches([moved], parts.ROW_GROUP, target=target):
+                    writer.write(batch)
+            moved.unlink()
     return target.names()
 
 

@@ -7,6 +7,8 @@ ever concatenates its output in memory; readers stream them with one pyarrow rea
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +24,8 @@ import pyarrow.parquet as pq
 if TYPE_CHECKING:
     from workbench.source import Source
 
+ROW_GROUP = 10_000  # rows per row group of a published version
+LAYOUT_KEY, LAYOUT = b"workbench", b"published-layout"
 T = TypeVar("T")
 U = TypeVar("U")
 PART = "part-{:06d}.parquet"
@@ -162,20 +166,57 @@ def write(frame: pl.DataFrame, path: Path, codec: str = CODEC) -> None:
     frame.write_parquet(path, compression=codec, statistics=False)
 
 
-def concat_to_file(sources: list[Path] | Source, target_path: Path, rows: int = 10_000) -> int:
+def concat_to_file(sources: list[Path] | Source, target_path: Path, rows: int = ROW_GROUP) -> int:
     """Stream parts (or a view of them) into one Parquet file (a published version) under
-    their shared schema."""
+    their shared schema; one file already laid out so (`FileWriter`) is linked, not copied."""
     from workbench.source import Source
 
     source = sources if isinstance(sources, Source) else Source(tuple(sources))
     target = source.schema()
-    arrow_schema = pl.DataFrame(schema=target).to_arrow().schema
+    if _publishable(source, target):
+        try:
+            os.link(source.base[0], target_path)
+        except OSError:
+            shutil.copyfile(source.base[0], target_path)
+        return source.count()
+    writer = FileWriter(target_path, target, mark=False)
     written = 0
-    with pq.ParquetWriter(target_path, arrow_schema, compression="zstd") as writer:
+    with writer:
         for batch in prefetch(source.batches(rows)):  # read while the last batch compresses
-            writer.write_table(batch.to_arrow().cast(arrow_schema), row_group_size=rows)
+            writer.write(batch)
             written += batch.height
     return written
+
+
+def _publishable(source: Source, target: pl.Schema) -> bool:
+    if source.is_view or len(source.base) != 1:
+        return False
+    metadata = pq.read_schema(source.base[0]).metadata or {}
+    return metadata.get(LAYOUT_KEY) == LAYOUT and file_schema(source.base[0]) == target
+
+
+class FileWriter:
+    """Batches into one Parquet file laid out as a published version is: zstd, row groups of
+    `ROW_GROUP` rows, under one schema; `mark` notes the layout in the file, so that
+    publishing it links the file instead of writing it again."""
+
+    def __init__(self, path: Path, columns: pl.Schema, mark: bool = True) -> None:
+        self.columns = columns
+        self.arrow = pl.DataFrame(schema=columns).to_arrow().schema
+        stored = self.arrow.with_metadata({LAYOUT_KEY: LAYOUT}) if mark else self.arrow
+        self.writer = pq.ParquetWriter(path, stored, compression="zstd")
+
+    def write(self, frame: pl.DataFrame) -> None:
+        self.writer.write_table(frame.to_arrow().cast(self.arrow), row_group_size=ROW_GROUP)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self) -> FileWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def map_ahead(function: Callable[[T], U], items: Iterable[T], workers: int = 2) -> Iterator[U]:
@@ -213,6 +254,10 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             queue.put((False, None))
         except BaseException as exc:  # handed to the consumer
             queue.put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator's `finally` runs here, in its own thread
+                close()
 
     thread = threading.Thread(target=produce, daemon=True, name="prefetch")
     thread.start()
