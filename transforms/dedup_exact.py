@@ -6,7 +6,9 @@ import polars as pl
 from pydantic import Field
 
 from workbench import positional
-from workbench.schema import as_text
+from workbench.finalize import Numbering
+from workbench.schema import CONTENT_COLUMNS, as_text
+from workbench.source import ROW
 from workbench.transform import DROP, Context, StepConfig, transform
 
 
@@ -30,9 +32,19 @@ def dedup_exact(frame: pl.LazyFrame, config: DedupExactConfig, ctx: Context) -> 
     key = text.hash(seed=0).alias("_key")  # 64-bit hash; compared as groups, never stored
     # one pass over a narrow (key, id) projection finds what each row duplicates; the rows
     # then stream past that column (by position) instead of sitting in memory for a window
-    keys = positional.select(frame, ctx, key, "id")
+    aside = None
+    if ctx.input is None:
+        keys = positional.select(frame, ctx, key, "id")
+    else:  # a row whose key came before is dropped: put aside whole as it is read
+        aside, seen, found = positional.Aside(ctx), Numbering(), []
+        content = [c for c in CONTENT_COLUMNS if c in schema]
+        for batch, selected in positional.batches(ctx, (key, "id"), [ROW, *content]):
+            later = seen.number(selected["_key"].to_numpy()) > 0
+            aside.add(batch.filter(pl.Series(later)).select(ROW, *content))
+            found.append(selected)
+        keys = pl.concat(found) if found else positional.select(frame, ctx, key, "id")
     first = pl.col("id").first().over("_key")
     duplicate_of = keys.select(pl.when(first != pl.col("id")).then(first))["id"]
     del keys
-    return positional.attach(frame, duplicate_of, "duplicate_of", ctx).with_columns(
+    return positional.attach(frame, duplicate_of, "duplicate_of", ctx, aside).with_columns(
         pl.when(pl.col("duplicate_of").is_not_null()).then(pl.lit("duplicate")).alias(DROP))

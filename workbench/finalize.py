@@ -231,8 +231,8 @@ class Numbering:
 
 
 def finalize_view(batches: Batches, kind: str, out: Path, base: tuple[Path, ...],
-                  batch_rows: int, check: bool = True,
-                  columns: list[str] | None = None) -> Finalized:
+                  batch_rows: int, check: bool = True, columns: list[str] | None = None,
+                  aside: tuple[Path, ...] = ()) -> Finalized:
     """Write a view's checkpoint: `out/rows/part-*.parquet` (each kept row's position in
     the `base` files, `source.ROW`, and the columns that are not the base's: all but the
     kind's content columns, `id` and `parent_id`) and `out/dropped/` (dropped rows whole).
@@ -241,7 +241,8 @@ def finalize_view(batches: Batches, kind: str, out: Path, base: tuple[Path, ...]
     is hashed but a few rows now and then (`check`; a row step checks its batches as they
     are made, `executors.thin`, and its kept rows' content is null here). `columns`, the
     output's columns in order, says that the batches come without the content columns (a
-    stream that never read them): dropped rows then take them from the base. Raises
+    stream that never read them): dropped rows then take them from the rows the step put
+    aside whole (`positional.Aside`), else from the base. Raises
     `NotAView` when the output cannot be one: no rows, columns the base must give missing,
     positions out of order, or a checked row changed."""
     result = Finalized(0, ids="kept")
@@ -264,7 +265,7 @@ def finalize_view(batches: Batches, kind: str, out: Path, base: tuple[Path, ...]
             own = [c for c in result.columns if c not in from_base]
             target = kept.select(ROW, *own).schema
             if columns is not None:
-                fill = _Fill(base, [c for c in from_base if c not in present], columns)
+                fill = _Fill(base, [c for c in from_base if c not in present], columns, aside)
         elif present != (result.columns if columns is None else
                          [c for c in result.columns if c in present]):
             raise NotAView("the output's columns changed between batches")
@@ -290,15 +291,45 @@ def finalize_view(batches: Batches, kind: str, out: Path, base: tuple[Path, ...]
 
 
 class _Fill:
-    """Dropped rows of a stream that never read the base's columns, made whole from it."""
+    """Dropped rows of a stream that never read the base's columns, made whole: from the
+    rows the step put aside (in the same order), else from the base."""
 
-    def __init__(self, base: tuple[Path, ...], missing: list[str], order: list[str]) -> None:
+    def __init__(self, base: tuple[Path, ...], missing: list[str], order: list[str],
+                 aside: tuple[Path, ...]) -> None:
         from workbench.source import BaseReader
 
+        self.base, self.missing = base, missing
         self.reader = BaseReader(base, missing) if missing else None
         self.order = [c for c in order if c != ROW]
+        have = parts.schema(list(aside)).names() if aside else []
+        self.aside = (parts.iter_batches(list(aside), 10_000)
+                      if aside and all(c in have for c in missing) else None)
+        self.pending: list[pl.DataFrame] = []
 
     def __call__(self, dropped: pl.DataFrame) -> pl.DataFrame:
-        if self.reader is not None:
-            dropped = dropped.hstack(self.reader.take(dropped[ROW].to_numpy()))
+        if self.missing:
+            dropped = dropped.hstack(self._take(dropped[ROW]))
         return dropped.select(self.order)
+
+    def _take(self, rows: pl.Series) -> pl.DataFrame:
+        if self.aside is not None:
+            found = self._next(rows.len())
+            if found is not None and found[ROW].equals(rows, check_names=False):
+                return found.select(self.missing)
+            self.aside = None  # not the rows dropped after all: from the base from here
+        assert self.reader is not None
+        return self.reader.take(rows.to_numpy())
+
+    def _next(self, n: int) -> pl.DataFrame | None:
+        """The next `n` rows put aside."""
+        assert self.aside is not None
+        held = sum(f.height for f in self.pending)
+        while held < n:
+            more = next(self.aside, None)
+            if more is None:
+                return None
+            self.pending.append(more)
+            held += more.height
+        joined = pl.concat(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending = [joined.slice(n)] if joined.height > n else []
+        return joined.head(n)

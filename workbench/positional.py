@@ -34,9 +34,10 @@ class BatchStream:
     source: Source
     steps: tuple[Step, ...] = ()
     rows: int = 10_000
+    aside: tuple[Path, ...] = ()  # rows the step drops, whole, by position (`Aside`)
 
     def pipe(self, step: Step) -> BatchStream:
-        return BatchStream(self.source, (*self.steps, step), self.rows)
+        return BatchStream(self.source, (*self.steps, step), self.rows, self.aside)
 
     def with_columns(self, *exprs: pl.Expr) -> BatchStream:
         return self.pipe(lambda batch, _: batch.with_columns(*exprs))
@@ -81,12 +82,14 @@ class BatchStream:
         return batch.schema
 
 
-def attach(frame: pl.LazyFrame, values: pl.Series, name: str,
-           ctx: Context) -> pl.LazyFrame | BatchStream:
+def attach(frame: pl.LazyFrame, values: pl.Series, name: str, ctx: Context,
+           aside: Aside | None = None) -> pl.LazyFrame | BatchStream:
     """`frame` with `values[i]` as column `name` on row i (len(values) = rows of `frame`,
-    which must be the step's input as given)."""
+    which must be the step's input as given). `aside`: the rows the step will drop, put
+    aside whole while it read them (the runner then need not read the input again)."""
     if ctx.input is not None:
-        return BatchStream(ctx.input).pipe(
+        files = aside.close() if aside is not None else ()
+        return BatchStream(ctx.input, aside=files).pipe(
             lambda batch, offset: batch.with_columns(
                 values.slice(offset, batch.height).alias(name)))
     looked_up = pl.col(POSITION).map_batches(lambda p: values.gather(p).alias(name),
@@ -99,6 +102,47 @@ def height(frame: pl.LazyFrame, ctx: Context | None = None) -> int:
     if ctx is not None and ctx.input is not None:
         return ctx.input.count()
     return frame.select(pl.len()).collect().item()
+
+
+def batches(ctx: Context, exprs: tuple[pl.Expr | str, ...],
+            columns: list[str]) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """(input batch with `columns` and each row's position, `batch.select(*exprs)`), in
+    order: polars computes outside the GIL, two batches at once while the next ones are
+    read."""
+    assert ctx.input is not None
+    names = {n for e in exprs for n in ([e] if isinstance(e, str) else e.meta.root_names())}
+    wanted = sorted(names | set(columns))
+    return parts.map_ahead(lambda batch: (batch, batch.select(*exprs)), parts.prefetch(
+        ctx.input.batches(10_000, positions=True, columns=wanted)))
+
+
+class Aside:
+    """Rows a global step will drop, put aside whole (with their positions) as it reads its
+    input, spilled to its temporary folder: the rows it keeps then stream past without
+    their content (see `runner`: a view)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.folder = ctx.temp_dir
+        self.files: list[Path] = []
+        self.pending: list[pl.DataFrame] = []
+        self.held = 0
+
+    def add(self, rows: pl.DataFrame) -> None:
+        if rows.height:
+            self.pending.append(rows)
+            self.held += rows.height
+            if self.held >= 10_000:
+                self._spill()
+
+    def _spill(self) -> None:
+        if self.pending and self.folder is not None:
+            self.files.append(parts.write_part(pl.concat(self.pending), self.folder / "aside",
+                                               len(self.files)))
+            self.pending, self.held = [], 0
+
+    def close(self) -> tuple[Path, ...]:
+        self._spill()
+        return tuple(self.files) if self.folder is not None else ()
 
 
 def select(frame: pl.LazyFrame, ctx: Context, *exprs: pl.Expr | str) -> pl.DataFrame:

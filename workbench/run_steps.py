@@ -269,7 +269,7 @@ def _finalize_stream(stream: BatchStream, source: Source, kind: str, out: Path,
     try:
         return finalize_view(lambda: stream.batches(positions=True, columns=narrow), kind, out,
                              source.base, rows, check=False,
-                             columns=stream.collect_schema().names())
+                             columns=stream.collect_schema().names(), aside=stream.aside)
     except pl.exceptions.ColumnNotFoundError:
         for folder in (ROWS_DIR, DROPPED_DIR):
             shutil.rmtree(out / folder, ignore_errors=True)

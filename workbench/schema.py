@@ -31,6 +31,7 @@ CONTENT: dict[str, tuple[str, ...]] = {
     "candidates": ("prompt", "responses"),
     "preference": ("prompt", "chosen", "rejected"),
 }
+CONTENT_COLUMNS = tuple(dict.fromkeys(c for columns in CONTENT.values() for c in columns))
 ROLES = ("system", "user", "assistant", "tool")
 
 
