@@ -118,31 +118,27 @@ def batches(ctx: Context, exprs: tuple[pl.Expr | str, ...],
 
 class Aside:
     """Rows a global step will drop, put aside whole (with their positions) as it reads its
-    input, spilled to its temporary folder: the rows it keeps then stream past without
-    their content (see `runner`: a view)."""
+    input, written to its temporary folder at once (a filtered batch still holds the
+    batch's text buffers): the rows it keeps then stream past without their content."""
 
     def __init__(self, ctx: Context) -> None:
-        self.folder = ctx.temp_dir
-        self.files: list[Path] = []
-        self.pending: list[pl.DataFrame] = []
-        self.held = 0
+        self.path = ctx.temp_dir / "aside.parquet" if ctx.temp_dir is not None else None
+        self.writer: parts.FileWriter | None = None
 
     def add(self, rows: pl.DataFrame) -> None:
-        if rows.height:
-            self.pending.append(rows)
-            self.held += rows.height
-            if self.held >= 10_000:
-                self._spill()
-
-    def _spill(self) -> None:
-        if self.pending and self.folder is not None:
-            self.files.append(parts.write_part(pl.concat(self.pending), self.folder / "aside",
-                                               len(self.files)))
-            self.pending, self.held = [], 0
+        if self.path is None or not rows.height:
+            return
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = parts.FileWriter(self.path, rows.schema, mark=False)
+        self.writer.write(rows)
 
     def close(self) -> tuple[Path, ...]:
-        self._spill()
-        return tuple(self.files) if self.folder is not None else ()
+        if self.writer is None:
+            return ()
+        self.writer.close()
+        assert self.path is not None
+        return (self.path,)
 
 
 def select(frame: pl.LazyFrame, ctx: Context, *exprs: pl.Expr | str) -> pl.DataFrame:
