@@ -190,3 +190,16 @@ def test_prefetch_passes_errors_on_and_stops_when_left():
             break
     assert threading.active_count() == before  # the producer ended with the loop
     assert list(parts.map_ahead(lambda x: x * 2, iter(range(10)))) == list(range(0, 20, 2))
+
+
+def test_a_file_of_batches_run_together_counts_them_all(tmp_path: Path):
+    from workbench.checkpoints import batch_files, batch_notes, finished_batches, write_batch
+    from workbench.step_notes import StepNotes
+
+    rows = pl.DataFrame({"x": range(25)})
+    write_batch(tmp_path, 0, rows, StepNotes(nulled={"a": 2}), count=3)  # batches 0-2
+    write_batch(tmp_path, 3, rows.head(5), StepNotes(nulled={"a": 1}))
+    assert finished_batches(tmp_path) == {0, 1, 2, 3}
+    assert [(first, count) for first, (_, count) in batch_files(tmp_path).items()] == [
+        (0, 3), (3, 1)]
+    assert batch_notes(tmp_path).nulled == {"a": 3}

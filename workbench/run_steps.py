@@ -20,13 +20,7 @@ import polars as pl
 
 from workbench import parts
 from workbench.atomic import atomic_dir
-from workbench.checkpoints import (
-    META_FILE,
-    CheckpointStore,
-    batch_notes,
-    batch_path,
-    finished_batches,
-)
+from workbench.checkpoints import META_FILE, CheckpointStore, batch_files, batch_notes
 from workbench.diskfull import is_no_space, no_space
 from workbench.errors import PipelineError, WorkbenchError
 from workbench.executors import Executor, StepJob, new_context
@@ -45,6 +39,13 @@ from workbench.transform import QUARANTINED, Context
 from workbench.workspace import Workspace
 
 TOGETHER_ROWS = 10_000  # rows a `stateless` step runs in one call (at most 16 batches)
+
+
+def _together(batch_rows: int, batches: int) -> int:
+    """Batches a `stateless` step runs in one call (and keeps in one file): about
+    `TOGETHER_ROWS` rows, at most 16 batches, and a quarter of the step at most, so that a
+    killed step has finished some of them."""
+    return max(1, min(16, TOGETHER_ROWS // batch_rows, batches // 4))
 
 
 @dataclass
@@ -164,7 +165,7 @@ class StepRunner:
                                if n in spec.models},
                        failures=spec.failures, memory_limit=spec.memory_limit,
                        view_kind=view_kind if row_step else None,
-                       together=max(1, min(16, TOGETHER_ROWS // spec.batch_size))
+                       together=_together(spec.batch_size, batches)
                        if step.transform.stateless else 1)
 
     def _execute(self, step: Step, kind: str, job: StepJob, target: Path, contexts: Contexts,
@@ -179,8 +180,8 @@ class StepRunner:
                 reused.update(_reusable(job, view))
                 bar.start(step.label, job.batches)
                 self.executor.map_row_batches(job, reused, contexts, bar)
-                outputs: list[Path] | BatchStream = [batch_path(job.partial, i)
-                                                     for i in range(job.batches)]
+                outputs: list[Path] | BatchStream = [
+                    path for path, _ in batch_files(job.partial).values()]
                 detail: dict[str, Any] = {"batches": job.batches, "reused_batches": len(reused)}
             else:
                 bar.start(step.label, 1)
@@ -243,12 +244,11 @@ class StepRunner:
 
 def _reusable(job: StepJob, view: bool) -> list[int]:
     """The finished batches a resumed step reuses: those written the way it writes them now
-    (a view's batches carry their rows' positions); the others are removed."""
+    (a view's batches carry their rows' positions); the others' files are removed."""
     found = []
-    for index in sorted(finished_batches(job.partial)):
-        path = batch_path(job.partial, index)
-        if index < job.batches and (ROW in parts.file_schema(path).names()) == view:
-            found.append(index)
+    for first, (path, count) in batch_files(job.partial).items():
+        if first + count <= job.batches and (ROW in parts.file_schema(path).names()) == view:
+            found.extend(range(first, first + count))
         else:
             path.unlink()
             path.with_suffix(".json").unlink(missing_ok=True)

@@ -108,10 +108,10 @@ def run_batch(job: StepJob, index: int, batch: pl.DataFrame, ctx: Context) -> St
 
 
 def run_batches(job: StepJob, first: int, chunk: pl.DataFrame, ctx: Context) -> None:
-    """Apply a `stateless` step to several whole batches in one call and store each batch's
-    rows as its own file (the first holds the call's notes), so a resumed run finds what
-    one batch at a time would have left; batch by batch when the step dropped rows instead
-    of marking them (then rows cannot be told apart by batch)."""
+    """Apply a `stateless` step to several whole batches in one call and store them as one
+    file whose notes say how many batches it holds (a resumed run reuses them all); batch
+    by batch when the step dropped rows instead of marking them (a batch's rows could not
+    be told apart then)."""
     ctx.notes = {}
     positions = chunk[ROW] if ROW in chunk.columns else None
     batch = chunk.drop(ROW) if positions is not None else chunk
@@ -123,10 +123,8 @@ def run_batches(job: StepJob, first: int, chunk: pl.DataFrame, ctx: Context) -> 
     if job.view_kind is not None:
         assert positions is not None
         out = thin(batch, out, job.view_kind).with_columns(positions)
-    notes = StepNotes.from_context(ctx.notes)
-    for k in range(-(-chunk.height // job.batch_rows)):
-        write_batch(job.partial, first + k, out.slice(k * job.batch_rows, job.batch_rows),
-                    notes if k == 0 else None)
+    write_batch(job.partial, first, out, StepNotes.from_context(ctx.notes),
+                count=-(-chunk.height // job.batch_rows))
     ctx.notes = {}
 
 
