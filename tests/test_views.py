@@ -203,3 +203,13 @@ def test_a_file_of_batches_run_together_counts_them_all(tmp_path: Path):
     assert [(first, count) for first, (_, count) in batch_files(tmp_path).items()] == [
         (0, 3), (3, 1)]
     assert batch_notes(tmp_path).nulled == {"a": 3}
+
+
+def test_first_seen_across_batches_equals_the_first_row_per_key():
+    rng = np.random.default_rng(4)
+    keys = rng.integers(0, 3000, size=50_000).astype(np.uint64)
+    seen = positional.FirstSeen()
+    got = np.concatenate([seen.add(keys[i:i + 1234]) for i in range(0, len(keys), 1234)])
+    frame = pl.DataFrame({"k": keys}).with_row_index("p")
+    expected = frame.select(pl.col("p").first().over("k"))["p"].to_numpy()
+    assert (got == expected).all() and (got < np.arange(len(keys))).sum() > 40_000

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from workbench import parts
@@ -114,6 +115,74 @@ def batches(ctx: Context, exprs: tuple[pl.Expr | str, ...],
     wanted = sorted(names | set(columns))
     return parts.map_ahead(lambda batch: (batch, batch.select(*exprs)), parts.prefetch(
         ctx.input.batches(10_000, positions=True, columns=wanted)))
+
+
+def attach_sparse(frame: pl.LazyFrame, positions: np.ndarray, values: pl.Series, name: str,
+                  ctx: Context, aside: Aside | None = None) -> BatchStream:
+    """Under the runner: `values[k]` as column `name` on the row at `positions[k]`
+    (ascending), null elsewhere; memory holds only those rows' values (see `attach`)."""
+    assert ctx.input is not None
+    files = aside.close() if aside is not None else ()
+
+    def step(batch: pl.DataFrame, offset: int) -> pl.DataFrame:
+        lo, hi = np.searchsorted(positions, [offset, offset + batch.height])
+        column = pl.repeat(None, batch.height, dtype=values.dtype, eager=True).alias(name)
+        if hi > lo:
+            column = column.scatter(positions[lo:hi] - offset, values.slice(lo, hi - lo))
+        return batch.with_columns(column)
+
+    return BatchStream(ctx.input, aside=files).pipe(step)
+
+
+def values_at(ctx: Context, positions: np.ndarray, column: str) -> pl.Series:
+    """The input's `column` at `positions` (ascending), read a batch at a time."""
+    assert ctx.input is not None
+    found, offset = [], 0
+    for batch in ctx.input.batches(10_000, columns=[column]):
+        lo, hi = np.searchsorted(positions, [offset, offset + batch.height])
+        if hi > lo:
+            found.append(batch[column].gather(positions[lo:hi] - offset))
+        offset += batch.height
+    dtype = ctx.input.schema()[column]
+    return pl.concat(found) if found else pl.Series(column, [], dtype)
+
+
+class FirstSeen:
+    """For rows streamed in order, the position of the first row with the same key: the
+    keys seen are held sorted with their first row (16 bytes a distinct key), in a large
+    array and a small recent one merged into it now and then."""
+
+    def __init__(self) -> None:
+        self.keys = [np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64)]
+        self.first = [np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)]
+        self.rows = 0
+
+    def add(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's first row, for the next `len(keys)` rows."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        here = np.arange(self.rows, self.rows + len(keys), dtype=np.int64)
+        first = pl.DataFrame({"k": keys, "p": here}).select(
+            pl.col("p").first().over("k"))["p"].to_numpy()
+        for seen, seen_first in zip(self.keys, self.first, strict=True):
+            if len(seen):
+                at = np.searchsorted(seen, keys).clip(max=len(seen) - 1)
+                first = np.where(seen[at] == keys, seen_first[at], first)
+        new = first == here
+        self.keys[1], self.first[1] = _merged(self.keys[1], self.first[1], keys[new], here[new])
+        if len(self.keys[1]) > max(65_536, len(self.keys[0]) // 8):
+            self.keys[0], self.first[0] = _merged(self.keys[0], self.first[0], self.keys[1],
+                                                  self.first[1])
+            self.keys[1] = np.empty(0, dtype=np.uint64)
+            self.first[1] = np.empty(0, dtype=np.int64)
+        self.rows += len(keys)
+        return first
+
+
+def _merged(keys: np.ndarray, first: np.ndarray, more_keys: np.ndarray,
+            more_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    joined = np.concatenate([keys, more_keys])
+    order = np.argsort(joined, kind="stable")
+    return joined[order], np.concatenate([first, more_first])[order]
 
 
 class Aside:
