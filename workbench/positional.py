@@ -169,7 +169,7 @@ class FirstSeen:
                 first = np.where(seen[at] == keys, seen_first[at], first)
         new = first == here
         self.keys[1], self.first[1] = _merged(self.keys[1], self.first[1], keys[new], here[new])
-        if len(self.keys[1]) > max(65_536, len(self.keys[0]) // 8):
+        if len(self.keys[1]) > max(65_536, len(self.keys[0]) // 4):
             self.keys[0], self.first[0] = _merged(self.keys[0], self.first[0], self.keys[1],
                                                   self.first[1])
             self.keys[1] = np.empty(0, dtype=np.uint64)
@@ -180,9 +180,18 @@ class FirstSeen:
 
 def _merged(keys: np.ndarray, first: np.ndarray, more_keys: np.ndarray,
             more_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    joined = np.concatenate([keys, more_keys])
-    order = np.argsort(joined, kind="stable")
-    return joined[order], np.concatenate([first, more_first])[order]
+    """Sorted `keys` with `more_keys` (none of them in `keys`) put in place: a linear merge
+    (only the smaller array is sorted)."""
+    order = np.argsort(more_keys, kind="stable")
+    more_keys, more_first = more_keys[order], more_first[order]
+    at = np.searchsorted(keys, more_keys) + np.arange(len(more_keys))
+    rest = np.ones(len(keys) + len(more_keys), dtype=bool)
+    rest[at] = False
+    out_keys = np.empty(len(rest), dtype=keys.dtype)
+    out_first = np.empty(len(rest), dtype=first.dtype)
+    out_keys[at], out_first[at] = more_keys, more_first
+    out_keys[rest], out_first[rest] = keys, first
+    return out_keys, out_first
 
 
 class Aside:
