@@ -54,10 +54,12 @@ STEPS = [{"filter": {"where": {"chosen": {"min_chars": 40}}}},
          {"split": {"test_size": 0.25}}]
 
 
-@pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
+@pytest.fixture(params=["extra column", "canonical columns only"])
+def ws(tmp_path: Path, request: pytest.FixtureRequest) -> Workspace:
     ws = Workspace(tmp_path / "ws")
     frame = load(DATA / "hh_rlhf_harmless_test_600.jsonl.gz")[0].drop("id")
+    if request.param == "canonical columns only":  # a view then has no column of its own
+        frame = frame.select("prompt", "chosen", "rejected")
     ws.write_dataset("hh", pl.concat([frame, frame.head(40)]), "preference")
     return ws
 

@@ -43,7 +43,7 @@ def dedup_exact(frame: pl.LazyFrame, config: DedupExactConfig, ctx: Context) -> 
     # under the runner: a row whose key came before is dropped; it is put aside whole as it
     # is read, and memory holds each distinct key and its first row (16 bytes), not ids
     seen, aside = positional.FirstSeen(), positional.Aside(ctx)
-    content = [c for c in CONTENT_COLUMNS if c in schema]
+    content = [c for c in (*CONTENT_COLUMNS, "id", "parent_id") if c in schema]
     later, firsts = [], []
     for batch, selected in positional.batches(ctx, (key,), [ROW, *content]):
         start = seen.rows

@@ -161,8 +161,8 @@ class FirstSeen:
         """Each key's first row, for the next `len(keys)` rows."""
         keys = np.asarray(keys, dtype=np.uint64)
         here = np.arange(self.rows, self.rows + len(keys), dtype=np.int64)
-        first = pl.DataFrame({"k": keys, "p": here}).select(
-            pl.col("p").first().over("k"))["p"].to_numpy()
+        _, at_first, which = np.unique(keys, return_index=True, return_inverse=True)
+        first = here[at_first][which.reshape(-1)]  # the batch's own first row per key
         for seen, seen_first in zip(self.keys, self.first, strict=True):
             if len(seen):
                 at = np.searchsorted(seen, keys).clip(max=len(seen) - 1)

@@ -262,10 +262,12 @@ def _files_stream(files: list[Path], rows: int) -> Callable[[], Iterator[pl.Data
 
 def _finalize_stream(stream: BatchStream, source: Source, kind: str, out: Path,
                      rows: int) -> Finalized:
-    """A `keeps_content` global step's stream as a view: read without the input's content
-    columns (split, sample and dedup's second pass need positions only; dropped rows take
-    theirs from the base), or whole when the step's functions name one."""
-    narrow = [c for c in source.schema().names() if c not in CONTENT[kind]]
+    """A `keeps_content` global step's stream as a view: read without the columns the view
+    takes from its base (content, `id`, `parent_id`: split, sample and dedup's second pass
+    need positions only; dropped rows take them from what the step put aside, else from the
+    base), or whole when the step's functions name one."""
+    narrow = [c for c in source.schema().names()
+              if c not in (*CONTENT[kind], "id", "parent_id")] or ["id"]  # (a column for rows)
     try:
         return finalize_view(lambda: stream.batches(positions=True, columns=narrow), kind, out,
                              source.base, rows, check=False,
