@@ -128,6 +128,39 @@ def run_batches(job: StepJob, first: int, chunk: pl.DataFrame, ctx: Context) -> 
     ctx.notes = {}
 
 
+def run_batches_lazily(job: StepJob, first: int, start: int, rows: int, ctx: Context) -> bool:
+    """`run_batches` for a `stateless` step writing a view over plain files, on a lazy scan
+    of rows start..start+rows: polars reads only the columns the step needs and the view
+    keeps, and dropped rows whole. False, with nothing written, when the step changed the
+    number, order or ids of the rows (the caller runs the batches eagerly, checked)."""
+    assert job.source is not None and job.view_kind is not None
+    ctx.notes = {}
+    scan = pl.scan_parquet(list(job.source.base)).slice(start, rows)
+    out = job.transform(scan, ctx)
+    columns = out.collect_schema()
+    if "id" not in columns:
+        return False
+    own = [c for c in columns.names()
+           if c not in (*CONTENT[job.view_kind], "id", "parent_id", DROP)]
+    marks = [DROP] if DROP in columns else []
+    indexed = out.with_row_index(ROW, offset=start).with_columns(pl.col(ROW).cast(pl.UInt64))
+    narrow = indexed.select(ROW, "id", *marks, *own).collect()
+    if narrow.height != rows or not narrow["id"].equals(scan.select("id").collect()["id"]):
+        ctx.notes = {}
+        return False
+    kept = narrow.filter(pl.col(DROP).is_null()) if marks else narrow
+    order = [*columns.names(), ROW]
+    out_rows = kept.with_columns(pl.lit(None, dtype=columns[c]).alias(c)
+                                 for c in columns.names() if c not in kept.columns).select(order)
+    if kept.height < narrow.height:  # dropped rows are kept whole
+        dropped = indexed.filter(pl.col(DROP).is_not_null()).collect().select(order)
+        out_rows = pl.concat([out_rows, dropped]).sort(ROW)
+    write_batch(job.partial, first, out_rows, StepNotes.from_context(ctx.notes),
+                count=-(-rows // job.batch_rows))
+    ctx.notes = {}
+    return True
+
+
 def run_global(job: StepJob, ctx: Context) -> list[Path] | BatchStream:
     """Run a step on its whole input (a lazy scan of the parts) and sink the result, or
     return a `BatchStream` result for the runner to finalize as it streams past (no copy
