@@ -275,6 +275,25 @@ def test_agreement_page_shows_kappa_and_the_judge(ws: Workspace):
     assert "ann: chosen · bob: rejected" in texts(app)
 
 
+def test_agreement_page_shows_the_judge_report(ws: Workspace):
+    from workbench.judge_report import workspace_report
+
+    ids = ws.read("scored")["id"].to_list()
+    for row, choice in zip(ids, ["a", "b", "a", "tie", "b"], strict=False):
+        labels.label(ws, "scored", row, "ann", choice, True)
+    app = ok(page("5_Agreement"))
+    app.selectbox(key="agr_dataset").set_value("scored").run()
+    for against in ("labels", "chosen"):
+        app.selectbox(key="agr_against").set_value(against).run()
+        want = workspace_report(ws, "scored", against)
+        metrics = {m.label: m.value for m in ok(app).metric}
+        assert metrics["pairs"] == str(want["n"]) == ("5" if against == "labels" else "40")
+        assert metrics["accuracy"] == f"{100 * want['accuracy']:.1f}%"
+        assert metrics["flip rate"] == "n/a"  # scores: one order asked
+        bins = next(d.value for d in app.dataframe if "decided" in d.value.columns)
+        assert bins["n"].tolist() == [b["n"] for b in want["by_margin"]]
+
+
 def test_adjudicate_page_records_a_lead_label(ws: Workspace):
     row = ws.read("hh")["id"][3]
     labels.label(ws, "hh", row, "ann", "a", True)

@@ -377,6 +377,62 @@ def report_length_bias(
     typer.echo(f"  chosen is longer in  {100 * result['share_chosen_longer']:.1f}% of pairs")
 
 
+@report_app.command("judge")
+def report_judge(
+    name: Annotated[str, typer.Argument(help="a judged preference dataset: NAME or NAME@VERSION")],
+    against: Annotated[str, typer.Option("--against", help="the reference: labels (people's, under --label-policy), gold (gold pairs), or chosen (the dataset's own chosen, when it is known to be right)")],
+    label_policy: Annotated[str, typer.Option("--label-policy", help="with --against labels: majority (default), latest, or annotator:NAME")] = "majority",
+    judge: Annotated[str | None, typer.Option("--judge", help="pairwise (llm_pairwise's columns), scores (chosen_score - rejected_score), or a numeric margin column; default: pairwise if there, else scores")] = None,
+    bins: Annotated[str, typer.Option("--bins", help="by_margin bins: a number of quantile bins of |margin| (5), or cut points (0.05,0.1,0.2)")] = "5",
+    subset: Annotated[str | None, typer.Option("--subset", help="column for by_subset (default: source or subset when present)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Judge vs a reference: accuracy, Cohen's kappa, position flips, length preference, and
+    accuracy per margin bin and per subset."""
+    from workbench.errors import WorkbenchError
+    from workbench.judge_report import AGAINST, parse_bins, workspace_report
+
+    if against not in AGAINST:
+        raise WorkbenchError(f"--against must be one of {', '.join(AGAINST)}, not {against!r}")
+    if label_policy != "majority" and against != "labels":
+        raise WorkbenchError("--label-policy applies with --against labels")
+    result = workspace_report(_ws(workspace), name, against, label_policy, judge,
+                              parse_bins(bins), subset)
+    if as_json:
+        _echo_json(result)
+        return
+    for line in _judge_lines(name, against, result):
+        typer.echo(line)
+
+
+def _judge_lines(name: str, against: str, result: dict[str, Any], indent: str = "") -> list[str]:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    kappa = "n/a" if result["kappa"] is None else f"{result['kappa']:.3f}"
+    if against == "chosen":
+        kappa += " (one reference category: read accuracy)"
+    flips = "n/a (one order asked)" if result["flip_rate"] is None else pct(result["flip_rate"])
+    length = result["length_preference"]
+    decided = sum(b["decided"] for b in result["by_margin"])
+    lines = [f"{indent}{name} against {against}: {result['n']} pairs compared, {decided} "
+             f"decided by both",
+             f"{indent}  accuracy {pct(result['accuracy'])}   kappa {kappa}   flip rate {flips}",
+             f"{indent}  prefers the longer reply: judge {pct(length['judge'])}, reference "
+             f"{pct(length['reference'])}"]
+    if not indent:
+        lines.append("  accuracy by |margin|:")
+        for b in result["by_margin"]:
+            high = "inf" if b["high"] is None else f"{b['high']:.4g}"
+            span = f"[{b['low']:.4g}, {high})"
+            lines.append(f"    {span:<22} {b['n']:>6} pairs {b['decided']:>6} decided  "
+                         f"accuracy {pct(b['accuracy'])}")
+        for key, part in (result.get("by_subset") or {}).items():
+            lines += _judge_lines(key, against, part, indent="  ")
+    return lines
+
+
 @app.command()
 def ui(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8501,
