@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import cli
+from conftest import DATA, cli
 
 from workbench import labels
 from workbench.errors import WorkbenchError
@@ -172,3 +172,121 @@ def test_report_is_refused_for_kinds_without_pairs(ws: Workspace, tmp_path: Path
     ws.write_dataset("sft", pl.DataFrame({"prompt": [PROMPT], "response": ["r"]}), "sft")
     with pytest.raises(WorkbenchError, match="reads preference pairs; sft@1 is sft"):
         workspace_report(ws, "sft", "chosen")
+
+
+# -- on the embedded model (slow) -----------------------------------------------------------
+def _independent(frame: pl.DataFrame, reference: dict[str, str], subset: str | None = None,
+                 cuts: list[float] | None = None) -> dict:
+    """The report's figures written out plainly from the dataset's columns, row by row."""
+    rows = [r for r in frame.iter_rows(named=True)
+            if r["p_chosen"] is not None and r["id"] in reference]
+    verdicts = ["chosen" if r["p_chosen"] > 0.5 else "rejected" if r["p_chosen"] < 0.5
+                else "tie" for r in rows]
+    refs = [reference[r["id"]] for r in rows]
+    both = [i for i in range(len(rows)) if verdicts[i] in ("chosen", "rejected")
+            and refs[i] in ("chosen", "rejected")]
+    sizes = [abs(r["p_chosen"] - 0.5) for r in rows]
+    if cuts is None:
+        cuts = sorted({float(c) for c in np.quantile(sizes, [0.2, 0.4, 0.6, 0.8]) if c > 0})
+
+    def longer(r: dict) -> str | None:
+        a, b = len(r["chosen"]), len(r["rejected"])
+        return "chosen" if a > b else "rejected" if b > a else None
+
+    lengthy = [i for i in both if longer(rows[i]) is not None]
+    bins = []
+    for low, high in zip([0.0, *cuts], [*cuts, None], strict=True):
+        inside = [i for i, s in enumerate(sizes) if s >= low and (high is None or s < high)]
+        hits = [i for i in inside if i in both]
+        bins.append({"n": len(inside), "decided": len(hits),
+                     "accuracy": (sum(verdicts[i] == refs[i] for i in hits) / len(hits))
+                     if hits else None})
+    out = {
+        "n": len(rows),
+        "accuracy": sum(verdicts[i] == refs[i] for i in both) / len(both) if both else None,
+        "verdicts": verdicts, "refs": refs,
+        "flip_rate": sum(r["position_flip"] for r in rows) / len(rows),
+        "judge_longer": (sum(verdicts[i] == longer(rows[i]) for i in lengthy) / len(lengthy)
+                         if lengthy else None),
+        "reference_longer": (sum(refs[i] == longer(rows[i]) for i in lengthy) / len(lengthy)
+                             if lengthy else None),
+        "bins": bins, "cuts": cuts}
+    if subset:
+        values = sorted({str(r[subset]) for r in rows})
+        out["by_subset"] = {v: _independent(frame.filter(pl.col(subset).cast(pl.String) == v),
+                                            reference, cuts=cuts) for v in values}
+    return out
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    from sklearn.metrics import cohen_kappa_score
+
+    assert got["n"] == want["n"]
+    assert got["accuracy"] == pytest.approx(want["accuracy"])
+    kappa = cohen_kappa_score(want["verdicts"], want["refs"])  # nan where undefined: null
+    assert got["kappa"] == (None if np.isnan(kappa) else pytest.approx(kappa))
+    assert got["flip_rate"] == pytest.approx(want["flip_rate"])
+    assert got["length_preference"] == {"judge": pytest.approx(want["judge_longer"]),
+                                        "reference": pytest.approx(want["reference_longer"])}
+    assert [b["high"] for b in got["by_margin"]] == pytest.approx([*want["cuts"], None])
+    for mine, theirs in zip(got["by_margin"], want["bins"], strict=True):
+        assert (mine["n"], mine["decided"]) == (theirs["n"], theirs["decided"])
+        assert mine["accuracy"] == pytest.approx(theirs["accuracy"])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*(single label|only one label).*")  # sklearn, 1-row subsets
+def test_llm_pairwise_on_hh_rlhf_against_chosen_and_people(ws: Workspace):
+    from sklearn.metrics import cohen_kappa_score
+
+    from workbench.io.importer import import_path
+    from workbench.pipeline import build_pipeline
+    from workbench.runner import run_pipeline
+
+    hh = ws.read(import_path(ws, DATA / "hh_rlhf_harmless_test_600.jsonl.gz", "hh").ref)
+    size = (pl.col("chosen").str.len_chars() + pl.col("rejected").str.len_chars()
+            + pl.col("prompt").list.eval(pl.element().struct.field("content").str.len_chars())
+            .list.sum())
+    short = hh.sort(size, "id").head(50).with_columns(  # the 50 shortest pairs: quick on CPU
+        pl.format("{} turns", pl.col("prompt").list.len()).alias("turns"))
+    ws.write_dataset("short", short, "preference")
+    spec = build_pipeline({"name": "judging", "input": "short", "output": "judged",
+                           "models": {"default": {"backend": "transformers", "model": "embedded"}},
+                           "steps": [{"judge": {"method": "llm_pairwise", "batch_size": 1}}]})
+    run_pipeline(spec, ws, progress=False)
+    frame = ws.read("judged")
+    assert frame.height == 50 and frame["p_chosen"].null_count() == 0
+
+    out = cli("report", "judge", "judged", "--against", "chosen", "--subset", "turns", "--json",
+              workspace=ws.root)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert list(got) == KEYS
+    want = _independent(frame, dict.fromkeys(frame["id"].to_list(), "chosen"), "turns")
+    _assert_same(got, want)
+    assert list(got["by_subset"]) == list(want["by_subset"]) and len(got["by_subset"]) >= 2
+    for key, part in got["by_subset"].items():
+        _assert_same(part, want["by_subset"][key])
+
+    # people's labels, written through the library; the majority decides (2 of 2 must agree)
+    ids = frame["id"].to_list()
+    ann = ["a", "b", "a", "tie", "a", "b", "both_bad"]
+    bob = ["b", "b", "a", "tie", "a"]
+    votes: dict[str, list[str]] = {}
+    for i, row in enumerate(ids):
+        for name, plan, limit in (("ann", ann, 50), ("bob", bob, 20)):
+            if i < limit:
+                choice, a_chosen = plan[i % len(plan)], (i + len(name)) % 2 == 0
+                labels.label(ws, "judged", row, name, choice, a_chosen)
+                votes.setdefault(row, []).append(
+                    choice if choice in ("tie", "both_bad")
+                    else "chosen" if (choice == "a") == a_chosen else "rejected")
+    reference = {row: v[0] for row, v in votes.items() if all(x == v[0] for x in v)}
+    out = cli("report", "judge", "judged", "--against", "labels", "--label-policy", "majority",
+              "--json", workspace=ws.root)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    want = _independent(frame, reference)
+    assert got["n"] == want["n"] == len(reference) < 50
+    assert got["kappa"] == pytest.approx(cohen_kappa_score(want["verdicts"], want["refs"]))
+    _assert_same(got, want)
