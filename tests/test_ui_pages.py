@@ -255,6 +255,22 @@ def test_queues_page_creates_a_queue_gold_pairs_and_accuracy(ws: Workspace):
                                             "correct": 1, "accuracy": 0.5}]
 
 
+def test_queues_page_takes_an_order_and_refuses_one_without_its_columns(ws: Workspace):
+    app = ok(page("4_Queues"))
+    app.selectbox(key="q_data").set_value("scored")
+    app.text_input(key="q_name").input("unsure")
+    app.selectbox(key="q_order").set_value("uncertain")
+    button(app, "Save queue").click().run()
+    assert not ok(app).error, app.error[0].value
+    queue = queues.get_queue(ws, "unsure")
+    assert (queue.order, queue.judges) == ("uncertain", ("scores",))
+    assert "uncertain scores" in ok(app).dataframe[0].value["order"].tolist()
+    app.selectbox(key="q_data").set_value("hh")
+    app.text_input(key="q_name").input("nope")
+    button(app, "Save queue").click().run()
+    assert "order uncertain, dataset hh@1: no judge columns" in ok(app).error[0].value
+
+
 def test_agreement_page_shows_kappa_and_the_judge(ws: Workspace):
     ids = ws.read("scored")["id"].to_list()
     plan = {"ann": ["chosen", "chosen", "rejected", "tie"],
