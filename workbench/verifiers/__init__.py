@@ -20,9 +20,9 @@ class Verdict(NamedTuple):
 
 
 def _checkers() -> dict[str, Callable[..., Verdict]]:
-    from workbench.verifiers import math
+    from workbench.verifiers import code, math
 
-    return {"math": math.check}
+    return {"math": math.check, "code": code.check}
 
 
 def short(text: str, limit: int = 80) -> str:
