@@ -20,9 +20,10 @@ class Verdict(NamedTuple):
 
 
 def _checkers() -> dict[str, Callable[..., Verdict]]:
-    from workbench.verifiers import code, math
+    from workbench.verifiers import code, json_schema, math, regex
 
-    return {"math": math.check, "code": code.check}
+    return {"math": math.check, "code": code.check, "regex": regex.check,
+            "json_schema": json_schema.check}
 
 
 def short(text: str, limit: int = 80) -> str:
