@@ -52,7 +52,7 @@ class VerifyConfig(StepConfig):
     timeout_s: float = Field(5.0, gt=0, le=600, description="code: wall-time limit per program")
     memory_mb: int = Field(1024, ge=64, description="code: address-space limit per program")
     workers: int | None = Field(None, ge=1, description="code: programs run at once "
-                                "(default: the CPU count)")
+                                "(default: twice the CPUs)")
 
     @model_validator(mode="after")
     def _columns_for_checker(self) -> VerifyConfig:
