@@ -135,8 +135,14 @@ def _sides(data: pl.DataFrame, kind: str,
     sides = {}
     for prefix, (answer, trace) in columns.items():
         answers = data[answer].to_list()
-        traces = (data[trace].to_list() if include_reasoning and trace in data.columns
-                  else [None] * data.height)
+        traces = [None] * data.height
+        if include_reasoning and trace in data.columns:
+            listed = isinstance(data.schema[trace], pl.List)
+            if listed != (kind == "candidates"):
+                raise PipelineError(f"include_reasoning: column {trace!r} holds "
+                                    f"{data.schema[trace]}, expected "
+                                    f"{'a list of strings' if kind == 'candidates' else 'strings'}")
+            traces = data[trace].to_list()
         if kind != "candidates":
             answers, traces = [[a] for a in answers], [[t] for t in traces]
         sides[prefix] = [[_with_trace(a, t[i] if t and i < len(t) else None)

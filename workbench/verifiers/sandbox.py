@@ -120,7 +120,9 @@ def guards() -> dict[str, bool]:
              "try:\n"
              "    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
              "except OSError as exc:\n"
-             "    assert exc.errno == 101, exc\n")  # ENETUNREACH: no route, not refused
+             "    assert exc.errno == 101, exc\n"  # ENETUNREACH: no route, not refused
+             "else:\n"
+             "    raise SystemExit(1)\n")
     isolated = run_program(probe, Limits(timeout_s=10), audit_hook=False).passed
     return {"namespaces": isolated, "rlimits": True, "audit_hook": True}
 
