@@ -27,6 +27,8 @@ from typing import (
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from workbench.crashpoints import crashpoint
+
 if TYPE_CHECKING:
     from workbench.models.base import Backend
     from workbench.models.breaker import Breaker
@@ -176,8 +178,12 @@ class Context:
         stats = CallStats()
         position = [0, len(inputs), 0]  # items done, total, tokens of the running batch
         progress = self.progress
+        reports = [0]
 
         def on_batch(done: int, total: int) -> None:
+            reports[0] += 1
+            if reports[0] > 1:  # the first report is of cache hits; later ones follow a commit
+                crashpoint("call.batch_committed")
             position[:] = [done, total, 0]
             if progress is not None:
                 progress(done, total, stats.tokens)
