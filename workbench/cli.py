@@ -107,6 +107,33 @@ def run(
     typer.echo(f"  export: workbench -w {ws.root} export {out.name} --format hf --out exports/{out.name}")
 
 
+@app.command()
+def loop(
+    loop_file: Annotated[Path, typer.Argument(help="loop YAML file (see data/loops/)")],
+    workspace: WorkspaceOpt = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress of the round pipelines")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the loop's state as JSON at the end")] = False,
+) -> None:
+    """Run rounds of on-policy data (generate with the policy, pair, train), or resume them."""
+    from workbench.loop import run_loop
+    from workbench.loop_config import load_loop
+
+    spec = load_loop(loop_file)
+    ws = _write_ws(workspace)
+    progress = "off" if no_progress else "bar" if sys.stderr.isatty() else "plain"
+    result = run_loop(spec, ws, progress=progress,
+                      echo=lambda line: typer.echo(line, err=as_json))
+    if as_json:
+        _echo_json(result.state)
+        return
+    typer.echo(f"loop {result.name}: {len(result.rounds)} rounds in {ws.root}")
+    for entry in result.rounds:
+        seconds = entry["seconds"]
+        typer.echo(f"  round {entry['round']}: {entry['dataset']:<24} policy {entry['trained']['model']}"
+                   f"  ({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items())})")
+    typer.echo(f"  look:   workbench -w {ws.root} ui   (Datasets: the rounds side by side)")
+
+
 @app.command("import")
 def import_(
     path: Annotated[str, typer.Argument(help="JSONL/JSON/Parquet/CSV file, HF save_to_disk folder or hub id")],
