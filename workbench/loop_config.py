@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workbench import strict_yaml
 from workbench.errors import LoopError, PipelineError
-from workbench.pipeline import Pipeline, _first_error, build_pipeline
+from workbench.pipeline import Pipeline, _first_error, build_pipeline, consumed_kinds
 
 POLICY = "policy"  # the model name the round pipeline uses for the current policy
 PLACEHOLDERS = ("{export}", "{output}", "{policy}")
@@ -229,11 +229,12 @@ def build_loop(data: dict[str, Any], source: str = "<python>",
                                 f"round (name and output NAME-rR, the loop's input and seed); "
                                 "remove it")
         text = yaml.safe_dump(pipeline_data, sort_keys=True)
-    if spec.input is None and not pipeline_data.get("input"):
-        raise LoopError(f"{source}: field 'input': give the rows each round starts from (a "
-                        "dataset or a file)")
     loop = Loop(spec, source, base, pipeline_data, pipeline_dir, text)
     pipeline = loop.round_pipeline(1, spec.policy)
+    creates = consumed_kinds(pipeline.steps[0]) == "none"  # e.g. magpie writes the prompts
+    if spec.input is None and not pipeline_data.get("input") and not creates:
+        raise LoopError(f"{source}: field 'input': give the rows each round starts from (a "
+                        "dataset or a file)")
     users = [s.label for s in pipeline.steps if POLICY in s.transform.models().values()]
     if not users:
         raise LoopError(f"{source}: field 'pipeline': no step uses the model {POLICY!r}, so no "

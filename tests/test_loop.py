@@ -1,0 +1,259 @@
+"""`workbench loop`: a bad loop file names its field; data/loops/spin_tiny.yaml runs two SPIN
+rounds on the tiny model (round 2's rejected answers are round 1's trained policy's, by
+lineage and by the call cache's model fingerprint); the same loop SIGKILLed during round 2's
+generation and again during its training ends with the same datasets and policies as an
+uninterrupted run, repeating no finished model call; the Datasets page shows the rounds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from conftest import DATA, ROOT, cli
+
+from workbench.errors import LoopError
+from workbench.loop_config import build_loop, load_loop
+
+SPIN = DATA / "loops" / "spin_tiny.yaml"
+ENV = {"OMP_NUM_THREADS": "1"}  # two busy processes on two cores slow each other badly
+STEPS = [{"generate": {"model": "policy", "into": "generated", "temperature": 1.0,
+                       "max_new_tokens": 8}},
+         {"pairs": {"method": "sft_vs_generated"}}]
+
+
+def loop(**changes) -> dict:
+    base = {"name": "l", "policy": "tiny:embedded", "input": "rows.jsonl", "rounds": 2,
+            "pipeline": {"steps": STEPS}, "train": {"dpo": {"max_steps": 1}}}
+    return {**base, **changes}
+
+
+# validation --------------------------------------------------------------------------------
+@pytest.mark.parametrize(("data", "wants"), [
+    (loop(round=2), "field 'round': Extra inputs are not permitted"),
+    (loop(rounds=0), "field 'rounds': Input should be greater than or equal to 1"),
+    (loop(train={"dpo": {"beta": -1}}), "field 'train.dpo.beta': Input should be greater than 0"),
+    (loop(train={"dpo": {"betta": 0.2}}), "field 'train.dpo.betta': Extra inputs"),
+    (loop(train={"dpo": {}, "command": "x {output}"}), "give exactly one of `dpo"),
+    (loop(train={"command": "python train.py {export}"}), "names no {output}"),
+    (loop(train={"dpo": {"lora": {"r": 8}}}), "field 'train.dpo.lora': LoRA training needs the "
+                                              "peft package"),
+    (loop(name="bad name"), "field 'name': String should match pattern"),
+    (loop(pipeline={"steps": STEPS, "output": "x"}), "field 'pipeline.output': the loop sets it"),
+    (loop(pipeline={"steps": [{"generate": {"model": "policy", "temperatur": 1.0}}]}),
+     "pipeline (round 1): step 1 (generate): field 'temperatur': Extra inputs"),
+    (loop(pipeline={"steps": [{"sample": {"n": 2}}]}), "no step uses the model 'policy'"),
+    (loop(pipeline="missing.yaml"), "field 'pipeline': no such pipeline file"),
+    (loop(input=None), "field 'input': give the rows"),
+])
+def test_a_bad_loop_names_the_field(data: dict, wants: str, tmp_path: Path):
+    if "lora" in json.dumps(data) and importlib.util.find_spec("peft"):
+        pytest.skip("peft is installed here: LoRA is valid")
+    with pytest.raises(LoopError) as err:
+        build_loop(data, source="loop.yaml", base_dir=tmp_path)
+    assert str(err.value).startswith("loop.yaml")
+    assert wants in str(err.value)
+
+
+def test_a_round_pipeline_that_writes_its_own_prompts_needs_no_input(tmp_path: Path):
+    steps = [{"magpie": {"model": "policy", "n": 4}},
+             {"sample_responses": {"model": "policy", "n": 2}},
+             {"judge": {"model": "policy"}}, {"pairs": {}}]
+    spec = build_loop(loop(input=None, pipeline={"steps": steps}), base_dir=tmp_path)
+    assert spec.round_pipeline(1, "x").spec.input is None
+
+
+def test_the_cli_refuses_a_bad_loop_file_with_its_line_or_field(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(loop(train={"dpo": {"learning_rate": "fast"}})))
+    result = cli("loop", str(bad), workspace=tmp_path / "ws")
+    assert result.returncode == 1
+    assert "field 'train.dpo.learning_rate'" in result.stderr and "Traceback" not in result.stderr
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: a\nrounds: 1\nrounds: 2\n")
+    with pytest.raises(LoopError, match=r"twice.yaml, line 3: invalid YAML \(duplicate key "):
+        load_loop(twice)
+    assert not (tmp_path / "ws" / "loops").exists()  # refused before anything ran
+
+
+def test_the_example_loops_validate():
+    for path in sorted((DATA / "loops").glob("*.yaml")):
+        spec = load_loop(path)
+        pipeline = spec.round_pipeline(2, "/some/policy")
+        assert pipeline.spec.output == f"{spec.name}-r2"
+        assert pipeline.spec.models["policy"].model == "/some/policy"
+
+
+# two SPIN rounds on the tiny model ----------------------------------------------------------
+def spin_numbers() -> tuple[int, int, int]:
+    """(rows, model-call batches committed per round, training steps) of spin_tiny.yaml."""
+    spec = yaml.safe_load(SPIN.read_text())
+    rows = sum(1 for _ in (SPIN.parent / spec["input"]).open())
+    per_batch = spec["pipeline"]["batch_size"]
+    generate = spec["pipeline"]["steps"][0]["generate"]
+    commits = math.ceil(rows / per_batch) * math.ceil(per_batch / generate["batch_size"])
+    return rows, commits, spec["train"]["dpo"]["max_steps"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`workbench loop data/loops/spin_tiny.yaml`, uninterrupted, through the CLI."""
+    root = tmp_path_factory.mktemp("loop-ref") / "ws"
+    result = cli("loop", str(SPIN), "--no-progress", workspace=root, env=ENV, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "round 2: spin_tiny-r2@1" in result.stdout
+    return root
+
+
+def state(root: Path) -> dict:
+    return json.loads((root / "loops" / "spin_tiny" / "state.json").read_text())
+
+
+def cache_entries(root: Path) -> int:
+    with sqlite3.connect(root / "cache" / "calls.sqlite") as con:
+        return con.execute("SELECT count(*) FROM calls").fetchone()[0]
+
+
+def rows_of(root: Path, name: str) -> pl.DataFrame:
+    return pl.read_parquet(root / "datasets" / name / "v1" / "data.parquet")
+
+
+@pytest.mark.slow
+def test_spin_loop_makes_two_rounds_the_second_from_the_first_policy(reference: Path):
+    from workbench.models.base import SamplingParams
+    from workbench.models.cache import CallCache, cached_call
+    from workbench.models.transformers_backend import TransformersBackend
+    from workbench.workspace import Workspace
+
+    rows, _, steps = spin_numbers()
+    ws = Workspace(reference)
+    first, second = ws.resolve("spin_tiny-r1"), ws.resolve("spin_tiny-r2")
+    assert first.kind == second.kind == "preference" and first.rows == second.rows == rows
+    folders = [reference / "loops" / "spin_tiny" / f"r{r}" / "policy" for r in (1, 2)]
+    policies = [json.loads((f / "workbench-lineage.json").read_text()) for f in folders]
+    assert all((f / "model.safetensors").is_file() for f in folders)
+    # lineage: round 2 was generated by round 1's trained policy, which was trained on round 1
+    made_by = second.lineage["loop"]["policy"]
+    assert made_by["model"] == str(folders[0])
+    assert made_by["weights"] == policies[0]["weights"]
+    assert second.lineage["models"]["policy"]["model"] == str(folders[0])
+    assert policies[0]["dataset"] == first.ref and policies[1]["dataset"] == second.ref
+    assert policies[1]["base"] == {"model": str(folders[0]), "weights": policies[0]["weights"]}
+    assert policies[0]["base"]["weights"] == first.lineage["loop"]["policy"]["weights"]
+    assert policies[0]["metrics"]["steps"] == steps and policies[0]["weights"] != (
+        policies[1]["weights"])
+    # the call cache: round 2's rejected answers are stored under round 1's policy's
+    # fingerprint (all hits, nothing computed), round 1's under the starting policy's
+    spec = yaml.safe_load(SPIN.read_text())["pipeline"]["steps"][0]["generate"]
+    params = SamplingParams(temperature=spec["temperature"], max_new_tokens=spec["max_new_tokens"],
+                            seed=0)
+    cache = CallCache(reference / "cache" / "calls.sqlite")
+    for version, model in ((second, folders[0]), (first, first.lineage["loop"]["policy"]["model"])):
+        backend = TransformersBackend(str(model), device="cpu")
+        assert backend.fingerprint()["weights"] == version.lineage["loop"]["policy"]["weights"]
+        frame = ws.read(version.ref)
+        texts, stats = cached_call(cache, backend, "generate", frame["prompt"].to_list(), params,
+                                   sample_ids=frame["parent_id"].to_list())
+        assert (stats.hits, stats.computed) == (rows, 0)
+        assert [t[0].text for t in texts] == frame["rejected"].to_list()
+    assert ws.read(first.ref)["chosen"].to_list() == ws.read(second.ref)["chosen"].to_list()
+    assert ws.read(first.ref)["rejected"].to_list() != ws.read(second.ref)["rejected"].to_list()
+
+
+@pytest.mark.slow
+def test_spin_loop_killed_in_round_two_resumes_to_the_same_datasets(reference: Path,
+                                                                    tmp_path: Path):
+    rows, commits, steps = spin_numbers()
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "workbench.cli", "--workspace", str(killed), "loop",
+               str(SPIN), "--no-progress"]
+
+    def run(crash_at: str | None) -> subprocess.CompletedProcess:
+        env = {**os.environ, **ENV}
+        env.pop("WORKBENCH_CRASH_AT", None)
+        if crash_at:
+            env["WORKBENCH_CRASH_AT"] = crash_at
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=900)
+
+    # 1. killed in round 2's generation, after its first batch of calls was committed
+    first = run(f"call.batch_committed#{commits + 1}")
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    at_kill = state(killed)
+    assert at_kill["rounds"]["1"]["stage"] == "trained"
+    assert at_kill["rounds"]["2"]["stage"] == "started"
+    assert not (killed / "datasets" / "spin_tiny-r2").exists()
+    calls_at_kill = cache_entries(killed)
+    # 2. resumed, killed again between two optimizer steps of round 2's training
+    second = run(f"loop.train_step#{steps - 1}")
+    assert second.returncode == -signal.SIGKILL, second.stderr
+    assert "round 1/2: done earlier" in second.stdout
+    assert state(killed)["rounds"]["2"]["stage"] == "exported"
+    round_two = killed / "loops" / "spin_tiny" / "r2"
+    assert not (round_two / "policy").exists()
+    assert list(round_two.glob(".tmp-policy-*"))  # the killed training's unfinished folder
+    # 3. resumed to the end
+    third = run(None)
+    assert third.returncode == 0, third.stderr
+    assert not list(round_two.glob(".tmp-policy-*"))
+
+    # the same datasets (ids and rows) and, trained again from scratch, the same policy
+    for name in ("spin_tiny-r1", "spin_tiny-r2"):
+        assert rows_of(killed, name).equals(rows_of(reference, name)), name
+    done, ref = state(killed), state(reference)
+    for number in ("1", "2"):
+        assert done["rounds"][number]["trained"]["weights"] == (
+            ref["rounds"][number]["trained"]["weights"])
+    # no finished model call was made again: round 2's finished run found the calls the
+    # killed one had committed and computed only the rest; round 1 never ran again
+    from workbench.workspace import Workspace
+
+    ws = Workspace(killed)
+    runs = {p: [r for r in ws.runs(100) if r["pipeline"] == p]
+            for p in ("spin_tiny-r1", "spin_tiny-r2")}
+    assert [r["status"] for r in runs["spin_tiny-r1"]] == ["finished"]
+    assert sorted(r["status"] for r in runs["spin_tiny-r2"]) == ["finished", "interrupted"]
+    finished = next(r for r in runs["spin_tiny-r2"] if r["status"] == "finished")
+    generate = ws.step_logs(finished["run_id"])[0]
+    calls = generate["detail"]["model_calls"]
+    made_before = calls_at_kill - rows  # round 1 made one call per row
+    assert 0 < made_before < rows
+    assert calls["hits"] == made_before and calls["computed"] == rows - made_before
+    assert cache_entries(killed) == cache_entries(reference) == 2 * rows
+
+
+@pytest.mark.slow
+def test_the_datasets_page_shows_the_rounds_side_by_side(reference: Path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.loop_report import rounds_table
+    from workbench.workspace import Workspace
+
+    ws = Workspace(reference)
+    table = rounds_table(ws, "spin_tiny")
+    assert table["round"].to_list() == [1, 2]
+    assert table["dataset"].to_list() == ["spin_tiny-r1@1", "spin_tiny-r2@1"]
+    expected = [ws.read(f"spin_tiny-r{r}")["rejected"].str.len_chars().mean() for r in (1, 2)]
+    assert table["rejected_chars"].to_list() == pytest.approx(expected)
+    assert table["pairs"].to_list() == [ws.resolve(f"spin_tiny-r{r}").rows for r in (1, 2)]
+    assert table["margin_mean"].is_null().all()  # SPIN pairs carry no judge margin
+    assert table["policy"][1].startswith("r1/policy@")
+    assert (table["train_loss"] > 0).all() and (table["seconds"] > 0).all()
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(reference))
+    app = AppTest.from_file(str(ROOT / "ui" / "pages" / "1_Datasets.py"), default_timeout=60)
+    app.run()
+    app.selectbox(key="dataset_name").set_value("spin_tiny-r2").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("Loop spin_tiny: its rounds" in h.value for h in app.subheader)
+    shown = next(d.value for d in app.dataframe if "train_loss" in d.value.columns)
+    assert list(shown["dataset"]) == ["spin_tiny-r1@1", "spin_tiny-r2@1"]
