@@ -24,7 +24,8 @@ def test_help_imports_no_heavy_library():
 
 
 def test_every_command_has_help():
-    for command in ("run", "import", "datasets", "show", "sql", "transforms", "export", "ui", "runs"):
+    for command in ("run", "import", "datasets", "show", "sql", "transforms", "export", "ui", "runs",
+                    "loop"):
         result = cli(command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
 

@@ -52,6 +52,11 @@ def loop(**changes) -> dict:
     (loop(pipeline={"steps": [{"generate": {"model": "policy", "temperatur": 1.0}}]}),
      "pipeline (round 1): step 1 (generate): field 'temperatur': Extra inputs"),
     (loop(pipeline={"steps": [{"sample": {"n": 2}}]}), "no step uses the model 'policy'"),
+    (loop(pipeline={"steps": [{"generate": {"model": "policy", "into": "generated", "n": 2,
+                                            "temperature": 1.0}}]}),
+     "step 1 (generate): into: 'generated' holds one answer; n=2 samples make candidates"),
+    (loop(pipeline={"steps": [{"generate": {"model": "policy", "into": "prompt"}}]}),
+     "into: 'prompt' is a column rows already have a meaning for"),
     (loop(pipeline="missing.yaml"), "field 'pipeline': no such pipeline file"),
     (loop(input=None), "field 'input': give the rows"),
 ])
@@ -257,3 +262,58 @@ def test_the_datasets_page_shows_the_rounds_side_by_side(reference: Path, monkey
     assert any("Loop spin_tiny: its rounds" in h.value for h in app.subheader)
     shown = next(d.value for d in app.dataframe if "train_loss" in d.value.columns)
     assert list(shown["dataset"]) == ["spin_tiny-r1@1", "spin_tiny-r2@1"]
+
+
+# a command of the user's as the trainer, on the self-rewarding example -------------------------
+TRAINER = """
+import shutil, sys
+from pathlib import Path
+export, policy, output = map(Path, sys.argv[1:])
+assert (export / "train").is_dir(), export          # the round's export, as TRL loads it
+shutil.copytree(policy, output, dirs_exist_ok=True)  # "training": the policy, plus a note
+(output / "trained-from.txt").write_text(str(policy))
+print("trained", export.name)
+"""
+
+
+@pytest.mark.slow
+def test_a_command_trains_between_self_rewarding_rounds(tmp_path: Path):
+    from workbench.loop import run_loop
+    from workbench.loop_report import rounds_table
+    from workbench.workspace import Workspace
+
+    script = tmp_path / "train.py"
+    script.write_text(TRAINER)
+    data = yaml.safe_load((DATA / "loops" / "self_reward_tiny.yaml").read_text())
+    data["train"] = {"command": [sys.executable, str(script), "{export}", "{policy}",
+                                 "{output}"]}
+    ws = Workspace(tmp_path / "ws")
+    result = run_loop(build_loop(data, source="self_reward.yaml", base_dir=DATA / "loops"), ws)
+    assert [r["dataset"] for r in result.rounds] == ["self_reward_tiny-r1@1",
+                                                     "self_reward_tiny-r2@1"]
+    first, second = (Path(r["trained"]["model"]) for r in result.rounds)
+    assert (second / "trained-from.txt").read_text() == str(first)
+    lineage = json.loads((second / "workbench-lineage.json").read_text())
+    assert lineage["trainer"]["command"][-1] == "{output}"
+    assert lineage["base"]["model"] == str(first)
+    assert "trained self_reward_tiny-r2" in (second.parent / "train.log").read_text()
+    # the policy judged its own samples: best against worst, by its own ratings
+    for ref in ("self_reward_tiny-r1", "self_reward_tiny-r2"):
+        rows = ws.read(ref)
+        assert (rows["chosen_score"] > rows["rejected_score"]).all()
+        assert rows["margin"].to_list() == pytest.approx(
+            (rows["chosen_score"] - rows["rejected_score"]).to_list())
+    table = rounds_table(ws, "self_reward_tiny")
+    assert table["margin_mean"].to_list() == pytest.approx(
+        [ws.read(f"self_reward_tiny-r{r}")["margin"].mean() for r in (1, 2)])
+    assert table["train_loss"].is_null().all()  # a command reports no loss
+
+    # a command that fails stops the loop at its training, showing what it printed
+    data.update(name="fails", rounds=1, train={"command": [
+        sys.executable, "-c", "import sys; print('out of memory, say'); sys.exit(3)",
+        "{output}"]})
+    with pytest.raises(LoopError, match=r"exited with status 3(.|\n)*out of memory, say"):
+        run_loop(build_loop(data, source="fails.yaml", base_dir=DATA / "loops"), ws)
+    assert json.loads((ws.root / "loops" / "fails" / "state.json").read_text())[
+        "rounds"]["1"]["stage"] == "exported"
+    assert not (ws.root / "loops" / "fails" / "r1" / "policy").exists()

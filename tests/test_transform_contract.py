@@ -29,7 +29,7 @@ def test_every_transform_lists_its_declared_contract() -> None:
     # spot checks of what the listing says
     assert listed["judge"]["models"] == ["model", "weak_model"]
     assert listed["judge"]["decided_by_options"] == ["accepted_kinds", "capabilities"]
-    assert listed["generate"]["decided_by_options"] == ["output_kind"]
+    assert listed["generate"]["decided_by_options"] == ["output_kind", "accepted_kinds"]
     assert listed["agentinstruct"]["decided_by_options"] == ["input_digest"]
     assert listed["split"]["models"] == [] and listed["split"]["decided_by_options"] == []
 
@@ -60,6 +60,10 @@ def test_options_decide_what_the_config_declares() -> None:
     generate = registry["generate"]
     assert generate({"n": 1}).output_kind("instruction") == "sft"
     assert generate({"n": 3, "temperature": 0.7}).output_kind("instruction") == "candidates"
+    assert generate({}).config.accepted_kinds() is None  # the decorator's: instruction
+    spin = generate({"into": "generated"})  # an answer beside the row's own
+    assert spin.config.accepted_kinds() == ("instruction", "sft")
+    assert spin.output_kind("sft") == "sft" and spin.output_kind("instruction") == "instruction"
     assert registry["sql"]({"query": "SELECT * FROM input", "kind": "sft"}).output_kind(
         "preference") == "sft"
     assert registry["split"]({}).output_kind("preference") == "preference"

@@ -170,7 +170,7 @@ class Loop:
         """What finished rounds depend on (all but `rounds`): a loop resumed under another
         configuration would mix two experiments, so it is refused."""
         what = {"policy": self.spec.policy, "pipeline": self.pipeline_text,
-                "input": self._input() if self.spec.input is not None else None,
+                "input": self.spec.input,  # as written: the runner keys files by content
                 "limit": self.spec.limit, "seed": self.seed,
                 "train": self.spec.train.model_dump(mode="json")}
         blob = json.dumps(what, sort_keys=True, default=str)
