@@ -98,6 +98,42 @@ def test_the_example_loops_validate():
         assert pipeline.spec.models["policy"].model == "/some/policy"
 
 
+def test_rounds_table_reads_each_rounds_latest_version(ws):
+    """Margins, side lengths and pass rates per round, from the rows (a verifier's
+    `pass_rate` or `chosen_passed`), and only the rounds of the loop asked for."""
+    from workbench.loop_report import rounds_table
+
+    user = [{"role": "user", "content": "q"}]
+
+    def pairs(chosen: list[str], margins: list[float], **extra) -> pl.DataFrame:
+        return pl.DataFrame({"prompt": [user] * len(chosen), "chosen": chosen,
+                             "rejected": ["no"] * len(chosen), "margin": margins, **extra})
+
+    def lineage(number: int, name: str = "v") -> dict:
+        return {"loop": {"name": name, "round": number,
+                         "policy": {"model": f"/ws/loops/{name}/r{number - 1}/policy",
+                                    "weights": {"folder_sha256": f"abcdef12{number}"}}},
+                "steps": [{"rows_in": 4, "dropped": {"tie": 1}}, {"dropped": {"x": 2}}]}
+
+    ws.write_dataset("v-r2", pairs(["aaaa", "bb"], [1.0, 3.0],
+                                   pass_rate=[0.5, 1.0]), "preference", lineage(2))
+    ws.write_dataset("v-r1", pairs(["a"], [9.0], chosen_passed=[True]), "preference",
+                     lineage(1))
+    ws.write_dataset("v-r1", pairs(["abc", "a"], [0.5, 1.5], chosen_passed=[True, False]),
+                     "preference", lineage(1))  # a later version of round 1 counts
+    ws.write_dataset("other-r1", pairs(["z"], [0.0]), "preference", lineage(1, "other"))
+    table = rounds_table(ws, "v")
+    assert table["dataset"].to_list() == ["v-r1@2", "v-r2@1"]
+    assert table["pairs"].to_list() == [2, 2] and table["rows_in"].to_list() == [4, 4]
+    assert table["dropped"].to_list() == [3, 3]
+    assert table["margin_mean"].to_list() == [1.0, 2.0]
+    assert table["chosen_chars"].to_list() == [2.0, 3.0]
+    assert table["pass_rate"].to_list() == [0.5, 0.75]
+    assert table["policy"].to_list() == ["r0/policy@abcdef12", "r1/policy@abcdef12"]
+    assert table["train_loss"].is_null().all()  # no state file: no training known
+    assert rounds_table(ws, "none").height == 0
+
+
 # two SPIN rounds on the tiny model ----------------------------------------------------------
 def spin_numbers() -> tuple[int, int, int]:
     """(rows, model-call batches committed per round, training steps) of spin_tiny.yaml."""
