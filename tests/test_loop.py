@@ -77,6 +77,27 @@ def test_a_round_pipeline_that_writes_its_own_prompts_needs_no_input(tmp_path: P
     assert spec.round_pipeline(1, "x").spec.input is None
 
 
+def test_a_round_pipeline_from_a_file_keeps_its_input_models_and_folder(tmp_path: Path):
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "round.yaml").write_text(yaml.safe_dump({
+        "name": "mine", "seed": 7, "input": "../rows.jsonl", "output": "mine",
+        "models": {"policy": {"backend": "transformers", "model": "ignored",
+                              "options": {"batch_size": 2}}},
+        "steps": STEPS}))
+    spec = build_loop(loop(input=None, pipeline="pipelines/round.yaml"), base_dir=tmp_path)
+    pipeline = spec.round_pipeline(3, "/policies/r2")
+    assert (pipeline.spec.name, pipeline.spec.output) == ("l-r3", "l-r3")
+    assert pipeline.spec.input == "../rows.jsonl" and pipeline.base_dir == folder
+    assert pipeline.spec.seed == 7  # the loop gives none: the file's
+    assert pipeline.spec.models["policy"].model == "/policies/r2"
+    assert pipeline.spec.models["policy"].options == {"batch_size": 2}
+    (tmp_path / "rows.jsonl").write_text("")
+    given = build_loop(loop(seed=1, pipeline="pipelines/round.yaml"), base_dir=tmp_path)
+    assert given.round_pipeline(1, "p").spec.input == str(tmp_path / "rows.jsonl")
+    assert given.round_pipeline(1, "p").spec.seed == 1
+
+
 def test_the_cli_refuses_a_bad_loop_file_with_its_line_or_field(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(loop(train={"dpo": {"learning_rate": "fast"}})))
@@ -208,6 +229,17 @@ def test_spin_loop_makes_two_rounds_the_second_from_the_first_policy(reference: 
         assert [t[0].text for t in texts] == frame["rejected"].to_list()
     assert ws.read(first.ref)["chosen"].to_list() == ws.read(second.ref)["chosen"].to_list()
     assert ws.read(first.ref)["rejected"].to_list() != ws.read(second.ref)["rejected"].to_list()
+
+    # run again: every round is done, nothing runs; another configuration is refused
+    from workbench.loop import run_loop
+
+    runs = len(ws.runs(100))
+    again = run_loop(load_loop(SPIN), ws)
+    assert again.state["rounds"] == state(reference)["rounds"] and len(ws.runs(100)) == runs
+    changed = yaml.safe_load(SPIN.read_text())
+    changed["train"]["dpo"]["beta"] = 0.2
+    with pytest.raises(LoopError, match="was started from another configuration"):
+        run_loop(build_loop(changed, base_dir=SPIN.parent), ws)
 
 
 @pytest.mark.slow
