@@ -27,11 +27,13 @@ from workbench.io.export_folder import (
     staged,
 )
 from workbench.io.layouts_longpo import to_longpo
+from workbench.io.layouts_verified import to_grpo, to_step_dpo
 from workbench.schema import MESSAGES
+from workbench.stats import pass_rates
 from workbench.workspace import Workspace
 
 FORMATS = ("hf", "parquet", "jsonl")
-TRL_LAYOUTS = ("standard", "conversational", "kto", "rdpo", "longpo")
+TRL_LAYOUTS = ("standard", "conversational", "kto", "rdpo", "longpo", "grpo", "step-dpo")
 TASKS = {"preference": "preference", "sft": "prompt-completion", "instruction": "prompt-only"}
 LABEL_POLICIES = ("majority", "latest", "annotator:NAME")
 
@@ -46,10 +48,11 @@ def to_trl(frame: pl.DataFrame, kind: str, layout: str, columns: str = "method")
     """The columns TRL expects: prompt/chosen/rejected, prompt/completion, prompt, or (kto)
     prompt/completion/label; preference rows also keep the method columns (export_columns)
     unless `columns` is "minimal". rdpo: conversational prompt/chosen/rejected plus
-    `rationale` and `rationale_prompt`; longpo: the records `to_longpo` made, as they are."""
+    `rationale` and `rationale_prompt`; longpo and grpo: the records `to_longpo` and
+    `to_grpo` made, as they are."""
     if layout == "kto":
         return to_kto(frame, kind)
-    if layout == "longpo":
+    if layout in ("longpo", "grpo", "step-dpo"):
         return frame
     if kind == "candidates":
         raise WorkbenchError("candidates datasets have no TRL layout: pair them first "
@@ -238,7 +241,8 @@ def export_dataset(
     rows labels and ties removed, and what a named layout left out).
 
     Preference rows keep the allow-listed method columns (export_columns) unless `columns` is
-    "minimal"; `trl` "rdpo" and "longpo" write those methods' training layouts.
+    "minimal"; `trl` "rdpo" and "longpo" write those methods' training layouts, "grpo" an RL
+    prompt set with the columns `workbench.rewards.verified_reward` reads.
 
     Only `out` is written: split names must be plain names, and an existing folder is replaced
     only with `overwrite` and only when it holds an earlier export (see export_folder)."""
@@ -250,6 +254,9 @@ def export_dataset(
     if labels and trl == "longpo":
         raise WorkbenchError("--labels does not apply to --trl longpo: LongPO's chosen answer is "
                              "the one that saw the short context, by construction")
+    if labels and trl == "grpo":
+        raise WorkbenchError("--labels does not apply to --trl grpo: it exports prompts, and "
+                             "the reward comes from the checker")
     out = Path(out)
     target = export_target(out, workspace.root, overwrite)
     version = workspace.resolve(ref)
@@ -267,12 +274,18 @@ def export_dataset(
         frame, left_out["pairs without a rationale"] = rdpo_rationale(frame)
     if trl == "longpo":  # one record per long context, before splitting
         frame = to_longpo(frame, version.kind)
+    rates = pass_rates(frame.lazy())
+    if trl == "grpo":  # one row per prompt, before splitting
+        frame, left_out["duplicate prompts"] = to_grpo(frame, version.lineage)
+    if trl == "step-dpo":
+        frame = to_step_dpo(frame, version.kind)
     splits = {name: to_trl(part, version.kind, trl, columns)
               for name, part in split_frame(frame, split_test, seed).items()}
     if sum(p.height for p in splits.values()) == 0:
         raise WorkbenchError(f"{version.ref} has no rows to export")
     left_out = {k: v for k, v in left_out.items() if v}
-    card = dataset_card(workspace, version, splits, trl, fmt, label_stats, ties, left_out)
+    card = dataset_card(workspace, version, splits, trl, fmt, label_stats, ties, left_out,
+                        pass_rates=rates)
 
     with staged(target) as tmp:
         _write(tmp, splits, fmt)
@@ -287,7 +300,8 @@ def export_dataset(
     if push_to_hub:
         _dataset_dict(splits).push_to_hub(push_to_hub)
     task = {"kto": "unpaired-preference", "rdpo": "rationale-preference",
-            "longpo": "longpo-records"}.get(trl, TASKS.get(version.kind, version.kind))
+            "longpo": "longpo-records", "grpo": "rl-prompts",
+            "step-dpo": "step-preference"}.get(trl, TASKS.get(version.kind, version.kind))
     return {"out": str(out), "format": fmt, "trl": trl, "task": task, "columns": columns,
             "splits": {k: v.height for k, v in splits.items()}, "ties_excluded": ties,
             "labels": label_stats, "left_out": left_out,
