@@ -109,6 +109,13 @@ class Context:
         later batch's report replaces an earlier one's."""
         self.notes["report"] = values
 
+    def report_counts(self, values: dict[str, Any]) -> None:
+        """Counts for the step's report that add up over batches (and over calls within one):
+        numbers add, nested dicts add key by key. A row step's per-batch `report` would
+        keep only the last batch's; these land in the same report."""
+        totals = self.notes.setdefault("totals", {})
+        add_counts(totals, values)
+
     def count_nulled(self, reason: str, n: int = 1) -> None:
         """Count `n` fields set to null (or samples removed) for `reason`; the row is kept."""
         if n:
@@ -123,6 +130,20 @@ class Context:
             counts[reason] = counts.get(reason, 0) + fallen
         if self.breaker is not None:
             self.breaker.record_fallbacks(reason, fallen, scored)
+
+
+def add_counts(into: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Add `values` into `into` in place: numbers add, dicts recurse, anything else replaces."""
+    for key, value in values.items():
+        seen = into.get(key)
+        if isinstance(value, dict):
+            into[key] = add_counts(dict(seen) if isinstance(seen, dict) else {}, value)
+        elif (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and isinstance(seen, (int, float)) and not isinstance(seen, bool)):
+            into[key] = seen + value
+        else:
+            into[key] = value
+    return into
 
 
 class Transform(Protocol):

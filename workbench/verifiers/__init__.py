@@ -20,9 +20,10 @@ class Verdict(NamedTuple):
 
 
 def _checkers() -> dict[str, Callable[..., Verdict]]:
-    from workbench.verifiers import math
+    from workbench.verifiers import code, json_schema, math, regex
 
-    return {"math": math.check}
+    return {"math": math.check, "code": code.check, "regex": regex.check,
+            "json_schema": json_schema.check}
 
 
 def short(text: str, limit: int = 80) -> str:
@@ -32,3 +33,22 @@ def short(text: str, limit: int = 80) -> str:
 
 
 CHECKERS: dict[str, Callable[..., Verdict]] = _checkers()
+
+
+def checkers_digest() -> str:
+    """A digest of the checkers' code and of the packages they lean on: verdicts depend on
+    both, so `verify` checkpoints key on it (a transform's own fingerprint covers only the
+    `transforms` package)."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for package in ("math-verify", "jsonschema", "regex"):
+        try:
+            digest.update(f"{package}=={version(package)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package} absent".encode())
+    return digest.hexdigest()[:16]
