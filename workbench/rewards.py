@@ -9,6 +9,7 @@ No torch here: the function is plain Python over strings.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -29,12 +30,13 @@ def verified_reward(prompts: Sequence[Any], completions: Sequence[Any],
                     answer: Sequence[Any] | None = None, checker: str | Sequence[str] = "math",
                     tests: Sequence[Any] | None = None,
                     entry_point: Sequence[Any] | None = None,
-                    **kwargs: Any) -> list[float]:
+                    match: Sequence[str] | None = None, **kwargs: Any) -> list[float]:
     """1.0 for each completion its checker passes, else 0.0.
 
     `checker` is one name for every completion or a list (the export's column). The truth is
-    `tests` for `code` (with `entry_point`), else `answer`. Other columns TRL passes (prompt
-    metadata, `pass_rate`, the trainer state) are ignored."""
+    `tests` for `code` (with `entry_point`), else `answer` (with `match` for `regex`); a
+    schema held as a mapping is sent as JSON, as `verify` sends it. Other columns TRL passes
+    (`pass_rate`, the trainer state) are ignored."""
     from workbench.verifiers import CHECKERS
 
     n = len(completions)
@@ -52,6 +54,12 @@ def verified_reward(prompts: Sequence[Any], completions: Sequence[Any],
                 options["entry_point"] = entry_point[i]
         else:
             truth = answer[i] if answer is not None else None
+            if name == "regex" and match is not None and match[i]:
+                options["match"] = match[i]
+        if isinstance(truth, dict | list):
+            truth = json.dumps(truth)
+        elif truth is not None and not isinstance(truth, str):
+            truth = str(truth)
         if truth is None:
             rewards.append(0.0)
             continue

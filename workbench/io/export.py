@@ -34,6 +34,7 @@ from workbench.workspace import Workspace
 
 FORMATS = ("hf", "parquet", "jsonl")
 TRL_LAYOUTS = ("standard", "conversational", "kto", "rdpo", "longpo", "grpo", "step-dpo")
+RECORD_LAYOUTS = ("longpo", "grpo", "step-dpo")  # a method's own records: no method columns
 TASKS = {"preference": "preference", "sft": "prompt-completion", "instruction": "prompt-only"}
 LABEL_POLICIES = ("majority", "latest", "annotator:NAME")
 
@@ -52,7 +53,7 @@ def to_trl(frame: pl.DataFrame, kind: str, layout: str, columns: str = "method")
     `to_grpo` made, as they are."""
     if layout == "kto":
         return to_kto(frame, kind)
-    if layout in ("longpo", "grpo", "step-dpo"):
+    if layout in RECORD_LAYOUTS:
         return frame
     if kind == "candidates":
         raise WorkbenchError("candidates datasets have no TRL layout: pair them first "
@@ -305,8 +306,8 @@ def export_dataset(
     return {"out": str(out), "format": fmt, "trl": trl, "task": task, "columns": columns,
             "splits": {k: v.height for k, v in splits.items()}, "ties_excluded": ties,
             "labels": label_stats, "left_out": left_out,
-            "method_columns": [c for c in next(iter(splits.values())).columns
-                               if c in METHOD_COLUMNS]}
+            "method_columns": [] if trl in RECORD_LAYOUTS else
+            [c for c in next(iter(splits.values())).columns if c in METHOD_COLUMNS]}
 
 
 def _write(folder: Path, splits: dict[str, pl.DataFrame], fmt: str) -> None:

@@ -4,7 +4,8 @@ records of `step_pairs` rows (docs/methods.md §10).
 
 GRPO columns: `prompt` (conversational messages; GRPOTrainer renders them with the chat template),
 `checker` (the `verify` checker's name), the ground truth as `answer` (math, regex,
-json_schema) or `tests` plus `entry_point` (code), and `pass_rate` when the rows have one.
+json_schema; `match` too for regex) or `tests` plus `entry_point` (code), each taken from
+the column `verify` read, and `pass_rate` when the rows have one.
 GRPOTrainer passes every column but `prompt` to reward functions as keyword lists, which is
 how `workbench.rewards.verified_reward` finds them. One row per distinct prompt and truth:
 pairs made from one prompt would otherwise weight it several times.
@@ -20,7 +21,7 @@ import yaml
 from workbench.errors import WorkbenchError
 from workbench.schema import MESSAGES
 
-REWARD_COLUMNS = ("answer", "tests", "entry_point")
+REWARD_COLUMNS = ("answer", "tests", "entry_point")  # and `match` for regex
 
 
 def verify_settings(lineage: dict[str, Any]) -> dict[str, Any] | None:
@@ -57,10 +58,13 @@ def to_grpo(frame: pl.DataFrame, lineage: dict[str, Any]) -> tuple[pl.DataFrame,
         raise WorkbenchError("--trl grpo needs to know how to check completions: run `verify` "
                              "in the pipeline that made this dataset, or give the rows a "
                              "`checker` column (math, code, regex, json_schema)")
-    sources = {"answer": settings.get("answer") or "answer",
-               "tests": settings.get("tests") or "tests", "entry_point": "entry_point"}
+    sources = {name: settings.get(name) or name for name in REWARD_COLUMNS}
     truth = {name: pl.col(column).alias(name) for name, column in sources.items()
              if column in frame.columns}
+    if settings.get("checker") == "regex" and "match" not in frame.columns:
+        truth["match"] = pl.lit(settings.get("match") or "search").alias("match")
+    elif "match" in frame.columns:
+        truth["match"] = pl.col("match")
     if not ({"answer", "tests"} & set(truth)):
         wanted = " or ".join(f"`{sources[c]}`" for c in ("answer", "tests"))
         raise WorkbenchError(f"--trl grpo needs the ground truth the reward checks against: "
@@ -69,7 +73,7 @@ def to_grpo(frame: pl.DataFrame, lineage: dict[str, Any]) -> tuple[pl.DataFrame,
     if "split" in frame.columns:
         extra.append(pl.col("split"))
     rows = frame.select(pl.col("prompt").cast(MESSAGES), checker.cast(pl.String).alias("checker"),
-                        *[truth[c] for c in REWARD_COLUMNS if c in truth], *extra)
+                        *[truth[c] for c in (*REWARD_COLUMNS, "match") if c in truth], *extra)
     kept = rows.unique([c for c in ("prompt", "answer", "tests") if c in rows.columns],
                        keep="first", maintain_order=True)
     return kept, rows.height - kept.height
@@ -77,7 +81,7 @@ def to_grpo(frame: pl.DataFrame, lineage: dict[str, Any]) -> tuple[pl.DataFrame,
 
 def grpo_card_lines(columns: list[str]) -> list[str]:
     """The card's section on what the reward function reads."""
-    held = [c for c in ("checker", *REWARD_COLUMNS, "pass_rate") if c in columns]
+    held = [c for c in ("checker", *REWARD_COLUMNS, "match", "pass_rate") if c in columns]
     return ["## Reward", "",
             f"Columns besides `prompt`: {', '.join(f'`{c}`' for c in held)}. GRPOTrainer passes "
             "them to reward functions; `workbench.rewards.verified_reward` applies the named "
