@@ -220,3 +220,18 @@ def test_a_killed_run_resumes_and_the_report_still_counts_every_batch(ws, tmp_pa
     report = log["detail"]["report"]
     assert (report["checked"], report["passed"], report["failed"]) == (40, 30, 10)
     assert ws.read("checked")["passed"].sum() == 30
+
+
+def test_format_checkers_explain_bad_rules_and_violations():
+    from workbench.verifiers import CHECKERS
+
+    regex, schema = CHECKERS["regex"], CHECKERS["json_schema"]
+    assert regex("Hello world", "world").passed
+    assert regex("Hello world", "world", match="fullmatch") == (
+        False, "does not fully match /world/")
+    assert regex("x", "[").detail.startswith("bad pattern '[':")
+    assert schema('{"name": 3}', '{"properties": {"name": {"type": "string"}}}') == (
+        False, "schema violation at $.name: 3 is not of type 'string'")
+    assert schema("{}", '{"type": 5}').detail.startswith("bad schema:")
+    assert schema('"a@b.org"', '{"format": "email"}').passed
+    assert not schema('"nope"', '{"format": "email"}').passed

@@ -14,6 +14,10 @@ model's (SPIN).
   orders each side (shortest passing and longest failing first, or candidate order), and a
   prompt gives up to `pairs_per_prompt` pairs, best-ranked sides first.
 
+Each side's reasoning trace, where the rows have one (`reasoning`, parallel to `responses`;
+for SPIN the response's trace and `<generated>_reasoning`), goes to `chosen_reasoning` /
+`rejected_reasoning`. Scores, and the chosen == rejected check, concern the answers.
+
 Ties are never paired: no row has equal scores, an all-equal row gives no pair, and no row
 has chosen == rejected. Drops carry their reasons; `min_margin` keeps pairs whose score gap is
 at least that.
@@ -42,12 +46,7 @@ class PairsConfig(StepConfig):
         description="verified: which passing and failing responses pair first (shortest "
                     "passing with longest failing, or candidate order)")
 
-    @property
-    def kind(self) -> str:
-        return "preference"
-
-    @property
-    def consumes(self) -> tuple[str, ...]:
+    def accepted_kinds(self) -> tuple[str, ...]:
         """Checked before a run: scored candidates, or sft rows for sft_vs_generated."""
         return ("sft",) if self.method == "sft_vs_generated" else ("candidates",)
 
@@ -83,8 +82,17 @@ def _best_worst(frame: pl.LazyFrame, config: PairsConfig) -> pl.LazyFrame:
         best.alias("chosen_index"),
         worst.alias("rejected_index"),
     ).with_columns((pl.col("chosen_score") - pl.col("rejected_score")).alias("margin"),
-                   pl.lit("best_worst").alias("pair_method"))
+                   pl.lit("best_worst").alias("pair_method"), *_sides_traces(frame))
     return out.with_columns(_reasons(config).alias(DROP))
+
+
+def _sides_traces(frame: pl.LazyFrame) -> list[pl.Expr]:
+    """Each side's reasoning trace, from the candidates' `reasoning` list (after the
+    `chosen_index`/`rejected_index` columns exist)."""
+    if "reasoning" not in frame.collect_schema():
+        return []
+    return [pl.col("reasoning").list.get(pl.col(f"{side}_index"), null_on_oob=True)
+            .alias(f"{side}_reasoning") for side in ("chosen", "rejected")]
 
 
 def _all_pairs(frame: pl.LazyFrame, config: PairsConfig) -> pl.LazyFrame:
@@ -111,6 +119,7 @@ def _all_pairs(frame: pl.LazyFrame, config: PairsConfig) -> pl.LazyFrame:
                                   pl.lit(f"all_pairs:{config.anchor}").alias("pair_method"))
     rest = base.drop(*(c for c in ("chosen", "rejected", DROP) if c in base.collect_schema()))
     out = ranked.join(rest, on="_row", how="inner").sort("_row", "pair_rank")
+    out = out.with_columns(_sides_traces(out))
     unpaired = (base.join(ranked.select("_row").unique(), on="_row", how="anti")
                 .with_columns(pl.lit(None, pl.String).alias("chosen"),
                               pl.lit(None, pl.String).alias("rejected"),
@@ -134,6 +143,12 @@ def _spin(frame: pl.LazyFrame, config: PairsConfig) -> pl.LazyFrame:
     generated = pl.col(config.generated)
     out = frame.with_columns(pl.col("response").alias("chosen"), generated.alias("rejected"),
                              pl.lit("sft_vs_generated").alias("pair_method"))
+    schema = frame.collect_schema()
+    generated_trace = f"{config.generated}_reasoning"
+    if "reasoning" in schema or generated_trace in schema:
+        out = out.with_columns(*(
+            (pl.col(c) if c in schema else pl.lit(None, pl.String)).alias(f"{side}_reasoning")
+            for side, c in (("chosen", "reasoning"), ("rejected", generated_trace))))
     reason = (pl.when(generated.is_null() | (generated.str.strip_chars() == ""))
               .then(pl.lit("no generated answer"))
               .when(pl.col("chosen").str.strip_chars() == generated.str.strip_chars())

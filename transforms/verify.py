@@ -11,8 +11,9 @@ land where the kind keeps its answers:
   `rejected_verify_detail`.
 
 A null ground truth (or a null response) gives a null verdict with its reason as the detail,
-counted as nulled. Reasoning traces (`reasoning`, `chosen_reasoning`, `rejected_reasoning`)
-are left out unless `include_reasoning`, which puts the trace before the answer.
+counted as nulled. Reasoning traces (`reasoning`, `chosen_reasoning`, `rejected_reasoning`,
+see `workbench.reasoning`) are left out unless `include_reasoning`, which checks the reply
+as written: the trace in `<think>` tags, then the answer.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from workbench.errors import PipelineError
+from workbench.reasoning import CLOSE, OPEN, trace_column
 from workbench.transform import Context, StepConfig, transform
 from workbench.verifiers import CHECKERS, Verdict, checkers_digest
 from workbench.verifiers.code import check_many
@@ -52,7 +54,7 @@ class VerifyConfig(StepConfig):
     timeout_s: float = Field(5.0, gt=0, le=600, description="code: wall-time limit per program")
     memory_mb: int = Field(1024, ge=64, description="code: address-space limit per program")
     workers: int | None = Field(None, ge=1, description="code: programs run at once "
-                                "(default: the CPU count)")
+                                "(default: twice the CPUs)")
 
     @model_validator(mode="after")
     def _columns_for_checker(self) -> VerifyConfig:
@@ -68,9 +70,8 @@ class VerifyConfig(StepConfig):
                 raise ValueError("`tests:` and `entry_point:` are for checker code")
         return self
 
-    @property
-    def consumes(self) -> tuple[str, ...]:
-        """Checked before a run: every kind that has responses."""
+    def accepted_kinds(self) -> tuple[str, ...]:
+        """Every kind that has responses (checked before a run)."""
         return ("sft", "candidates", "preference")
 
 
@@ -128,15 +129,20 @@ def _sides(data: pl.DataFrame, kind: str,
            include_reasoning: bool) -> dict[str, list[list[str | None]]]:
     """The texts checked, per output prefix: one list of texts per row (one text for sft
     and each side of a pair, every candidate for candidates)."""
-    columns = {"sft": {"": ("response", "reasoning")},
-               "candidates": {"": ("responses", "reasoning")},
-               "preference": {"chosen_": ("chosen", "chosen_reasoning"),
-                              "rejected_": ("rejected", "rejected_reasoning")}}[kind]
+    texts = {"sft": {"": "response"}, "candidates": {"": "responses"},
+             "preference": {"chosen_": "chosen", "rejected_": "rejected"}}[kind]
+    columns = {prefix: (text, trace_column(text)) for prefix, text in texts.items()}
     sides = {}
     for prefix, (answer, trace) in columns.items():
         answers = data[answer].to_list()
-        traces = (data[trace].to_list() if include_reasoning and trace in data.columns
-                  else [None] * data.height)
+        traces = [None] * data.height
+        if include_reasoning and trace in data.columns:
+            listed = isinstance(data.schema[trace], pl.List)
+            if listed != (kind == "candidates"):
+                raise PipelineError(f"include_reasoning: column {trace!r} holds "
+                                    f"{data.schema[trace]}, expected "
+                                    f"{'a list of strings' if kind == 'candidates' else 'strings'}")
+            traces = data[trace].to_list()
         if kind != "candidates":
             answers, traces = [[a] for a in answers], [[t] for t in traces]
         sides[prefix] = [[_with_trace(a, t[i] if t and i < len(t) else None)
@@ -146,9 +152,11 @@ def _sides(data: pl.DataFrame, kind: str,
 
 
 def _with_trace(answer: str | None, trace: str | None) -> str | None:
+    """The reply as the model wrote it: `<think>` block, then the answer (as `judge` shows
+    it with `include_reasoning`, and export's `inline` mode writes it)."""
     if answer is None or not trace:
         return answer
-    return f"{trace}\n\n{answer}"
+    return f"{OPEN}\n{trace}\n{CLOSE}\n\n{answer}"
 
 
 def _flatten(sides: dict[str, list[list[str | None]]]

@@ -108,7 +108,8 @@ def run_programs(sources: Sequence[str], limits: Limits = Limits(), *,
 
 
 def default_workers() -> int:
-    return max(1, min(32, len(os.sched_getaffinity(0))))
+    """Twice the CPUs (a program spends part of its life starting up and waiting), at most 32."""
+    return max(1, min(32, 2 * len(os.sched_getaffinity(0))))
 
 
 @functools.cache
@@ -119,7 +120,9 @@ def guards() -> dict[str, bool]:
              "try:\n"
              "    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
              "except OSError as exc:\n"
-             "    assert exc.errno == 101, exc\n")  # ENETUNREACH: no route, not refused
+             "    assert exc.errno == 101, exc\n"  # ENETUNREACH: no route, not refused
+             "else:\n"
+             "    raise SystemExit(1)\n")
     isolated = run_program(probe, Limits(timeout_s=10), audit_hook=False).passed
     return {"namespaces": isolated, "rlimits": True, "audit_hook": True}
 
