@@ -124,6 +124,13 @@ def test_verified_pairs_per_prompt_never_pair_two_passing_or_two_failing():
     assert first.select("chosen", "rejected").rows() == [("a", "bb"), ("a", "dddd")]
 
 
+def test_verified_pairs_carry_each_side_s_reasoning_trace():
+    frame = verified([["4", "5"]], [[True, False]]).with_columns(
+        pl.Series("reasoning", [["two and two", "two and three"]]))
+    row = kept(apply(frame, method="verified")).row(0, named=True)
+    assert (row["chosen_reasoning"], row["rejected_reasoning"]) == ("two and two", "two and three")
+
+
 def test_verified_needs_a_passed_column():
     with pytest.raises(ValueError, match="run verify first"):
         apply(candidates([["a", "b"]], [[1.0, 2.0]]), method="verified")

@@ -192,6 +192,7 @@ def _verified(frame: pl.LazyFrame, config: PairsConfig) -> pl.LazyFrame:
     rest = base.drop(*(c for c in ("chosen", "rejected", DROP) if c in schema))
     kept = pair_cols.join(rest, on="_row", how="inner").with_columns(
         pl.lit(None, pl.String).alias(DROP))
+    kept = kept.with_columns(_sides_traces(kept))
     counts = slots.group_by("_row").agg(pl.col("_passed").sum().alias("_n_pass"),
                                         (~pl.col("_passed")).sum().alias("_n_fail"))
     reason = (pl.when(pl.col("_n_pass").fill_null(0) + pl.col("_n_fail").fill_null(0) == 0)

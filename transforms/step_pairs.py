@@ -26,7 +26,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
-from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+from workbench.transform import DROP, QUARANTINED, Context, ModelStep, Seeded, transform
 
 MARKER = re.compile(r"^[ \t]*(?:\*\*)?step\s*\d+\s*[:.)]", re.IGNORECASE | re.MULTILINE)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
@@ -34,8 +34,7 @@ QUARANTINE_REASON = f"{QUARANTINED} (quarantined)"
 Split = Literal["auto", "markers", "lines", "sentences"]
 
 
-class StepPairsConfig(StepConfig):
-    model: str = Field("default", description="a name under the pipeline's `models:`")
+class StepPairsConfig(ModelStep, Seeded):
     answer: str = Field("answer", description="ground-truth column (a value, LaTeX, or a "
                         "GSM8K solution ending in '#### N'), checked by the math checker")
     solution: str = Field("response", description="the model's solution to examine")
@@ -49,13 +48,7 @@ class StepPairsConfig(StepConfig):
     max_steps: int = Field(12, ge=1, description="solutions with more steps are dropped")
     temperature: float = Field(0.8, gt=0, description="Step-DPO samples at 0.8")
     top_p: float = Field(0.95, gt=0, le=1, description="Step-DPO samples with top_p 0.95")
-    max_new_tokens: int = Field(256, ge=1)
-    seed: int | None = Field(None, description="defaults to the pipeline seed")
-    batch_size: int = Field(8, ge=1, description="prompts per model call")
-
-    @property
-    def kind(self) -> str:
-        return "preference"
+    max_new_tokens: int = Field(256, ge=1, description="token cap of each continuation")
 
 
 def split_steps(text: str, how: Split = "auto") -> list[str]:
@@ -143,7 +136,7 @@ def _walk(data: pl.DataFrame, searches: list[_Search | None], reasons: list[str 
 
     params = SamplingParams(n=config.samples, temperature=config.temperature, top_p=config.top_p,
                             max_new_tokens=config.max_new_tokens,
-                            seed=ctx.seed if config.seed is None else config.seed)
+                            seed=config.seed_or(ctx))
     prompts, ids = data["prompt"].to_list(), data["id"].to_list()
     while True:
         open_rows = [i for i, s in enumerate(searches) if s is not None and s.outcome is None]
