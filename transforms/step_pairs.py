@@ -1,5 +1,5 @@
 """`step_pairs`: Step-DPO's step-level pairs from a model's wrong solutions (docs/methods.md
-§10.4).
+§16.4).
 
 A solution that fails the `math` checker is split into steps (`split_steps`). From each prefix
 of correct-so-far steps (none, the first, the first two, ...) the model samples `samples`

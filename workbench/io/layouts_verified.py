@@ -1,6 +1,6 @@
 """Layouts of checked data: `--trl grpo`, an RL prompt set as TRL's GRPOTrainer reads it with
 what a reward function needs to check each completion, and `--trl step-dpo`, Step-DPO's own
-records of `step_pairs` rows (docs/methods.md §10).
+records of `step_pairs` rows (docs/methods.md §16.3, §16.4).
 
 GRPO columns: `prompt` (conversational messages; GRPOTrainer renders them with the chat template),
 `checker` (the `verify` checker's name), the ground truth as `answer` (math, regex,
