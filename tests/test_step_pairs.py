@@ -100,6 +100,11 @@ def test_step_pairs_find_the_first_wrong_step_on_gsm8k(ws, tmp_path: Path, monke
         assert row["chosen"] == row["prefix"] + row["chosen_step"]
         assert row["rejected"] == row["prefix"] + row["rejected_step"]
         assert row["chosen_step"].strip() != row["rejected_step"].strip()
+    report = result.steps[0].detail["report"]
+    assert report["wrong_solutions"] == 7 and report["pairs"] == 6
+    assert report["pairs_by_step_index"] == {
+        str(k): n for k, n in pl.Series([r["wrong_at"] for r in expected]).value_counts()
+        .iter_rows()}
     assert result.steps[0].dropped == {"solution verifies: no wrong step": 1,
                               "no continuation from the question verifies": 1}
     # every continuation came through the call cache: a fresh run asks the model nothing

@@ -124,13 +124,21 @@ def step_pairs(frame: pl.LazyFrame, config: StepPairsConfig, ctx: Context) -> pl
                 search = _Search(steps, how)
         searches.append(search)
         reasons.append(reason)
-    _walk(data, searches, reasons, truths, config, ctx)
-    return _rows(data, searches, reasons, config).lazy()
+    checked = _walk(data, searches, reasons, truths, config, ctx)
+    out = _rows(data, searches, reasons, config)
+    found = out.filter(pl.col(DROP).is_null())
+    ctx.report_counts({
+        "wrong_solutions": sum(s is not None for s in searches),
+        "continuations_checked": checked, "pairs": found.height,
+        "pairs_by_step_index": {str(k): n for k, n in
+                                found.group_by("step_index").len().iter_rows()}})
+    return out.lazy()
 
 
 def _walk(data: pl.DataFrame, searches: list[_Search | None], reasons: list[str | None],
-          truths: list[str | None], config: StepPairsConfig, ctx: Context) -> None:
-    """Advance every open search one prefix per round, one batched model call per round."""
+          truths: list[str | None], config: StepPairsConfig, ctx: Context) -> int:
+    """Advance every open search one prefix per round, one batched model call per round;
+    returns how many continuations were checked."""
     from workbench.models.base import SamplingParams
     from workbench.verifiers.math import check
 
@@ -138,10 +146,11 @@ def _walk(data: pl.DataFrame, searches: list[_Search | None], reasons: list[str 
                             max_new_tokens=config.max_new_tokens,
                             seed=config.seed_or(ctx))
     prompts, ids = data["prompt"].to_list(), data["id"].to_list()
+    checked = 0
     while True:
         open_rows = [i for i, s in enumerate(searches) if s is not None and s.outcome is None]
         if not open_rows:
-            return
+            return checked
         asking = []
         for i in open_rows:
             search = searches[i]
@@ -167,6 +176,7 @@ def _walk(data: pl.DataFrame, searches: list[_Search | None], reasons: list[str 
                 search.outcome, reasons[i] = "failed", QUARANTINE_REASON
                 continue
             prefix = search.prefix(search.k)
+            checked += len(result)
             passing = [g.text for g in result if g.text.strip()
                        and check(prefix + g.text, truths[i]).passed]
             if passing:
