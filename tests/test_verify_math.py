@@ -70,3 +70,13 @@ def test_values_compare_by_value(response: str, truth: str, passed: bool):
 
 def test_math_is_listed_among_the_checkers():
     assert CHECKERS["math"] is check
+
+
+def test_plain_text_arithmetic_is_not_evaluated() -> None:
+    """The fallback reads the last number written, not a sum the response only restates."""
+    from workbench.verifiers.math import check
+
+    assert not check("To solve 6 + 3, add them.", "9").passed
+    assert not check("Ex. 5 + 1 =", "6").passed
+    assert check("so 3+4=7", "7").passed
+    assert check("It costs 1,000 dollars.", "1000").passed

@@ -29,6 +29,7 @@ def _summary(root: str, ref: str) -> dict[str, pl.DataFrame]:
     v = ws.resolve(ref)
     return {"lengths": stats.length_histogram(ws, v), "scores": stats.score_histogram(ws, v),
             "scatter": stats.length_scatter(ws, v), "mix": stats.category_mix(ws, v),
+            "pass": stats.pass_rate_histogram(ws, v),
             "drops": lineage.drops_table(ws, v)}
 
 
@@ -105,6 +106,16 @@ with right:
                                                           .n_unique()), width="stretch")
     else:
         st.caption("no rows dropped (or not written by a pipeline)")
+
+passes = summary["pass"]
+if passes.height:
+    st.subheader("Pass rate (verify)")
+    st.altair_chart(alt.Chart(passes.to_pandas()).mark_bar(size=18).encode(
+        x=alt.X("bin:Q", title="share of sampled responses that passed",
+                scale=alt.Scale(domain=[0, 1])), y="rows:Q",
+        tooltip=["bin", "bin_end", "rows"]).properties(height=200), width="stretch")
+    st.caption(f"{int(passes['rows'].sum()):,} rows with a pass rate; keep a band with "
+               "`filter: {where: {pass_rate: {min: 0.2, max: 0.8}}}`")
 
 mix = summary["mix"]
 if mix.height:

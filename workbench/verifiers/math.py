@@ -7,8 +7,10 @@ final answer, in this order, the first that is present:
 1. `\\boxed{...}` (the last one; several boxed answers form a set, as math-verify reads them);
 2. a GSM8K-style `#### N` line (the last one);
 3. "the answer is ..." (the last one, up to the end of its sentence);
-4. math-verify on the whole text: "final answer is", "answer:", else the last LaTeX
-   expression or number.
+4. math-verify's LaTeX extraction on the whole text ("final answer is", "answer:", a
+   `$...$` expression);
+5. else the last number written in the text (`1,000`, `-3.5`, `18.00`). Plain-text arithmetic
+   is not evaluated: "To solve 6 + 3, ..." must not pass for 9 because it restates the sum.
 
 The ground truth may be a bare value (`18`, `1,000`, `0.5`), LaTeX (`\\frac{1}{2}`, with or
 without `$...$`) or a whole GSM8K solution, of which the part after its last `####` counts.
@@ -25,6 +27,7 @@ from workbench.verifiers import Verdict, short
 GSM8K_MARK = "####"
 ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 SENTENCE_END = re.compile(r"\n|(?<!\d)\.(?!\d)|\.\s|\.$")
+LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 TIMEOUT_S = 5  # math-verify's own limit per parse and per comparison (main thread only)
 
 
@@ -69,9 +72,14 @@ def final_answer(response: str) -> tuple[list[Any], str] | None:
         values = _parse(segment)
         if values:
             return values, "'the answer is'"
-    values = _parse(response)
+    values = _parse(response, [LatexExtractionConfig()])
     if values:
-        return values, "the last number or expression"
+        return values, "a LaTeX answer"
+    numbers = LAST_NUMBER.findall(response)
+    if numbers:
+        values = _parse(numbers[-1].replace(",", ""))
+        if values:
+            return values, "the last number"
     return None
 
 
