@@ -87,3 +87,19 @@ def test_no_transform_touches_ctx_notes() -> None:
     assert offenders == {}
     # the check itself finds such a write
     assert _writes_notes(ast.parse("ctx.notes['report'] = {}")) == [1]
+
+
+def test_a_model_field_typed_str_is_refused_at_registration() -> None:
+    import polars as pl
+    from pydantic import Field
+
+    from workbench.transform import Context, transform
+
+    class LooseConfig(StepConfig):
+        judge_model: str = Field("default")
+
+    with pytest.raises(TypeError, match="type the field 'judge_model' ModelName"):
+        @transform("test_loose_model_field", scope="row", config=LooseConfig)
+        def loose(frame: pl.LazyFrame, config: LooseConfig, ctx: Context) -> pl.LazyFrame:
+            return frame
+    assert "test_loose_model_field" not in load_all()

@@ -296,6 +296,11 @@ def transform(
 
     def wrap(fn: Callable[..., pl.LazyFrame]) -> type:
         config_cls = config or get_type_hints(fn)[list(inspect.signature(fn).parameters)[1]]
+        untyped = [f for f in config_cls.model_fields if (f == "model" or f.endswith("_model"))
+                   and f not in model_fields(config_cls)]
+        if untyped:  # it would name a model the runner never checks or loads
+            raise TypeError(f"transform {name!r}: type the field {untyped[0]!r} ModelName "
+                            "(from workbench.transform) so the pipeline checks the model it names")
 
         def __init__(self: Any, config: StepConfig | dict[str, Any] | None = None) -> None:
             if not isinstance(config, config_cls):
