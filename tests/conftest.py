@@ -45,8 +45,36 @@ _OWN_SHARED = pytest.StashKey[str]()
 @pytest.fixture
 def shared() -> Path:
     if not SHARED.exists():
-        pytest.skip(f"{SHARED} is absent: the shared real datasets sit beside the checkout")
+        message = f"{SHARED} is absent: the shared real datasets sit beside the checkout"
+        if os.environ.get("WORKBENCH_REQUIRE_SHARED"):  # CI: a missing folder is a failure
+            pytest.fail(message + " (WORKBENCH_REQUIRE_SHARED is set)")
+        pytest.skip(message)
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2-135M-Instruct on the transformers backend (loaded once per
+    worker process; steps that name `model: embedded` share it)."""
+    from workbench.models import load_backend
+    from workbench.models.spec import ModelSpec
+
+    return load_backend(ModelSpec(backend="transformers", model="embedded"))
+
+
+def cache_entries(workspace: Path) -> int:
+    """Model calls stored in a workspace's call cache; 0 before the cache or its table exists
+    (a run may have created the file but not yet the table)."""
+    import sqlite3
+
+    db = workspace / "cache" / "calls.sqlite"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        created = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'calls'").fetchone()
+        if not created[0]:
+            return 0
+        return con.execute("SELECT count(*) FROM calls").fetchone()[0]
 
 
 @pytest.fixture

@@ -42,10 +42,8 @@ class ScriptedBackend:
 
 
 def install(monkeypatch: Any, backend: ScriptedBackend) -> dict[str, Any]:
-    """A `models:` entry that the runner resolves to `backend` (no model is loaded)."""
-    import workbench.models as models
-    from workbench.models.spec import ModelSpec
+    """A `models:` entry that the runner resolves to `backend` (no model is loaded); the next
+    `install` under the same name replaces it."""
+    from workbench.models import provide
 
-    spec = ModelSpec(backend="transformers", model=f"scripted-{backend.name}")
-    monkeypatch.setitem(models._loaded, models._spec_key(spec), backend)
-    return spec.model_dump()
+    return provide(backend, f"scripted-{backend.name}")

@@ -219,7 +219,7 @@ def test_example_pipelines_validate_and_resolve_their_documents():
     for name in ("agentinstruct", "short_to_long"):
         pipeline = load_pipeline(DATA / "pipelines" / f"{name}.yaml")
         config = pipeline.steps[0].transform.config
-        assert len(config.content_digest(pipeline.base_dir)) == 64  # its documents were found
+        assert len(config.input_digest(pipeline.base_dir)) == 64  # its documents were found
 
 
 def test_editing_a_document_runs_the_step_again(ws, monkeypatch, tmp_path: Path):

@@ -24,7 +24,8 @@ def test_help_imports_no_heavy_library():
 
 
 def test_every_command_has_help():
-    for command in ("run", "import", "datasets", "show", "sql", "transforms", "export", "ui", "runs"):
+    for command in ("run", "import", "datasets", "show", "sql", "transforms", "export", "ui", "runs",
+                    "loop"):
         result = cli(command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
 
@@ -55,6 +56,9 @@ def test_transforms_json_lists_names_kinds_fields():
     assert by_name["sample"]["scope"] == "global"
     assert {f["name"] for f in by_name["sample"]["fields"]} == {"n", "fraction", "seed"}
     assert by_name["filter"]["consumes"] == "any"
+    verify = {f["name"]: f for f in by_name["verify"]["fields"]}
+    assert {"checker", "answer", "tests", "entry_point", "include_reasoning"} <= set(verify)
+    assert verify["checker"]["required"] and by_name["verify"]["scope"] == "row"
 
 
 def test_errors_are_one_line_with_nonzero_status(tmp_path: Path):

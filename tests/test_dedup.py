@@ -58,6 +58,7 @@ def check_planted(out: pl.DataFrame) -> None:
     assert dropped["duplicate_of"].is_in(list(kept_ids)).all()  # twins are kept rows
 
 
+@pytest.mark.slow
 def test_dedup_embedding_explains_every_drop(planted):
     ctx = Context()
     out = get("dedup_embedding")({"keep_by": "quality"})(planted.lazy(), ctx).collect()
@@ -97,6 +98,7 @@ def exact_jaccard(a: str, b: str, n: int = 3) -> float:
     return len(x & y) / len(x | y) if x | y else float(a.lower().split() == b.lower().split())
 
 
+@pytest.mark.slow
 def test_dedup_minhash_explains_every_drop(planted):
     ctx = Context()
     frame = planted.drop("embedding")  # the copies repeat the last user turn: compare that

@@ -52,6 +52,7 @@ def real() -> pl.DataFrame:
                              pl.Series("embedding", embeddings()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threshold", [0.5, 0.7, 0.9])
 def test_select_equals_the_reference_on_real_embeddings(real, threshold):
     assert real.height >= 2000
@@ -78,6 +79,7 @@ def test_select_equals_the_reference_on_real_embeddings(real, threshold):
         assert real["id"].gather(order[small]).to_list() == expected
 
 
+@pytest.mark.slow
 def test_select_batch_rule_equals_the_reference(real):
     scores, vectors = real["deita_score"].to_numpy(), embeddings()
     batched = reference_select(vectors, scores, 0.6, -1, batch_size=16)

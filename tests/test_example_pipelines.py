@@ -26,8 +26,9 @@ def test_shipped_pipeline_validates(path: Path):
     assert kinds[-1] in ("instruction", "sft", "candidates", "preference")
 
 
-def test_the_demo_builds_rationale_pairs_from_nothing():
+def test_the_demo_builds_rationale_pairs_from_its_questions():
     pipeline = load_pipeline(DATA / "pipelines" / "demo.yaml")
-    assert pipeline.spec.input is None
+    questions, kind = load(pipeline.base_dir / pipeline.spec.input)[:2]
+    assert kind == "instruction" and questions.height == 40
     assert [s.name for s in pipeline.steps][-1] == "rationale"
-    assert check_kinds(pipeline, None)[-1] == "preference"
+    assert check_kinds(pipeline, kind)[-1] == "preference"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import ROOT, cli
+from conftest import ROOT, cache_entries, cli
 
 from workbench.errors import PipelineError
 from workbench.pipeline import build_pipeline
@@ -37,14 +36,6 @@ def prompts(tmp_path: Path, shared: Path) -> Path:
     path = tmp_path / "prompts.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def cached_rows(workspace: Path) -> int:
-    db = workspace / "cache" / "calls.sqlite"
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db) as con:
-        return con.execute("SELECT count(*) FROM calls").fetchone()[0]
 
 
 def test_validation_checks_models_before_loading():
@@ -72,12 +63,12 @@ def test_sigkill_during_generation_repeats_no_finished_call(tmp_path: Path, prom
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "--workspace", str(ws), "run",
                              str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None and cached_rows(ws) < 4:
+    while time.monotonic() < deadline and proc.poll() is None and cache_entries(ws) < 4:
         time.sleep(0.05)
     assert proc.poll() is None, "generation finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = cached_rows(ws)
+    finished = cache_entries(ws)
     assert 4 <= finished < 10
 
     resumed = cli("run", str(path), workspace=ws)
@@ -108,10 +99,10 @@ def test_missing_capability_is_a_validation_error():
     """A step needing hidden states cannot use an openai model: said before anything loads."""
     from pydantic import Field
 
-    from workbench.transform import Context, StepConfig, transform
+    from workbench.transform import Context, ModelName, StepConfig, transform
 
     class ProbeConfig(StepConfig):
-        model: str = Field("default")
+        model: ModelName = Field("default")
 
     @transform("test_hidden_probe", scope="row", needs=("hidden_states",), config=ProbeConfig)
     def probe(frame: pl.LazyFrame, config: ProbeConfig, ctx: Context) -> pl.LazyFrame:

@@ -18,14 +18,6 @@ EMBEDDED = {"default": {"backend": "transformers", "model": "embedded"}}
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-@pytest.fixture(scope="module")
-def embedded():
-    from workbench.models import load_backend
-    from workbench.models.spec import ModelSpec
-
-    return load_backend(ModelSpec(backend="transformers", model="embedded"))
-
-
 def run(ws, source: Path, steps: list[dict], models: dict | None = None) -> pl.DataFrame:
     spec = build_pipeline({"name": "judging", "input": str(source), "output": "judged",
                            "models": models or EMBEDDED, "steps": steps})

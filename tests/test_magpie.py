@@ -18,14 +18,6 @@ FAMILIES = ("llama3", "llama3.1", "llama3.3", "qwen2", "qwen2.5", "gemma2", "phi
             "smollm2")
 
 
-@pytest.fixture(scope="module")
-def embedded():
-    from workbench.models import load_backend
-    from workbench.models.spec import ModelSpec
-
-    return load_backend(ModelSpec(backend="transformers", model="embedded"))
-
-
 def test_registry_covers_the_families_with_stops_and_multi_turn_headers():
     families = load_registry()
     assert set(FAMILIES) <= set(families)
@@ -51,6 +43,7 @@ def test_users_extend_the_registry_with_their_own_file(tmp_path: Path):
     assert detect_family(f"<|user|>\n{PROBE}<|end|> MyModel", families).name == "mymodel"
 
 
+@pytest.mark.slow
 def test_embedded_chat_template_starts_with_its_pre_query_template(embedded):
     rendered = embedded.render([{"role": "user", "content": "X"}])
     families = load_registry()
@@ -109,6 +102,7 @@ def test_sanitizer_quirks():
     assert remove_prefix("a) Q2. hello") == "hello"
 
 
+@pytest.mark.slow
 def test_first_token_processors_change_only_the_first_token(embedded):
     from workbench.models.base import SamplingParams
 

@@ -37,6 +37,8 @@ import pytest
 from workbench.models.base import Backend, CallFailed, CapabilityError, Generation, SamplingParams
 from workbench.models.openai_backend import OpenAIBackend
 
+pytestmark = pytest.mark.server
+
 MODEL = "smollm2"
 CHAT = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 FRANCE = "The capital of France is"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from conftest import DATA
 
 from transforms.quality_filter import repetition_ratio
@@ -20,6 +21,7 @@ def sft(prompt: str, response: str, finish: str = "stop", rid: str = "x") -> dic
             "finish_reason": finish}
 
 
+@pytest.mark.slow
 def test_each_check_names_its_reason():
     frame = pl.DataFrame([
         sft("Explain why the sky is blue.", "Sunlight scatters off air molecules, and blue "

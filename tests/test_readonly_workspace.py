@@ -231,6 +231,7 @@ def app_on_mount(mounted: Path, base: Path) -> Iterator[dict[str, Any]]:
                "shots": base / "screenshots", "log": log_path}
 
 
+@pytest.mark.server
 def test_app_browses_a_read_only_workspace(app_on_mount, mounted):
     from selenium.webdriver.common.by import By
     from test_ui_browser import browser, idle, press, screenshot, shown_row, wait_for

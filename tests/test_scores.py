@@ -50,6 +50,7 @@ def test_fallbacks_are_noted_by_reason_and_stop_the_step_past_the_rate():
     assert never.notes["fallbacks"] == {"all of them": 10}
 
 
+@pytest.mark.slow
 def test_languages_are_iso_codes_and_empty_is_none():
     got = detect_languages(["How do I bake sourdough bread at home?",
                             "Comment faire du pain au levain à la maison ?", "   ", None])

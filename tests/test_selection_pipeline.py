@@ -8,9 +8,10 @@ from pathlib import Path
 from conftest import DATA
 
 from workbench import parts
+from workbench.finalize import DROPPED_DIR
 from workbench.io.export import export_dataset
 from workbench.pipeline import build_pipeline
-from workbench.runner import DROPPED_FILE, run_pipeline
+from workbench.runner import run_pipeline
 
 
 def test_reasons_reports_and_card(tmp_path: Path, ws):
@@ -33,7 +34,7 @@ def test_reasons_reports_and_card(tmp_path: Path, ws):
     assert any(r.endswith("is a refusal") for r in quality.dropped)
     assert dedup.dropped == {"near-duplicate (MinHash Jaccard > 0.6)": dedup.rows_in - dedup.rows_out}
     assert dedup.rows_out < dedup.rows_in
-    dropped = parts.scan(dedup.checkpoint / DROPPED_FILE).collect()
+    dropped = parts.scan(dedup.checkpoint / DROPPED_DIR).collect()
     assert dropped["duplicate_of"].is_not_null().all() and (dropped["similarity"] > 0.6).all()
     logs = ws.step_logs(result.run_id)
     assert logs[1]["detail"]["report"]["dropped"] == dropped.height

@@ -55,6 +55,7 @@ def test_vectors_are_unit_length_and_batch_independent(prompts: list[str]):
     assert not np.allclose(encoder.encode([long]), encoder.encode([" ".join(prompts[:2])]))
 
 
+@pytest.mark.slow
 def test_near_copies_are_found_and_order_follows_the_teacher(prompts: list[str]):
     static = embed(prompts, "static")
     rng = np.random.default_rng(0)

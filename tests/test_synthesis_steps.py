@@ -102,6 +102,7 @@ def test_magpie_tags_never_crash_on_what_a_small_tagger_writes(ws, tmp_path: Pat
         assert (value is None) == bool(errors)  # a null tag always says why
 
 
+@pytest.mark.slow
 def test_magpie_neighbors_on_real_repetitive_conversations(ws, shared: Path):
     """FastChat's identity conversations repeat themselves: Magpie's filter keeps one of each
     near-identical group (the smallest index) and counts the rest."""

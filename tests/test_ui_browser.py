@@ -27,6 +27,8 @@ from workbench import labels, queues
 from workbench.io.importer import import_path
 from workbench.workspace import Workspace
 
+pytestmark = pytest.mark.server
+
 PAGES = ["", "Datasets", "Browse", "Label", "Queues", "Agreement", "Adjudicate", "Export"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",

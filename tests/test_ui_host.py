@@ -19,6 +19,8 @@ from conftest import DATA, cli, ui_server
 
 from ui.hosts import HostRule
 
+pytestmark = pytest.mark.server
+
 PROXY = "wb.example.test"
 
 

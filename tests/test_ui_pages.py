@@ -102,6 +102,17 @@ def test_home_and_datasets_pages(ws: Workspace):
     assert len(charts) >= 4  # lengths, scatter, drops, split mix
     app.selectbox(key="dataset_name").set_value("scored").run()
     assert len(ok(app).get("vega_lite_chart")) >= 3  # scores too
+    assert "Pass rate (verify)" not in texts(app)
+
+
+def test_datasets_page_shows_the_pass_rate_histogram(ws: Workspace):
+    cands = ws.read("cands")
+    ws.write_dataset("checked", cands.drop("id").with_columns(
+        pl.Series("pass_rate", [0.0, 0.5, 0.5, 1.0, None])), "candidates")
+    app = ok(page("1_Datasets"))
+    app.selectbox(key="dataset_name").set_value("checked").run()
+    shown = texts(ok(app))
+    assert "Pass rate (verify)" in shown and "4 rows with a pass rate" in shown
 
 
 def test_browse_search_filter_sort_and_row_view(ws: Workspace):

@@ -12,7 +12,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from conftest import DATA, ROOT, cli
+
+pytestmark = pytest.mark.server
 
 
 def free_port() -> int:

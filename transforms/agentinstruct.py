@@ -37,7 +37,7 @@ from transforms.agentinstruct_taxonomy import Skill, builtin_file, load_skills
 from transforms.doc_source import DocumentSource, load_chunks
 from workbench.errors import PipelineError
 from workbench.schema import MESSAGES
-from workbench.transform import DROP, QUARANTINED, Context, transform
+from workbench.transform import DROP, QUARANTINED, Context, ModelStep, Seeded, transform
 
 IRRELEVANT = re.compile(r"^\W*IRRELEVANT\W*$", re.IGNORECASE)
 # `Question:`, `**Instruction:**`, `Modified Answer:`, `The question:`, `Passage 1:` ...
@@ -47,7 +47,7 @@ LABEL = re.compile(r"(?:^|(?<=[.?!] ))[ \t>#*_-]*(?:the\s+|modified\s+|new\s+|re
                    re.IGNORECASE | re.MULTILINE)
 
 
-class AgentInstructConfig(DocumentSource):
+class AgentInstructConfig(DocumentSource, ModelStep, Seeded):
     skill: str = Field("reading_comprehension", description="a skill of the taxonomy")
     taxonomy: str | None = Field(None, description="your own taxonomy YAML (same layout as "
                                  "transforms/data/agentinstruct_taxonomy.yaml), added to the "
@@ -64,15 +64,12 @@ class AgentInstructConfig(DocumentSource):
                               "20,000 characters)")
     min_chunk_tokens: int = Field(32, ge=0)
     max_chunks: int | None = Field(None, ge=1, description="use only the first N chunks")
-    model: str = Field("default", description="a name under the pipeline's `models:`")
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
     max_new_tokens: int = Field(512, ge=1, description="for every agent call")
     answer_max_new_tokens: int | None = Field(None, ge=1,
                                               description="for the final answers (default: "
                                               "max_new_tokens)")
-    seed: int | None = Field(None, description="defaults to the pipeline seed")
-    batch_size: int = Field(8, ge=1)
 
     @model_validator(mode="after")
     def _sizes(self) -> AgentInstructConfig:
@@ -156,7 +153,7 @@ class Flow:
         from workbench.models.base import SamplingParams
 
         self.config, self.ctx, self.skill = config, ctx, skill
-        self.seed = ctx.seed if config.seed is None else config.seed
+        self.seed = config.seed_or(ctx)
         self.params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
                                      max_new_tokens=config.max_new_tokens, seed=self.seed)
         self.answer_params = replace(self.params, max_new_tokens=config.answer_max_new_tokens

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
-from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+from workbench.transform import DROP, QUARANTINED, Context, ModelName, StepConfig, transform
 
 
 def pooled(states: np.ndarray, variant: str = "definition") -> tuple[np.ndarray, int]:
@@ -50,7 +50,7 @@ def ches(plus: np.ndarray, n_plus: np.ndarray, minus: np.ndarray,
 
 
 class ChesScoreConfig(StepConfig):
-    model: str = Field("default", description="the policy you will train (hidden_states)")
+    model: ModelName = Field("default", description="the policy you will train (hidden_states)")
     variant: Literal["definition", "paper_script"] = Field(
         "definition", description="definition: ches.py; paper_script: adds the last "
         "response token's state and counts n + 1, as the paper's script did")

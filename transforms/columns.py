@@ -13,10 +13,16 @@ class SelectConfig(StepConfig):
     columns: list[str] = Field(description="columns to keep, in this order")
     kind: Kind | None = None
 
+    def output_kind(self, input_kind: str) -> str | None:
+        return self.kind
+
 
 class RenameConfig(StepConfig):
     mapping: dict[str, str] = Field(description="{old name: new name}")
     kind: Kind | None = None
+
+    def output_kind(self, input_kind: str) -> str | None:
+        return self.kind
 
 
 @transform("select_columns", scope="row")

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from workbench.diversity import NOT_REACHED, SELECTED, SIMILAR, embedding_matrix, greedy_select
 from workbench.scores import DIGITS_1_6, expected_score, falls_back
-from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+from workbench.transform import DROP, QUARANTINED, Context, ModelName, StepConfig, transform
 
 # deita's Llama_Scorer templates, character for character (two spaces after the query, a
 # leading space before " #Question#", a space before "\n##Quality", a trailing space).
@@ -39,7 +39,7 @@ QUALITY_TEMPLATE = ("You are a helpful assistant. Please identify the quality sc
 
 
 class DeitaScoreConfig(StepConfig):
-    model: str = Field("default", description="a causal LM under `models:` (a deita scorer "
+    model: ModelName = Field("default", description="a causal LM under `models:` (a deita scorer "
                        "where it loads, else any, e.g. the embedded model)")
     scores: list[Literal["complexity", "quality"]] = Field(
         ["complexity", "quality"], min_length=1,

@@ -2,7 +2,7 @@
 
 `agentinstruct` and `short_to_long` take no input rows: they read the files their
 `documents:` option names (paths relative to the pipeline file) and chunk them with
-`workbench.documents`. Their checkpoints also key on those files' bytes (`content_digest`),
+`workbench.documents`. Their checkpoints also key on those files' bytes (`input_digest`),
 so editing a document re-runs the step instead of serving rows made from the old text.
 """
 
@@ -36,7 +36,7 @@ class DocumentSource(StepConfig):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    def content_digest(self, base_dir: Path | None) -> str:
+    def input_digest(self, base_dir: Path | None) -> str:
         """Hash of every document file's bytes (and of any other file the step reads)."""
         digest = hashlib.sha256()
         for path in [*document_files(self.documents, base_dir), *self.extra_files(base_dir)]:

@@ -11,16 +11,12 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+from workbench.transform import DROP, QUARANTINED, Context, ModelName, StepConfig, transform
 
 
 class GrapeConfig(StepConfig):
-    model: str = Field("default", description="the base model you will fine-tune")
+    model: ModelName = Field("default", description="the base model you will fine-tune")
     batch_size: int = Field(8, ge=1)
-
-    @property
-    def kind(self) -> str:
-        return "sft"
 
 
 @transform("grape_select", scope="row", consumes="candidates", produces="sft",

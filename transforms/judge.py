@@ -15,6 +15,9 @@ judging that asks in both orders.
 Scores land where the kind keeps them: `scores` (candidates, one per response), `score`
 (sft), `chosen_score` / `rejected_score` (preference). Out-of-range or missing scores are
 null, never invented, and counted by reason in the run log.
+
+Every method judges the answer alone; `include_reasoning: true` shows the judge a reply's
+reasoning trace (its `reasoning` column) in <think> tags before the answer.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from workbench.transform import Context, StepConfig, transform
+from workbench.reasoning import join as join_trace
+from workbench.reasoning import trace_column
+from workbench.transform import Context, ModelName, StepConfig, transform
 
 RUBRIC = (
     "Please act as an impartial judge and rate the quality of the assistant's response to the "
@@ -53,8 +58,8 @@ PAIRWISE = (
 class JudgeConfig(StepConfig):
     method: Literal["expected_score", "llm_json", "reward_model", "density_ratio",
                     "llm_pairwise"] = Field("expected_score")
-    model: str = Field("default", description="the judge (or the strong model for density_ratio)")
-    weak_model: str | None = Field(None, description="density_ratio: the weak model")
+    model: ModelName = Field("default", description="the judge (or the strong model for density_ratio)")
+    weak_model: ModelName | None = Field(None, description="density_ratio: the weak model")
     strong_system: str | None = Field(None, description="density_ratio with one model: system "
                                       "prompt of the 'strong' side")
     weak_system: str | None = Field(None, description="density_ratio with one model: system "
@@ -65,6 +70,9 @@ class JudgeConfig(StepConfig):
     prefill: str = Field("", description="expected_score: text the judge's answer starts with")
     max_new_tokens: int = Field(192, ge=8, description="llm_json: judge output length")
     batch_size: int = Field(8, ge=1)
+    include_reasoning: bool = Field(False, description="judge a response's reasoning trace "
+                                    "too, shown before its answer in <think> tags (default: "
+                                    "the answer alone)")
 
     @model_validator(mode="after")
     def _density_sides(self) -> JudgeConfig:
@@ -75,15 +83,13 @@ class JudgeConfig(StepConfig):
         return self
 
 
-    @property
-    def consumes(self) -> tuple[str, ...]:
+    def accepted_kinds(self) -> tuple[str, ...]:
         """Checked before a run: llm_pairwise judges pairs; the scores need responses."""
         if self.method == "llm_pairwise":
             return ("preference",)
         return ("sft", "candidates", "preference")
 
-    @property
-    def needs(self) -> tuple[str, ...]:
+    def capabilities(self) -> tuple[str, ...]:
         """The backend capability this method calls (checked before a run)."""
         return ({"expected_score": "next_token_distribution", "llm_json": "generate",
                  "reward_model": "reward", "density_ratio": "logprobs",
@@ -96,7 +102,7 @@ def judge(frame: pl.LazyFrame, config: JudgeConfig, ctx: Context) -> pl.LazyFram
     data = frame.collect()
     if config.method == "llm_pairwise":
         return _pairwise(data, config, ctx).lazy()
-    items = _items(data)
+    items = _items(data, config.include_reasoning)
     scorer = {"expected_score": _expected, "llm_json": _llm_json, "reward_model": _reward,
               "density_ratio": _density}[config.method]
     present = items.filter(pl.col("response").is_not_null())
@@ -109,20 +115,37 @@ def judge(frame: pl.LazyFrame, config: JudgeConfig, ctx: Context) -> pl.LazyFram
 
 # -- what is judged ------------------------------------------------------------------------
 
-def _items(data: pl.DataFrame) -> pl.DataFrame:
-    """One row per (dataset row, response slot) with the conversation and the response."""
+def _items(data: pl.DataFrame, include_reasoning: bool = False) -> pl.DataFrame:
+    """One row per (dataset row, response slot) with the conversation and the response (its
+    answer; with `include_reasoning`, its trace in <think> tags before it)."""
     rows = pl.int_range(pl.len()).alias("row")
     if "responses" in data.columns:
         flat = data.select(rows, "id", "prompt", pl.col("responses").alias("response"),
                            pl.int_ranges(pl.col("responses").list.len()).alias("slot"))
-        return flat.explode("response", "slot").drop_nulls("slot")
+        flat = flat.explode("response", "slot").drop_nulls("slot")
+        if include_reasoning and "reasoning" in data.columns:
+            traces = data.select(rows, pl.col("reasoning").alias("trace"),
+                                 pl.int_ranges(pl.col("reasoning").list.len()).alias("slot"))
+            traces = traces.explode("trace", "slot").drop_nulls("slot")
+            flat = flat.join(traces, on=["row", "slot"], how="left", maintain_order="left")
+            flat = flat.with_columns(join_trace(pl.col("trace"), pl.col("response"))
+                                     .alias("response")).drop("trace")
+        return flat
     columns = (["chosen", "rejected"] if {"chosen", "rejected"} <= set(data.columns)
                else ["response"] if "response" in data.columns else [])
     if not columns:
         raise ValueError("judge needs responses, response, or chosen/rejected columns")
-    parts = [data.select(rows, "id", "prompt", pl.col(c).alias("response"),
+    parts = [data.select(rows, "id", "prompt", _judged(data, c, include_reasoning).alias("response"),
                          pl.lit(i, pl.Int64).alias("slot")) for i, c in enumerate(columns)]
     return pl.concat(parts).sort("row", "slot")
+
+
+def _judged(data: pl.DataFrame, column: str, include_reasoning: bool) -> pl.Expr:
+    """The text a judge sees for a reply column: the answer, or trace and answer."""
+    trace = trace_column(column)
+    if include_reasoning and trace in data.columns:
+        return join_trace(pl.col(trace), pl.col(column))
+    return pl.col(column)
 
 
 def _conversation(prompt: list[dict[str, str]]) -> str:
@@ -279,7 +302,8 @@ def _pairwise(data: pl.DataFrame, config: JudgeConfig, ctx: Context) -> pl.DataF
     if not {"chosen", "rejected"} <= set(data.columns):
         raise ValueError("llm_pairwise judges preference rows (chosen/rejected)")
     convs = [_conversation(p) for p in data["prompt"].to_list()]
-    chosen, rejected = data["chosen"].to_list(), data["rejected"].to_list()
+    chosen, rejected = (data.select(_judged(data, c, config.include_reasoning).alias("t"))["t"]
+                        .to_list() for c in ("chosen", "rejected"))
 
     def ask(first: list[str], second: list[str], tag: str) -> list[float | None]:
         prompts = [[{"role": "user", "content": PAIRWISE.format(conversation=c, a=a, b=b)}]

@@ -22,11 +22,14 @@ class LengthBiasConfig(StepConfig):
     unit: Literal["chars", "words"] = Field("chars", description="length in characters "
                                             "(AlpacaEval) or whitespace-separated words")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of the prompts")
+    include_reasoning: bool = Field(False, description="fit on answer plus reasoning trace "
+                                    "length (default: the answer; traces are reported apart)")
 
 
 @transform("length_bias", scope="global", consumes="preference")
 def length_bias(frame: pl.LazyFrame, config: LengthBiasConfig, ctx: Context) -> pl.LazyFrame:
     """Rows pass through unchanged; the fit is the step's report."""
     data = frame.collect()
-    ctx.report(report(data, config.unit, config.bootstrap, ctx.seed))
+    ctx.report(report(data, config.unit, config.bootstrap, ctx.seed,
+                      config.include_reasoning))
     return data.lazy()

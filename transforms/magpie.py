@@ -6,7 +6,8 @@ pre-query template of its own chat format (docs/methods.md §1).
    newline, as the reference does; the text is stripped and, where the family's scripts did,
    sanitized with the class recorded.
 2. With `responses: true` each instruction is answered through the chat template (greedy by
-   default, §1.4).
+   default, §1.4); a reasoning trace in an answer is kept in `reasoning` (of the last
+   answer), and only the answer enters the conversation's later turns.
 3. With `turns: T > 1` the conversation grows (§1.5): the next user turn is sampled after the
    rendered history (with Magpie's multi-turn system prompt) plus the family's user header,
    then answered without that system prompt.
@@ -23,9 +24,16 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
+from transforms.generate import answers
 from transforms.magpie_sanitize import sanitize
 from transforms.magpie_templates import PROBE, Family, builtin_digest, detect_family, load_registry
-from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+from workbench.transform import (
+    DROP,
+    QUARANTINED,
+    Context,
+    ModelStep,
+    transform,
+)
 
 # Magpie's multi-turn system prompt, verbatim with its typos ("Al", "thorough,relevant").
 MT_SYSTEM = ("You are a helpful Al assistant. The user will engage in a multi-round conversation "
@@ -36,8 +44,7 @@ FIRST_TOKEN = {"de_markdown": {"first_token_ban": ("#", "##", "###", "####")},
                "flaming": {"first_token_temperature": 1.2}, "none": {}}
 
 
-class MagpieConfig(StepConfig):
-    model: str = Field("default", description="a name under the pipeline's `models:`")
+class MagpieConfig(ModelStep):
     n: int = Field(ge=1, description="instructions wanted (rows before drops)")
     turns: int = Field(1, ge=1, description="user turns per conversation (> 1 implies responses)")
     template: str | None = Field(None, description="family (llama3, qwen2.5, smollm2, ...); "
@@ -59,7 +66,6 @@ class MagpieConfig(StepConfig):
     response_temperature: float | None = Field(None, ge=0)
     response_top_p: float | None = Field(None, gt=0, le=1)
     response_max_new_tokens: int = Field(256, ge=1)
-    batch_size: int = Field(8, ge=1, description="prompts per model call")
 
     @model_validator(mode="after")
     def _known_template(self) -> MagpieConfig:
@@ -70,8 +76,7 @@ class MagpieConfig(StepConfig):
                                  f"(known: {', '.join(sorted(families))})")
         return self
 
-    @property
-    def kind(self) -> str:
+    def output_kind(self, input_kind: str) -> str:
         return "sft" if self.responses or self.turns > 1 else "instruction"
 
 
@@ -123,7 +128,7 @@ def magpie(frame: pl.LazyFrame, config: MagpieConfig, ctx: Context) -> pl.LazyFr
               .when(pl.col("instruction").str.strip_chars() == "")
               .then(pl.lit("magpie: empty instruction")))
     out = out.with_columns(reason.alias(DROP))
-    if config.kind == "instruction":
+    if config.output_kind("none") == "instruction":
         return out.with_columns(_user(pl.col("instruction")).alias("prompt")).lazy()
     return _conversations(out, config, ctx, family, defaults, generator).lazy()
 
@@ -144,6 +149,7 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
     chats: list[list[dict[str, str]]] = [[{"role": "user", "content": text}]
                                          for text in out["instruction"]]
     reasons: list[str | None] = list(out[DROP])
+    traces: list[str | None] = [None] * out.height  # of each conversation's latest answer
     backend = ctx.model(config.model)
 
     def add_turn(role: str, turn: int, params: SamplingParams, render: Any, empty: str) -> None:
@@ -153,8 +159,13 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
         keys = [f"{ids[i]}:{role}{turn}" for i in todo]
         got = ctx.call(config.model, "generate", [render(chats[i]) for i in todo], params,
                        row_ids=keys, sample_ids=keys, batch_size=config.batch_size)
+        split = answers([r[0] for r in got if r]) if role == "assistant" else []
+        parts = iter(split)
         for i, result in zip(todo, got, strict=True):
             text = result[0].text.strip() if result else ""
+            if result and role == "assistant":  # the answer goes on; its trace is kept apart
+                traces[i], text = next(parts)
+                text = text.strip()
             if text:
                 chats[i].append({"role": role, "content": text})
             else:
@@ -172,6 +183,8 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
     prompts = [chat[:-1] if chat and chat[-1]["role"] == "assistant" else chat for chat in chats]
     responses = [chat[-1]["content"] if chat and chat[-1]["role"] == "assistant" else None
                  for chat in chats]
+    if any(t is not None for t in traces):
+        out = out.with_columns(pl.Series("reasoning", traces, dtype=pl.String))
     return out.with_columns(
         pl.Series("prompt", prompts, dtype=pl.List(pl.Struct({"role": pl.String,
                                                                "content": pl.String}))),

@@ -19,7 +19,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from workbench.transform import Context, StepConfig, transform
+from workbench.transform import Context, ModelName, StepConfig, transform
 
 DIFFICULTY = '''
 # Instruction 
@@ -126,7 +126,7 @@ Tag = Literal["difficulty", "quality", "category", "language", "length"]
 
 
 class MagpieTagsConfig(StepConfig):
-    model: str = Field("default", description="the tagger (a name under `models:`)")
+    model: ModelName = Field("default", description="the tagger (a name under `models:`)")
     tags: list[Tag] = Field(default_factory=lambda: ["difficulty", "quality", "category",
                                                      "language", "length"])
     max_new_tokens: int = Field(1024, ge=8, description="reference: 1024")

@@ -86,11 +86,14 @@ def _row_checks(data: pl.DataFrame, fields: list[str],
                 config: QualityFilterConfig) -> list[tuple[pl.Expr, str, str]]:
     """Checks on the whole row: finish reason, the instruction (last user turn), language."""
     checks = []
-    if config.truncated and "finish_reason" in data.columns:
-        finish = pl.col("finish_reason")
-        hit = (finish.list.contains("length") if isinstance(data.schema["finish_reason"], pl.List)
+    # `finish_reason` of the answers, and Magpie's `instruction_finish_reason` (a cut-off
+    # instruction), `chosen_`/`rejected_finish_reason` of pairs
+    for column in (c for c in data.columns if config.truncated and (
+            c == "finish_reason" or c.endswith("_finish_reason"))):
+        finish = pl.col(column)
+        hit = (finish.list.contains("length") if isinstance(data.schema[column], pl.List)
                else finish == "length")
-        checks.append((hit.fill_null(False), "truncated (finish_reason length)", "truncated"))
+        checks.append((hit.fill_null(False), f"truncated ({column} length)", "truncated"))
     instruction = pl.col("prompt").list.last().struct.field("content").fill_null("")
     if config.colon_ending:
         checks.append((instruction.str.strip_chars().str.ends_with(":"),

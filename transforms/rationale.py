@@ -17,7 +17,13 @@ import polars as pl
 from pydantic import Field
 
 from transforms.garbage import garbage
-from workbench.transform import DROP, QUARANTINED, Context, StepConfig, transform
+from workbench.transform import (
+    DROP,
+    QUARANTINED,
+    Context,
+    ModelStep,
+    transform,
+)
 
 ASK = {
     "general": "In two or three sentences, explain at a high level why Response {win} is "
@@ -37,14 +43,12 @@ def conditioning_prompt(prompt: str, above: str, below: str) -> str:
             f'Response above:"{above}"\nor\nResponse below:"{below}"?\n')
 
 
-class RationaleConfig(StepConfig):
-    model: str = Field("default", description="a name under the pipeline's `models:`")
+class RationaleConfig(ModelStep):
     style: Literal["general", "detailed"] = Field("general", description="orcaratgen / orcaratspec")
     conditioning_order: Literal["reference", "random"] = Field(
         "reference", description="x_rat with chosen above (reference) or in random order")
     temperature: float = Field(0.0, ge=0)
     max_new_tokens: int = Field(160, ge=8)
-    batch_size: int = Field(8, ge=1)
 
 
 @transform("rationale", scope="row", consumes="preference", produces="preference",

@@ -6,13 +6,12 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from workbench import positional
-from workbench.transform import Context, StepConfig, transform
+from workbench.transform import Context, Seeded, transform
 
 
-class SampleConfig(StepConfig):
+class SampleConfig(Seeded):
     n: int | None = Field(None, ge=0, description="number of rows")
     fraction: float | None = Field(None, gt=0, le=1, description="share of rows")
-    seed: int | None = Field(None, description="defaults to the pipeline seed")
 
     @model_validator(mode="after")
     def _one_of(self) -> SampleConfig:
@@ -25,7 +24,7 @@ class SampleConfig(StepConfig):
 def sample(frame: pl.LazyFrame, config: SampleConfig, ctx: Context) -> pl.LazyFrame:
     """Draw without replacement; asking for more rows than exist keeps them all."""
     rows = positional.height(frame)
-    seed = ctx.seed if config.seed is None else config.seed
+    seed = config.seed_or(ctx)
     n = min(config.n, rows) if config.n is not None else round(rows * config.fraction)
     # draw positions (a byte a row), then stream the rows past them in their own order
     chosen = pl.Series("_order", range(rows), pl.UInt32).sample(n=n, seed=seed)

@@ -39,7 +39,7 @@ from pydantic import Field, model_validator
 from transforms.doc_source import DocumentSource, load_chunks
 from workbench.documents import pack
 from workbench.io.layouts_longpo import longpo_messages, longpo_records  # noqa: F401
-from workbench.transform import DROP, QUARANTINED, Context, transform
+from workbench.transform import DROP, QUARANTINED, Context, ModelStep, Seeded, transform
 
 # generate_qa.py's QUERT_PROMPT, verbatim for 4 questions (the count is a parameter here).
 QUERY_PROMPT = """
@@ -125,7 +125,7 @@ QUESTION = re.compile(r"\b\d+\s*[:.!?-]+\s*(.+?)\s*(?=\b\d+\s*[:.!?-]+\s*|$)", r
 TRIM = re.compile(r"^[\*\s#.!]*(.+?)[\*\s#.!]*$", re.DOTALL)
 
 
-class ShortToLongConfig(DocumentSource):
+class ShortToLongConfig(DocumentSource, ModelStep, Seeded):
     chunk_tokens: int = Field(128, ge=8, description="short chunk budget (reference: 30000)")
     min_chunk_tokens: int = Field(32, ge=0, description="shorter chunks are dropped "
                                   "(reference: 16384)")
@@ -137,7 +137,6 @@ class ShortToLongConfig(DocumentSource):
     min_questions: int | None = Field(None, ge=1, description="keep a chunk with at least this "
                                       "many parsed questions (default: exactly num_questions)")
     turns: int = Field(2, ge=1, description="turns (chunks) drawn per long context (reference 2)")
-    model: str = Field("default", description="a name under the pipeline's `models:`")
     question_temperature: float = Field(0.7, ge=0)
     question_top_p: float = Field(0.9, gt=0, le=1)
     question_max_new_tokens: int = Field(96, ge=1, description="reference: 1024")
@@ -148,7 +147,6 @@ class ShortToLongConfig(DocumentSource):
     rejected_repetition: float = Field(0.95, ge=0, le=1, description="max repetition ratio")
     max_short_tokens: int = Field(32768, ge=1, description="drop a turn whose short sequence "
                                   "(chunk, question, longer answer) is longer")
-    seed: int | None = Field(None, description="defaults to the pipeline seed")
     batch_size: int = Field(4, ge=1)
 
     @model_validator(mode="after")
@@ -167,7 +165,7 @@ class ShortToLongConfig(DocumentSource):
            needs=("generate",))
 def short_to_long(frame: pl.LazyFrame, config: ShortToLongConfig, ctx: Context) -> pl.LazyFrame:
     """Preference pairs whose chosen answer saw a short chunk and rejected the long context."""
-    seed = ctx.seed if config.seed is None else config.seed
+    seed = config.seed_or(ctx)
     chunks = load_chunks(config, ctx, config.model, config.chunk_tokens, config.min_chunk_tokens)
     turns = long_contexts(chunks, config.context_tokens, config.min_context_chunks,
                           config.max_contexts)

@@ -6,19 +6,18 @@ import polars as pl
 from pydantic import Field
 
 from workbench import positional
-from workbench.transform import Context, StepConfig, transform
+from workbench.transform import Context, Seeded, transform
 
 
-class SplitConfig(StepConfig):
+class SplitConfig(Seeded):
     test_size: float = Field(0.1, gt=0, lt=1, description="share of rows in the test split")
-    seed: int | None = Field(None, description="defaults to the pipeline seed")
     column: str = "split"
 
 
 @transform("split", scope="global")
 def split(frame: pl.LazyFrame, config: SplitConfig, ctx: Context) -> pl.LazyFrame:
     """Mark round(test_size * rows) random rows `test`, the rest `train`; order is kept."""
-    seed = ctx.seed if config.seed is None else config.seed
+    seed = config.seed_or(ctx)
     rows = positional.height(frame)
     n_test = round(rows * config.test_size)
     rank = pl.select(pl.int_range(rows).shuffle(seed=seed).alias("r"))["r"]

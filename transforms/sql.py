@@ -13,6 +13,9 @@ class SqlConfig(StepConfig):
     query: str = Field(description="DuckDB SQL; the step's input is the table `input`")
     kind: Kind | None = Field(None, description="kind of the result if it differs from the input")
 
+    def output_kind(self, input_kind: str) -> str | None:
+        return self.kind
+
 
 @transform("sql", scope="global")
 def sql(frame: pl.LazyFrame, config: SqlConfig, ctx: Context) -> pl.LazyFrame:

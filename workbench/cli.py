@@ -66,7 +66,7 @@ def run(
     limit: Annotated[int | None, typer.Option(help="use only the first N input rows")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="retry quarantined model calls")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="ignore step checkpoints and recompute every step (model calls still come from the call cache)")] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress (bars on a terminal, else a line every few seconds)")] = False,
     executor: Annotated[str, typer.Option(help="where row-local steps run: local, or ray (a Ray cluster; needs the [ray] extra)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one); checkpoints must be on storage its nodes share")] = None,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="publish the output even when no row is left (by default an empty result fails the run)")] = False,
@@ -84,7 +84,8 @@ def run(
     spec = load_pipeline(pipeline)
     ws = _write_ws(workspace)
     chosen = get_executor(executor, address=ray_address) if executor == "ray" else executor
-    result = run_pipeline(spec, ws, limit=limit, progress=not no_progress and sys.stderr.isatty(),
+    progress = "off" if no_progress else "bar" if sys.stderr.isatty() else "plain"
+    result = run_pipeline(spec, ws, limit=limit, progress=progress,
                           retry_failed=retry_failed, fresh=fresh, executor=chosen,
                           allow_empty=allow_empty)
     for step in result.steps:
@@ -104,6 +105,33 @@ def run(
     typer.echo(f"  look:   workbench -w {ws.root} show {out.name} --limit 5")
     typer.echo(f"  browse: workbench -w {ws.root} ui")
     typer.echo(f"  export: workbench -w {ws.root} export {out.name} --format hf --out exports/{out.name}")
+
+
+@app.command()
+def loop(
+    loop_file: Annotated[Path, typer.Argument(help="loop YAML file (see data/loops/)")],
+    workspace: WorkspaceOpt = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress of the round pipelines")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the loop's state as JSON at the end")] = False,
+) -> None:
+    """Run rounds of on-policy data (generate with the policy, pair, train), or resume them."""
+    from workbench.loop import run_loop
+    from workbench.loop_config import load_loop
+
+    spec = load_loop(loop_file)
+    ws = _write_ws(workspace)
+    progress = "off" if no_progress else "bar" if sys.stderr.isatty() else "plain"
+    result = run_loop(spec, ws, progress=progress,
+                      echo=lambda line: typer.echo(line, err=as_json))
+    if as_json:
+        _echo_json(result.state)
+        return
+    typer.echo(f"loop {result.name}: {len(result.rounds)} rounds in {ws.root}")
+    for entry in result.rounds:
+        seconds = entry["seconds"]
+        typer.echo(f"  round {entry['round']}: {entry['dataset']:<24} policy {entry['trained']['model']}"
+                   f"  ({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items())})")
+    typer.echo(f"  look:   workbench -w {ws.root} ui   (Datasets: the rounds side by side)")
 
 
 @app.command("import")
@@ -305,8 +333,9 @@ def export(
     name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
     format_: Annotated[str, typer.Option("--format", "-f", help="hf, parquet or jsonl")] = "hf",
-    trl: Annotated[str, typer.Option(help="standard, conversational, kto (unpaired: prompt, completion, label), rdpo (+ rationale, rationale_prompt) or longpo (one LongPO record per long context)")] = "conversational",
+    trl: Annotated[str, typer.Option(help="standard, conversational, kto (unpaired: prompt, completion, label), rdpo (+ rationale, rationale_prompt), longpo (one LongPO record per long context), grpo (prompts + checker and truth columns for workbench.rewards.verified_reward) or step-dpo (Step-DPO's records of step_pairs rows)")] = "conversational",
     columns: Annotated[str, typer.Option("--columns", help="method (default: preference rows keep the method columns: scores, margin, pair_rank/curriculum_iteration, rationale, CHES) or minimal (prompt/chosen/rejected only)")] = "method",
+    reasoning: Annotated[str, typer.Option("--reasoning", help="reasoning traces: keep (default: the replies hold the answers, traces in reasoning / chosen_reasoning / rejected_reasoning), strip (answers only) or inline (<think>TRACE</think> before each answer, to train on the thinking)")] = "keep",
     split_test: Annotated[float | None, typer.Option("--split-test", help="share of rows for a test split")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="apply human labels")] = False,
     label_policy: Annotated[str | None, typer.Option("--label-policy", help="with --labels: majority (default; each annotator's latest label votes), latest, or annotator:NAME")] = None,
@@ -328,7 +357,7 @@ def export(
                                 split_test=split_test, labels=labels, seed=seed,
                                 overwrite=overwrite, push_to_hub=push_to_hub,
                                 keep_ties=keep_ties, label_policy=label_policy or "majority",
-                                columns=columns)
+                                columns=columns, reasoning=reasoning)
     splits = ", ".join(f"{k}: {v}" for k, v in result["splits"].items())
     typer.echo(f"exported {name} to {result['out']} ({result['format']}, TRL {result['trl']} "
                f"{result['task']} layout; {splits})")
@@ -342,6 +371,8 @@ def export(
         typer.echo(f"  method columns: {', '.join(result['method_columns'])}{hint}")
     for reason, n in result["left_out"].items():
         typer.echo(f"  left out: {reason}: {n}")
+    if result["reasoning_rows"]:
+        typer.echo(f"  reasoning traces: {result['reasoning_rows']} rows, {result['reasoning']}")
 
 
 report_app = typer.Typer(help="Reports computed from a dataset.", no_args_is_help=True)
@@ -355,6 +386,7 @@ def report_length_bias(
     unit: Annotated[str, typer.Option(help="chars or words")] = "chars",
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the prompts")] = 1000,
     seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    include_reasoning: Annotated[bool, typer.Option("--include-reasoning", help="fit on answer plus reasoning trace length (default: the answer; traces are reported apart)")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Length bias of a preference dataset: the length-controlled GLM coefficient."""
@@ -364,17 +396,23 @@ def report_length_bias(
     if unit not in ("chars", "words"):
         raise WorkbenchError(f"--unit must be chars or words, not {unit!r}")
     try:
-        result = report(_ws(workspace).read(name), unit, bootstrap, seed)  # type: ignore[arg-type]
+        result = report(_ws(workspace).read(name), unit, bootstrap, seed,  # type: ignore[arg-type]
+                        include_reasoning)
     except ValueError as exc:
         raise WorkbenchError(f"{name}: {exc}") from exc
     if as_json:
         _echo_json(result)
         return
-    typer.echo(f"{name}: {result['n']} pairs, lengths in {unit}")
+    typer.echo(f"{name}: {result['n']} pairs, lengths of the {result['measured']} in {unit}")
     typer.echo(f"  length coefficient  {result['coef']:.3f}  (95% bootstrap interval "
                f"{result['ci_low']:.3f} to {result['ci_high']:.3f}, {bootstrap} resamples)")
     typer.echo(f"  P(preferred) at +1 SD length  {result['p_at_plus_1sd']:.3f}")
     typer.echo(f"  chosen is longer in  {100 * result['share_chosen_longer']:.1f}% of pairs")
+    trace = result.get("reasoning_length")
+    if trace:
+        typer.echo(f"  reasoning traces ({trace['pairs_with_trace']} pairs): mean length "
+                   f"{trace['chosen_mean']:.0f} chosen vs {trace['rejected_mean']:.0f} rejected, "
+                   f"coefficient {trace['coef']:.3f}")
 
 
 @report_app.command("judge")

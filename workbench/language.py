@@ -15,6 +15,10 @@ from typing import Any
 def _detector(fast: bool) -> Any:
     from lingua import LanguageDetectorBuilder
 
+    from workbench.models import refuse_if_models_off
+
+    refuse_if_models_off("lingua's language models")
+
     builder = LanguageDetectorBuilder.from_all_languages()
     if fast:
         builder = builder.with_low_accuracy_mode()

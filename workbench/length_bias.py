@@ -11,7 +11,8 @@ The duplication keeps position out of it; the design's likelihood is twice the o
 soft-label likelihood, which is what is maximised (Newton, a tiny ridge for separable data).
 Read-outs: φ with a percentile bootstrap interval over prompts (pairs sharing a prompt are
 resampled together), σ(φ·tanh(1)), the preference probability for a +1 SD length advantage,
-and the share of pairs whose chosen response is longer.
+and the share of pairs whose chosen response is longer. Lengths are the answers'; reasoning
+traces are reported apart (`report`).
 """
 
 from __future__ import annotations
@@ -89,14 +90,22 @@ def _bootstrap(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, replicat
 
 
 def report(frame: pl.DataFrame, unit: Literal["chars", "words"] = "chars",
-           bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+           bootstrap: int = 1000, seed: int = 0,
+           include_reasoning: bool = False) -> dict[str, Any]:
     """The length-bias report of a preference dataset (`chosen`, `rejected`, `prompt`, and a
-    boolean `tie` column where it exists)."""
+    boolean `tie` column where it exists).
+
+    The fit measures the answers (`chosen`, `rejected`), or with `include_reasoning` each
+    answer plus its trace. `answer_length` gives the answers' mean lengths; where the pairs
+    have traces (`chosen_reasoning`, `rejected_reasoning`), `reasoning_length` gives the
+    traces' mean lengths and the same fit on trace length alone (a missing trace is 0)."""
     for column in ("chosen", "rejected"):
         if column not in frame.columns:
             raise ValueError(f"length bias needs preference pairs: no column {column!r}")
 
     def length(column: str) -> pl.Expr:
+        if column not in frame.columns:
+            return pl.lit(0, pl.UInt32)
         text = pl.col(column).fill_null("")
         return text.str.len_chars() if unit == "chars" else text.str.count_matches(r"\S+")
 
@@ -104,7 +113,29 @@ def report(frame: pl.DataFrame, unit: Literal["chars", "words"] = "chars",
            else pl.lit(False)).cast(pl.Boolean)
     group = pl.col("prompt").hash(seed=0) if "prompt" in frame.columns else pl.int_range(pl.len())
     cols = frame.select(length("chosen").alias("c"), length("rejected").alias("r"),
+                        length("chosen_reasoning").alias("tc"),
+                        length("rejected_reasoning").alias("tr"),
                         pl.when(tie).then(0.5).otherwise(1.0).alias("y"), group.alias("g"))
-    result = length_bias(cols["c"].to_numpy(), cols["r"].to_numpy(), cols["y"].to_numpy(),
-                         cols["g"].to_numpy(), bootstrap=bootstrap, seed=seed)
-    return {**result, "unit": unit}
+    measured = (cols["c"] + cols["tc"], cols["r"] + cols["tr"]) if include_reasoning else (
+        cols["c"], cols["r"])
+    y, g = cols["y"].to_numpy(), cols["g"].to_numpy()
+    result = length_bias(measured[0].to_numpy(), measured[1].to_numpy(), y, g,
+                         bootstrap=bootstrap, seed=seed)
+    out = {**result, "unit": unit,
+           "measured": "answer and reasoning" if include_reasoning else "answer",
+           "answer_length": _means(cols["c"], cols["r"])}
+    traces = [pl.col(c).is_not_null() for c in ("chosen_reasoning", "rejected_reasoning")
+              if c in frame.columns]
+    traced = frame.select(pl.any_horizontal(traces).sum()).item() if traces else 0
+    if traced:
+        fit = length_bias(cols["tc"].to_numpy(), cols["tr"].to_numpy(), y, g,
+                          bootstrap=bootstrap, seed=seed)
+        out["reasoning_length"] = {
+            **_means(cols["tc"], cols["tr"]), "pairs_with_trace": int(traced),
+            **{k: fit[k] for k in ("coef", "ci_low", "ci_high", "p_at_plus_1sd",
+                                   "share_chosen_longer", "sd_length")}}
+    return out
+
+
+def _means(chosen: pl.Series, rejected: pl.Series) -> dict[str, float]:
+    return {"chosen_mean": float(chosen.mean() or 0.0), "rejected_mean": float(rejected.mean() or 0.0)}

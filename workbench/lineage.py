@@ -12,9 +12,8 @@ import polars as pl
 
 from workbench import parts
 from workbench.errors import NotFoundError
-from workbench.finalize import DATA_DIR
+from workbench.finalize import DATA_DIR, DROPPED_DIR
 from workbench.query import browse_file
-from workbench.runner import DROPPED_FILE
 from workbench.workspace import DatasetVersion, Workspace
 
 
@@ -29,9 +28,9 @@ class StepDrops:
 
     @property
     def dropped_file(self) -> Path | None:
-        if self.checkpoint is None or not (self.checkpoint / DROPPED_FILE).is_dir():
+        if self.checkpoint is None or not (self.checkpoint / DROPPED_DIR).is_dir():
             return None
-        return self.checkpoint / DROPPED_FILE
+        return self.checkpoint / DROPPED_DIR
 
 
 def steps(ws: Workspace, version: DatasetVersion) -> list[StepDrops]:

@@ -138,7 +138,7 @@ def build_pipeline(
 
 
 def _check_models(source: str, spec: PipelineSpec, step: Step) -> None:
-    needs = getattr(step.transform.config, "needs", None) or getattr(step.transform, "needs", ())
+    needs = step.transform.config.capabilities() or step.transform.needs
     for field, model_name in step.transform.models().items():
         if model_name not in spec.models:
             known = ", ".join(spec.models) or "none defined"
@@ -188,9 +188,9 @@ def check_kinds(pipeline: Pipeline, input_kind: str | None) -> list[str]:
 
 
 def consumed_kinds(step: Step) -> str | tuple[str, ...]:
-    """"none", "any", or the kinds a step accepts: its config's `consumes` (which may depend
-    on its options, e.g. the `pairs` method) or else the transform's declared one."""
-    declared = getattr(step.transform.config, "consumes", None) or step.transform.consumes
+    """"none", "any", or the kinds a step accepts: its config's `accepted_kinds()` (which may
+    depend on its options, e.g. the `pairs` method) or else the transform's declared one."""
+    declared = step.transform.config.accepted_kinds() or step.transform.consumes
     if declared in ("none", "any"):
         return str(declared)
     return (declared,) if isinstance(declared, str) else tuple(declared)

@@ -48,7 +48,11 @@ def get(name: str) -> type:
 
 
 def describe() -> list[dict[str, Any]]:
-    """Each transform's name, kinds, scope and config fields (for `workbench transforms`)."""
+    """Each transform's declared contract (for `workbench transforms`): name, kinds, scope,
+    backend capabilities, the fields that name models, which declarations its options decide
+    (`StepConfig` hooks it overrides), and its config fields."""
+    from workbench.transform import declared_hooks, model_fields
+
     out = []
     for name, cls in sorted(load_all().items()):
         fields = []
@@ -66,6 +70,9 @@ def describe() -> list[dict[str, Any]]:
             "consumes": cls.consumes,
             "produces": cls.produces,
             "scope": cls.scope,
+            "needs": list(cls.needs),
+            "models": model_fields(cls.Config),
+            "decided_by_options": declared_hooks(cls.Config),
             "summary": doc[0] if doc else "",
             "fields": fields,
         })

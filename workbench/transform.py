@@ -13,15 +13,27 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    Protocol,
+    get_args,
+    get_type_hints,
+)
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from workbench.crashpoints import crashpoint
 
 if TYPE_CHECKING:
     from workbench.models.base import Backend
     from workbench.models.breaker import Breaker
     from workbench.models.cache import CallCache
+    from workbench.positional import BatchStream
     from workbench.workspace import Workspace
 
 DROP = "_drop_reason"
@@ -29,10 +41,81 @@ QUARANTINED = "model call failed"  # drop reason prefix of rows whose model call
 Scope = Literal["row", "global"]
 
 
+class ModelRef:
+    """Marks a config field whose value names a model under the pipeline's `models:`."""
+
+
+ModelName = Annotated[str, ModelRef()]
+
+
 class StepConfig(BaseModel):
-    """Base of every transform config: frozen, and unknown options are errors."""
+    """Base of every transform config: frozen, and unknown options are errors.
+
+    What a step declares beyond its decorator, when it depends on the step's options, it
+    declares by overriding one of these methods (the defaults declare nothing more):
+    `output_kind`, `accepted_kinds`, `capabilities`, `input_digest`. Fields typed
+    `ModelName` name pipeline models. Nothing else is looked up on a config.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def output_kind(self, input_kind: str) -> str | None:
+        """The kind of the rows this step makes, when its options decide it."""
+        return None
+
+    def accepted_kinds(self) -> tuple[str, ...] | None:
+        """The kinds this step takes, when its options decide them."""
+        return None
+
+    def capabilities(self) -> tuple[str, ...] | None:
+        """The backend capabilities this step calls, when its options decide them."""
+        return None
+
+    def input_digest(self, base_dir: Path | None) -> str | None:
+        """A hash of files the step reads by itself, so editing them re-runs the step."""
+        return None
+
+    def named_models(self) -> dict[str, str]:
+        """Field name -> model name, for every set field typed `ModelName`."""
+        return {name: getattr(self, name) for name in model_fields(type(self))
+                if isinstance(getattr(self, name), str)}
+
+
+HOOKS = ("output_kind", "accepted_kinds", "capabilities", "input_digest")
+
+
+def model_fields(config: type[StepConfig]) -> list[str]:
+    """The config's fields typed `ModelName` (or `ModelName | None`)."""
+    return [name for name, info in config.model_fields.items() if _names_model(info)]
+
+
+def declared_hooks(config: type[StepConfig]) -> list[str]:
+    """The `StepConfig` methods this config overrides (what its options decide)."""
+    return [hook for hook in HOOKS if getattr(config, hook) is not getattr(StepConfig, hook)]
+
+
+def _names_model(info: Any) -> bool:
+    """Whether a field is typed `ModelName` (or `ModelName | None`)."""
+    if any(isinstance(m, ModelRef) for m in info.metadata):
+        return True
+    return any(isinstance(m, ModelRef) for arg in get_args(info.annotation)
+               for m in getattr(arg, "__metadata__", ()))
+
+
+class ModelStep(StepConfig):
+    """The options every model step shares."""
+
+    model: ModelName = Field("default", description="a name under the pipeline's `models:`")
+    batch_size: int = Field(8, ge=1, description="items per model call")
+
+
+class Seeded(StepConfig):
+    """A step with its own seed, defaulting to the pipeline's."""
+
+    seed: int | None = Field(None, description="defaults to the pipeline seed")
+
+    def seed_or(self, ctx: Context) -> int:
+        return ctx.seed if self.seed is None else self.seed
 
 
 @dataclass
@@ -55,6 +138,7 @@ class Context:
     input_files: list[Path] | None = None
     temp_dir: Path | None = None
     memory_limit: str = "1GB"
+    progress: Callable[[int, int, int], None] | None = None  # (items done, total, tokens)
 
     def call_cache(self) -> CallCache:
         if self.workspace is None:
@@ -89,13 +173,33 @@ class Context:
         samples (Magpie sends one template thousands of times).
         """
         from workbench.models.cache import CallStats, cached_call
+        from workbench.models.meter import metering
 
         stats = CallStats()
+        position = [0, len(inputs), 0]  # items done, total, tokens of the running batch
+        progress = self.progress
+        reports = [0]
+
+        def on_batch(done: int, total: int) -> None:
+            reports[0] += 1
+            if reports[0] > 1:  # the first report is of cache hits; later ones follow a commit
+                crashpoint("call.batch_committed")
+            position[:] = [done, total, 0]
+            if progress is not None:
+                progress(done, total, stats.tokens)
+
+        def on_tokens(tokens: int) -> None:
+            position[2] += tokens
+            if progress is not None:
+                progress(position[0], position[1], stats.tokens + position[2])
+
         try:
-            results, _ = cached_call(
-                self.call_cache(), self.model(model), capability, inputs, params,
-                batch_size=batch_size, step=self.step, row_ids=row_ids, sample_ids=sample_ids,
-                breaker=self.breaker, stats=stats)
+            with metering(on_tokens if progress is not None else None):
+                results, _ = cached_call(
+                    self.call_cache(), self.model(model), capability, inputs, params,
+                    batch_size=batch_size, step=self.step, row_ids=row_ids,
+                    sample_ids=sample_ids, breaker=self.breaker, stats=stats,
+                    on_batch=on_batch)
         finally:  # counted also when the breaker stops the step
             self.notes.setdefault("calls", []).append(stats.counts())
             errors = self.notes.setdefault("errors", {})
@@ -108,6 +212,13 @@ class Context:
         """The step's own report (shown by `workbench show --log` and kept in meta.json); a
         later batch's report replaces an earlier one's."""
         self.notes["report"] = values
+
+    def report_counts(self, values: dict[str, Any]) -> None:
+        """Counts for the step's report that add up over batches (and over calls within one):
+        numbers add, nested dicts add key by key. A row step's per-batch `report` would
+        keep only the last batch's; these land in the same report."""
+        totals = self.notes.setdefault("totals", {})
+        add_counts(totals, values)
 
     def count_nulled(self, reason: str, n: int = 1) -> None:
         """Count `n` fields set to null (or samples removed) for `reason`; the row is kept."""
@@ -125,6 +236,20 @@ class Context:
             self.breaker.record_fallbacks(reason, fallen, scored)
 
 
+def add_counts(into: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Add `values` into `into` in place: numbers add, dicts recurse, anything else replaces."""
+    for key, value in values.items():
+        seen = into.get(key)
+        if isinstance(value, dict):
+            into[key] = add_counts(dict(seen) if isinstance(seen, dict) else {}, value)
+        elif (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and isinstance(seen, (int, float)) and not isinstance(seen, bool)):
+            into[key] = seen + value
+        else:
+            into[key] = value
+    return into
+
+
 class Transform(Protocol):
     name: ClassVar[str]
     consumes: ClassVar[str]  # a kind, or "any"
@@ -135,7 +260,9 @@ class Transform(Protocol):
     Config: ClassVar[type[StepConfig]]
     config: StepConfig
 
-    def __call__(self, frame: pl.LazyFrame, ctx: Context) -> pl.LazyFrame: ...
+    def __call__(self, frame: pl.LazyFrame, ctx: Context) -> pl.LazyFrame | BatchStream:
+        """A LazyFrame, or (global steps only) a `positional.BatchStream`, which attaches
+        per-row values to the input as it streams past; executors accept both."""
 
     def output_kind(self, input_kind: str) -> str: ...
 
@@ -156,10 +283,10 @@ def transform(
 
     `scope` has no default: a global step (dedup, selection) that forgot it would silently run
     per batch. The config class is `config`, or else read from the annotation of the
-    function's second parameter (which must then be importable from the function's module). A
-    config with a `kind` field may declare the output kind (for `sql`, `rename`, ...), and
-    fields named `model` or ending in `_model` name the pipeline models the step uses, and
-    `needs` lists the backend capabilities it calls (checked before anything runs).
+    function's second parameter (which must then be importable from the function's module).
+    `consumes`, `produces` and `needs` (the backend capabilities it calls, checked before
+    anything runs) hold for every option; a config whose options change them overrides
+    `StepConfig`'s declared methods.
     Checkpoints key on the transform's code (see `code_fingerprint`); `version` adds what the
     code cannot show, e.g. a bump when a data file the method reads changes.
     """
@@ -169,6 +296,11 @@ def transform(
 
     def wrap(fn: Callable[..., pl.LazyFrame]) -> type:
         config_cls = config or get_type_hints(fn)[list(inspect.signature(fn).parameters)[1]]
+        untyped = [f for f in config_cls.model_fields if (f == "model" or f.endswith("_model"))
+                   and f not in model_fields(config_cls)]
+        if untyped:  # it would name a model the runner never checks or loads
+            raise TypeError(f"transform {name!r}: type the field {untyped[0]!r} ModelName "
+                            "(from workbench.transform) so the pipeline checks the model it names")
 
         def __init__(self: Any, config: StepConfig | dict[str, Any] | None = None) -> None:
             if not isinstance(config, config_cls):
@@ -179,17 +311,13 @@ def transform(
             return fn(frame, self.config, ctx)
 
         def output_kind(self: Any, input_kind: str) -> str:
-            declared = getattr(self.config, "kind", None)
+            declared = self.config.output_kind(input_kind)
             if declared:
                 return declared
             return input_kind if produces == "same" else produces
 
         def models(self: Any) -> dict[str, str]:
-            return {
-                key: value
-                for key, value in self.config.model_dump().items()
-                if (key == "model" or key.endswith("_model")) and isinstance(value, str)
-            }
+            return self.config.named_models()
 
         cls = type(
             fn.__name__,

@@ -11,7 +11,7 @@ import streamlit as st
 from ui.common import page, pick_version, show_error, workspace
 from workbench import labels
 from workbench.errors import WorkbenchError
-from workbench.io.export import FORMATS, TRL_LAYOUTS, export_dataset
+from workbench.io.export import FORMATS, REASONING_MODES, TRL_LAYOUTS, export_dataset
 from workbench.io.export_folder import check_folder_name
 
 ws = workspace()
@@ -56,6 +56,10 @@ with st.form("export"):
                         key="exp_trl")
     folder = right.text_input("export name", value=chosen.name, key="exp_out",
                               help=f"written to {ws.root / 'exports'}/NAME: a name, not a path")
+    reasoning = st.selectbox(
+        "reasoning traces", REASONING_MODES, key="exp_reasoning",
+        help="keep: replies hold the answers, traces in their own columns; strip: answers "
+        "only; inline: <think>trace</think> before each answer (to train on the thinking)")
     keep_ties = st.checkbox("keep pairs marked tie", key="exp_keep_ties")
     overwrite = st.checkbox("replace an earlier export of this name", key="exp_overwrite",
                             help="only a folder an earlier export wrote (it holds "
@@ -64,7 +68,8 @@ with st.form("export"):
         try:
             out = ws.root / "exports" / check_folder_name(folder.strip())
             result = export_dataset(ws, chosen.ref, out, fmt=fmt, trl=trl,
-                                    overwrite=overwrite, keep_ties=keep_ties)
+                                    overwrite=overwrite, keep_ties=keep_ties,
+                                    reasoning=reasoning)
         except WorkbenchError as exc:
             show_error(exc)
         except OSError as exc:  # a read-only workspace, a full disk: say so, keep the page

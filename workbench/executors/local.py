@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from workbench import parts
-from workbench.executors import Progress, RowJob, run_batch
+from workbench.executors import Progress, StepJob, run_batch, run_global
 from workbench.transform import Context
 
 
 class LocalExecutor:
     name = "local"
 
-    def map_row_batches(self, job: RowJob, done: set[int], make_context: Callable[[], Context],
+    def map_row_batches(self, job: StepJob, done: set[int], make_context: Callable[[], Context],
                         bar: Progress) -> None:
         # Resumes start reading after the finished prefix; batches are done in order here.
         skip = 0
@@ -27,6 +28,9 @@ class LocalExecutor:
             if index not in done:
                 run_batch(job, index, batch, ctx)
             bar.advance()
+
+    def run_global(self, job: StepJob, make_context: Callable[[], Context]) -> list[Path]:
+        return run_global(job, make_context())
 
     def close(self) -> None:
         pass

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from workbench import parts
 from workbench.errors import PipelineError, WorkbenchError
-from workbench.executors import Progress, RowJob, run_batch
+from workbench.executors import Progress, StepJob, new_context, run_batch, run_global
 from workbench.transform import Context
 
 INSTALL_HINT = ("--executor ray needs Ray Data: pip install 'preference-workbench[ray]' "
@@ -47,7 +48,7 @@ class RayExecutor:
             self.ray.init(**options)
         self.ray.data.DataContext.get_current().enable_progress_bars = False
 
-    def map_row_batches(self, job: RowJob, done: set[int], make_context: Callable[[], Context],
+    def map_row_batches(self, job: StepJob, done: set[int], make_context: Callable[[], Context],
                         bar: Progress) -> None:
         for _ in done:
             bar.advance()
@@ -69,6 +70,10 @@ class RayExecutor:
                 bar.advance()
         except Exception as exc:
             raise _cause(exc) from None
+
+    def run_global(self, job: StepJob, make_context: Callable[[], Context]) -> list[Path]:
+        """On the driver: a global step reads all of its input (DuckDB, FAISS, polars)."""
+        return run_global(job, make_context())
 
     def close(self) -> None:
         if self.started_here and self.ray.is_initialized():
@@ -93,15 +98,14 @@ def _pool_size(ray: Any, gpus: float, cpus: float, batches: int) -> int:
     return max(1, min(fit, batches))
 
 
-def _batch(job: RowJob, index: int) -> Any:
+def _batch(job: StepJob, index: int) -> Any:
     start, rows = job.rows(index)
     return parts.read_rows(list(job.sources), start, rows)
 
 
-def _worker_context(job: RowJob) -> Context:
+def _worker_context(job: StepJob) -> Context:
     from workbench.models import load_backend
     from workbench.models.breaker import Breaker
-    from workbench.workspace import Workspace
 
     loaded: dict[str, Any] = {}
 
@@ -110,11 +114,10 @@ def _worker_context(job: RowJob) -> Context:
             loaded[name] = load_backend(job.models[name])
         return loaded[name]
 
-    return Context(seed=job.seed, workspace=Workspace(job.workspace), model_loader=model,
-                   base_dir=job.base_dir, step=job.label, breaker=Breaker(job.failures))
+    return new_context(job, model, Breaker(job.failures))
 
 
-def _run_plain(batch: dict[str, Any], job: RowJob) -> dict[str, Any]:
+def _run_plain(batch: dict[str, Any], job: StepJob) -> dict[str, Any]:
     ctx = _worker_context(job)
     for index in batch["index"]:
         run_batch(job, int(index), _batch(job, int(index)), ctx)
@@ -124,7 +127,7 @@ def _run_plain(batch: dict[str, Any], job: RowJob) -> dict[str, Any]:
 class _ModelWorker:
     """One per actor: loads its models once, with torch threads matched to its CPUs."""
 
-    def __init__(self, job: RowJob) -> None:
+    def __init__(self, job: StepJob) -> None:
         import ray
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1

@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from workbench.io.export_columns import card_lines
+from workbench.io.layouts_verified import STEP_DPO_CARD, grpo_card_lines
 from workbench.workspace import DatasetVersion, Workspace
 
 
@@ -20,9 +21,12 @@ def dataset_card(
     label_stats: dict[str, Any] | None,
     ties_excluded: int = 0,
     left_out: dict[str, int] | None = None,
+    reasoning: tuple[str, int] = ("keep", 0),
+    pass_rates: pl.DataFrame | None = None,
 ) -> str:
     """The card's YAML `configs` name the files actually written, so `load_dataset(DIR)` finds
-    them (for hf exports: the Arrow shards save_to_disk writes under each split's folder)."""
+    them (for hf exports: the Arrow shards save_to_disk writes under each split's folder).
+    `pass_rates` (workbench.stats.pass_rates of the exported rows) adds the pass@k histogram."""
     columns = next(iter(splits.values())).columns
     sizes = "\n".join(f"- `{name}`: {part.height} rows" for name, part in splits.items())
     lines = [
@@ -41,31 +45,43 @@ def dataset_card(
         "## Splits",
         sizes,
         "",
-        *card_lines(columns),
+        *(grpo_card_lines(columns) if trl == "grpo" else
+          STEP_DPO_CARD if trl == "step-dpo" else card_lines(columns)),
     ]
     if left_out:
         lines += [f"## Left out by the {trl} layout", "",
                   *[f"- {reason}: {n}" for reason, n in left_out.items()], ""]
+    lines += _reasoning_lines(*reasoning, columns)
     if label_stats is not None:
         lines += ["## Human labels applied", "",
                   *[f"- {k.replace('_', ' ')}: {v}" for k, v in label_stats.items()], ""]
     if ties_excluded:
         lines += ["## Ties", "", f"- {ties_excluded} tied pairs excluded (export with "
                   "--keep-ties to keep them)", ""]
+    if pass_rates is not None and pass_rates.height:
+        lines += pass_rate_lines(pass_rates)
     bias = _length_bias(version.lineage)
     if bias is not None:
-        lines += ["## Length bias", "",
-                  f"Length-controlled GLM over {bias['n']} pairs ({bias.get('unit', 'chars')}): "
-                  f"coefficient {bias['coef']:.3f} (95% bootstrap interval {bias['ci_low']:.3f} "
-                  f"to {bias['ci_high']:.3f}); P(preferred) at +1 SD of length "
-                  f"{bias['p_at_plus_1sd']:.3f}; chosen is longer in "
-                  f"{100 * bias['share_chosen_longer']:.1f}% of pairs.", ""]
+        lines += _length_bias_lines(bias)
     lines += ["## Lineage", ""]
     lines += _lineage(version.ref, version.lineage, depth=0)
     models = _models(version.lineage)
     lines += ["", "## Models used", ""]
     lines += [f"- `{name}`: {json.dumps(spec)}" for name, spec in models.items()] or ["- none"]
     return "\n".join(lines) + "\n"
+
+
+def pass_rate_lines(bins: pl.DataFrame) -> list[str]:
+    """The card's pass-rate section: rows per pass rate, as a table and a bar of #s."""
+    total = int(bins["rows"].sum())
+    most = max(1, int(bins["rows"].max()))
+    lines = ["## Pass rate (verify)", "",
+             f"Rows by the share of their sampled responses that passed the checker "
+             f"({total} rows with a pass rate).", "", "| pass rate | rows | |", "|---|---|---|"]
+    for low, high, rows in bins.iter_rows():
+        label = f"{low:.2f}" if low == high else f"{low:.2f}–{high:.2f}"
+        lines.append(f"| {label} | {rows} | {'#' * max(1, round(20 * rows / most))} |")
+    return [*lines, ""]
 
 
 def data_files(fmt: str, split: str) -> str:
@@ -103,6 +119,43 @@ def _lineage(ref: str, lineage: dict[str, Any], depth: int) -> list[str]:
                 f"{indent}  ```", ""]
         return out
     return [f"{indent}- `{ref}`: no lineage recorded"]
+
+
+def _reasoning_lines(mode: str, rows: int, columns: list[str]) -> list[str]:
+    """Which `--reasoning` the export used, when the rows have traces."""
+    held = [c for c in ("reasoning", "chosen_reasoning", "rejected_reasoning") if c in columns]
+    if not rows and not held:
+        return []
+    text = {
+        "keep": "kept apart: the replies hold the answers, the traces are in "
+                f"{', '.join(f'`{c}`' for c in held)} (TRL's trainers ignore these columns; "
+                "`--reasoning inline` trains on the traces)",
+        "strip": "stripped: the replies hold the answers only",
+        "inline": "inline: each reply with a trace is `<think>\\nTRACE\\n</think>\\n\\n` "
+                  "followed by its answer",
+    }[mode]
+    return ["## Reasoning traces", "",
+            f"{rows} rows have a reasoning trace; exported with `--reasoning {mode}`, {text}.",
+            ""]
+
+
+def _length_bias_lines(bias: dict[str, Any]) -> list[str]:
+    """The card's length-bias section: the fit, and reasoning traces apart where there are."""
+    both = bias.get("measured") == "answer and reasoning"
+    lines = ["## Length bias", "",
+             f"Length-controlled GLM over {bias['n']} pairs ({bias.get('unit', 'chars')}"
+             f"{' of answer plus reasoning' if both else ''}): "
+             f"coefficient {bias['coef']:.3f} (95% bootstrap interval {bias['ci_low']:.3f} "
+             f"to {bias['ci_high']:.3f}); P(preferred) at +1 SD of length "
+             f"{bias['p_at_plus_1sd']:.3f}; chosen is longer in "
+             f"{100 * bias['share_chosen_longer']:.1f}% of pairs.", ""]
+    trace = bias.get("reasoning_length")
+    if trace:
+        lines += [f"Reasoning traces, apart ({trace['pairs_with_trace']} pairs have one): mean "
+                  f"length {trace['chosen_mean']:.0f} chosen vs {trace['rejected_mean']:.0f} "
+                  f"rejected; coefficient on trace length {trace['coef']:.3f} (95% interval "
+                  f"{trace['ci_low']:.3f} to {trace['ci_high']:.3f}).", ""]
+    return lines
 
 
 def _length_bias(lineage: dict[str, Any]) -> dict[str, Any] | None:

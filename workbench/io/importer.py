@@ -4,6 +4,8 @@ The source is read and converted a chunk at a time (`iter_load`), staged as Parq
 (`stage`), given content-hash ids in two streaming passes (`workbench.finalize`) and
 streamed into the version's one file (`Workspace.publish_parts`), so memory holds a chunk,
 not the file. The layout is detected on the first chunk; errors name the real line/record.
+Reasoning traces, in whichever common layout they come, move to their own columns
+(`layout_traces`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from workbench.diskfull import writing
 from workbench.errors import InputError
 from workbench.finalize import DATA_DIR, finalize
 from workbench.io import layouts
+from workbench.io.layout_traces import with_traces
 from workbench.io.read import CHUNK_ROWS, detect_format, iter_raw
 from workbench.workspace import DatasetVersion, Workspace, check_name
 
@@ -146,6 +149,7 @@ class Loading:
             self._check(raw, self.layout.row_checks(raw.schema))
             frame = self.layout.convert(raw)
             self._check(frame, _row_checks(frame, self.layout))
+            frame = with_traces(frame, raw, self.kind)
         frame = _without_empty_objects(frame.drop([c for c in frame.columns if c.startswith("_")]))
         schema.validate(frame, self.kind, where=str(self.path), ids=False, offset=self.rows)
         self.rows += frame.height

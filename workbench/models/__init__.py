@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workbench.models.base import Backend
     from workbench.models.spec import ModelSpec
+
+# idle OpenMP threads sleep instead of spinning on a core a neighbour needs (before torch
+# loads; see cpu_threads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # backend name -> (module, class)
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -27,11 +32,20 @@ _loaded: dict[str, Backend] = {}
 _lock = threading.Lock()
 
 
+def refuse_if_models_off(what: str) -> None:
+    """Raise when `WORKBENCH_NO_MODELS` is set: the fast test tier sets it, so a test that
+    loads a model fails there at once, naming the model, instead of slowing the tier."""
+    if os.environ.get("WORKBENCH_NO_MODELS"):
+        raise RuntimeError(f"loading {what}: model loads are off (WORKBENCH_NO_MODELS is set, as "
+                           "in `make test-fast`; mark the test `slow`)")
+
+
 def load_backend(spec: ModelSpec) -> Backend:
     """The backend for `spec`, loaded once per process: steps sharing a model share it."""
     key = _spec_key(spec)
     with _lock:
         if key not in _loaded:
+            refuse_if_models_off(f"{spec.backend} model {spec.model!r}")
             if spec.backend not in BACKENDS:
                 raise ValueError(
                     f"unknown backend {spec.backend!r} (choose from {', '.join(BACKENDS)})"
@@ -45,6 +59,25 @@ def load_backend(spec: ModelSpec) -> Backend:
                     raise ValueError(f"{spec.backend} backend: {error}") from error
                 raise
         return _loaded[key]
+
+
+def provide(backend: Backend, model: str, backend_name: str = "transformers") -> dict[str, Any]:
+    """Serve an already-built backend object for a `models:` entry, returned here, so that a
+    notebook or test can run pipelines on a backend it built or scripted itself."""
+    from workbench.models.spec import ModelSpec
+
+    spec = ModelSpec(backend=backend_name, model=model)
+    with _lock:
+        _loaded[_spec_key(spec)] = backend
+    return spec.model_dump()
+
+
+def withdraw(entry: dict[str, Any]) -> None:
+    """Stop serving what `provide` served for this `models:` entry."""
+    from workbench.models.spec import ModelSpec
+
+    with _lock:
+        _loaded.pop(_spec_key(ModelSpec.model_validate(entry)), None)
 
 
 def unload_all() -> None:

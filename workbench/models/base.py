@@ -70,10 +70,15 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Generation:
+    """One sample. `reasoning` is a trace the server returned apart from the text (an
+    OpenAI-compatible `reasoning_content`); a `<think>` block inside `text` is split off by
+    the steps that keep answers (workbench.reasoning)."""
+
     text: str
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     prompt_tokens: int
     completion_tokens: int
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,10 @@ def load_model(model: str = "embedded", device: str | None = None) -> Any:
     """A SentenceTransformer, loaded once per process (per model and device)."""
     from sentence_transformers import SentenceTransformer
 
+    from workbench.models import refuse_if_models_off
+
+    refuse_if_models_off(f"embedding model {model!r}")
+
     return SentenceTransformer(model_path(model), device=device)
 
 

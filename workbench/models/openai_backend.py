@@ -327,8 +327,11 @@ class OpenAIBackend:
             else:
                 data = self._post_with_schema(path, body, params.json_schema)
             choice = _first_choice(data)
+            trace = None
             if path == "/chat/completions":
-                text = (choice.get("message") or {}).get("content") or ""
+                message = choice.get("message") or {}
+                text = message.get("content") or ""
+                trace = _trace(message)
             else:
                 text = choice.get("text") or ""
             text, cut = _cut_at_stop(text, params.stop)
@@ -339,6 +342,7 @@ class OpenAIBackend:
                 finish_reason="length" if reason == "length" and not cut else "stop",
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
+                reasoning=trace,
             )
 
         return job
@@ -650,6 +654,16 @@ def _first_top_logprobs(data: dict[str, Any]) -> dict[str, float] | None:
     for entry in first:  # [{"token": ..., "logprob": ...}, ...]
         out.setdefault(str(entry["token"]), float(entry["logprob"]))
     return out
+
+
+def _trace(message: dict[str, Any]) -> str | None:
+    """A reasoning server's trace beside the answer: `reasoning_content` (DeepSeek, vLLM,
+    llama.cpp's server with --reasoning-format) or `reasoning` (OpenRouter, newer vLLM)."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

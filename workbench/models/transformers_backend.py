@@ -227,6 +227,7 @@ class TransformersBackend:
         rows.sort(key=lambda r: len(ids[r[0]]))  # similar lengths together: less padding
         done: dict[tuple[int, int], Generation] = {}
         for chunk in _chunks(rows, self.batch_size):
+            self._fit_threads()
             torch.manual_seed(params.seed)
             rows_seeds = [row_seed(params.seed if seeds is None else seeds[i], texts[i], j)
                           for i, j in chunk] if sampling else None
@@ -262,6 +263,10 @@ class TransformersBackend:
         stopping = StoppingCriteriaList(
             [stop_on_strings(self.tokenizer, params.stop, width)] if params.stop else []
         )
+        from workbench.models import meter
+
+        if meter.active():
+            stopping.append(_token_meter(self._eos_ids))
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids,
@@ -272,6 +277,13 @@ class TransformersBackend:
             )
         new = out[:, width:].tolist()
         return [self._finish(row, len(p), params) for row, p in zip(new, ids, strict=True)]
+
+    def _fit_threads(self) -> None:
+        """On a CPU, as many torch threads as cores other processes leave free."""
+        if self.device == "cpu":
+            from workbench.models.cpu_threads import fit_threads
+
+            fit_threads()
 
     def _finish(self, row: list[int], prompt_len: int, params: SamplingParams) -> Generation:
         cut, ended_eos = len(row), False
@@ -406,6 +418,7 @@ class TransformersBackend:
         """The decoder's final (normed) hidden states, without the LM head."""
         import torch
 
+        self._fit_threads()
         ids, mask = self._pad_left(seqs)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
@@ -448,6 +461,7 @@ class TransformersBackend:
         """Left-padded forward; explicit position ids make padded rows equal unpadded ones."""
         import torch
 
+        self._fit_threads()
         ids, mask = self._pad_left(seqs)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
@@ -501,6 +515,30 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     if not ids:
         raise ValueError("the model defines no end-of-sequence token")
     return ids
+
+
+def _token_meter(eos_ids: set[int]) -> Any:
+    """A stopping criterion that never stops: it ticks `models.meter` with the rows that
+    generated a token at this step (rows past their EOS do not count)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    from workbench.models import meter
+
+    class TokenMeter(StoppingCriteria):
+        def __init__(self) -> None:
+            self.eos = torch.tensor(sorted(eos_ids))
+            self.ended: Any = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            ended_now = torch.isin(input_ids[:, -1].cpu(), self.eos)
+            if self.ended is None:
+                self.ended = torch.zeros_like(ended_now)
+            meter.tick(int((~self.ended).sum()))
+            self.ended |= ended_now
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return TokenMeter()
 
 
 @functools.cache

@@ -1,0 +1,89 @@
+"""What a run shows while it works: a bar per step, and for model steps a line per model
+call batch (rows done, tokens per second, time left), so a slow CPU step never sits still.
+
+On a terminal it is a rich progress display; elsewhere (a log, CI, `make demo | tee`) a plain
+line at most every `PLAIN_EVERY` seconds per step, on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+PLAIN_EVERY = 5.0  # seconds between two plain progress lines of a step
+
+
+class StepBar:
+    """One step's progress: batches (`start`/`advance`/`done`) and model calls (`calls`)."""
+
+    def __init__(self, progress: Any = None, plain: bool = False) -> None:
+        self.progress = progress  # a rich Progress, or None
+        self.plain = plain
+        self.task: Any = None
+        self.label = ""
+        self._printed = 0.0
+
+    def start(self, label: str, total: int) -> None:
+        self.label, self._printed = label, 0.0
+        if self.progress is not None:
+            self.task = self.progress.add_task(label, total=total)
+
+    def advance(self) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.advance(self.task)
+
+    def done(self, label: str) -> None:
+        if self.plain:
+            print(f"  {label}", file=sys.stderr, flush=True)
+        if self.progress is None:
+            return
+        if self.task is None:
+            self.task = self.progress.add_task(label, total=1)
+        self.progress.update(self.task, description=label,
+                             completed=self.progress.tasks[self.task].total)
+        self.task = None
+
+    def calls(self) -> Callable[[int, int, int], None]:
+        """A callback for `Context.progress`: items done and total of the current model
+        call, and tokens generated so far by it."""
+        started = time.monotonic()
+        first: list[int] = []
+
+        def report(done: int, total: int, tokens: int) -> None:
+            now = time.monotonic()
+            if not first:
+                first.append(done)  # items the cache answered before any call
+                return
+            elapsed = max(now - started, 1e-6)
+            made = done - first[0]
+            line = f"{self.label}: {done}/{total} model items"
+            if tokens:
+                line += f", {tokens / elapsed:.0f} tok/s"
+            if made and done < total:
+                line += f", ~{elapsed / made * (total - done):.0f} s left"
+            self._show(line, now, final=done >= total)
+
+        return report
+
+    def _show(self, line: str, now: float, final: bool) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description=line)
+        elif self.plain and (final or now - self._printed >= PLAIN_EVERY):
+            self._printed = now
+            print(f"  {line}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def step_bars(mode: str) -> Iterator[StepBar]:
+    """`mode`: "bar" (rich, on a terminal), "plain" (lines) or "off"."""
+    if mode != "bar":
+        yield StepBar(plain=mode == "plain")
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn()) as progress:
+        yield StepBar(progress)
