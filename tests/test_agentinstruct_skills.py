@@ -18,6 +18,7 @@ from test_agentinstruct import check_rows
 
 from transforms.agentinstruct_taxonomy import Skill, load_skills
 from workbench import parts
+from workbench.errors import InputError
 from workbench.finalize import DROPPED_DIR
 from workbench.pipeline import build_pipeline
 from workbench.runner import run_pipeline
@@ -242,3 +243,24 @@ def test_copies_of_the_worked_example_are_dropped(ws, monkeypatch, tmp_path: Pat
     rows = ws.read("instructions")
     assert rows.height == 1 and "fine" in rows["source_chunk"][0]
     assert rows["prompt"][0][0]["content"].startswith("You can use the following tools:\n\n")
+
+
+def test_built_in_files_form_one_layer(tmp_path: Path, monkeypatch):
+    """`extends:` reaches across the built-in files; one name in two files is an error."""
+    from transforms import agentinstruct_taxonomy
+
+    real = agentinstruct_taxonomy.builtin_files()
+    (tmp_path / "zz_legal.yaml").write_text(
+        "skills:\n  legal_reading:\n    extends: reading_comprehension\n"
+        "    types: {holding: asks what the court decided.}\n")
+    monkeypatch.setattr(agentinstruct_taxonomy, "builtin_files",
+                        lambda: [*real, tmp_path / "zz_legal.yaml"])
+    skills = load_skills()
+    assert list(skills["legal_reading"].types) == ["holding"]
+    assert skills["legal_reading"].goals == skills["reading_comprehension"].goals
+    (tmp_path / "zz_twice.yaml").write_text("skills:\n  coding:\n    extends: tool_use\n")
+    monkeypatch.setattr(agentinstruct_taxonomy, "builtin_files",
+                        lambda: [*real, tmp_path / "zz_twice.yaml"])
+    with pytest.raises(InputError, match=r"zz_twice\.yaml: skill 'coding' is also defined in "
+                                         r".*coding\.yaml"):
+        load_skills()
