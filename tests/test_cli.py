@@ -59,6 +59,12 @@ def test_transforms_json_lists_names_kinds_fields():
     verify = {f["name"]: f for f in by_name["verify"]["fields"]}
     assert {"checker", "answer", "tests", "entry_point", "include_reasoning"} <= set(verify)
     assert verify["checker"]["required"] and by_name["verify"]["scope"] == "row"
+    skill = {f["name"]: f for f in by_name["agentinstruct"]["fields"]}["skill"]
+    skills = {"reading_comprehension", "text_modification", "tool_use", "coding",
+              "open_domain_qa", "creative_content", "analytical_reasoning"}
+    assert set(skill["choices"]) == skills and skill["default"] == "reading_comprehension"
+    assert all(name in skill["description"] for name in skills)
+    assert "choices" not in verify["checker"]  # only where a field declares them
 
 
 def test_errors_are_one_line_with_nonzero_status(tmp_path: Path):
