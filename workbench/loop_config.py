@@ -179,22 +179,8 @@ class Loop:
 
 def load_loop(path: str | Path) -> Loop:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LoopError(f"{path}: no such loop file") from None
-    except UnicodeDecodeError as exc:
-        raise LoopError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = strict_yaml.load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise LoopError(f"{path}{where}: invalid YAML ({problem})") from None
-    if not isinstance(data, dict):
-        raise LoopError(f"{path}: a loop is a YAML mapping with name, policy, pipeline, train, "
-                        "rounds, ...")
+    data, _ = strict_yaml.load_mapping_file(path, "loop", LoopError,
+                                            "name, policy, pipeline, train, rounds, ...")
     return build_loop(data, source=str(path), base_dir=path.parent)
 
 

@@ -19,6 +19,7 @@ import polars as pl
 import yaml
 
 from workbench.errors import WorkbenchError
+from workbench.io.layouts_longpo import require_step_rows
 from workbench.schema import MESSAGES
 
 REWARD_COLUMNS = ("answer", "tests", "entry_point")  # and `match` for regex
@@ -109,13 +110,8 @@ def to_step_dpo(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
     text), `initial_reason_steps` (the correct steps so far, appended to the templated
     prompt) and the next step as `chosen` / `rejected`; `answer`, `step_index` and the whole
     solutions `full_chosen` / `full_rejected` come along for inspection."""
-    needed = ("prefix", "chosen_step", "rejected_step", "step_index")
-    missing = [c for c in needed if c not in frame.columns]
-    if kind != "preference" or missing:
-        what = f"a {kind} dataset" if kind != "preference" else \
-            f"no {', '.join(f'`{c}`' for c in missing)} column"
-        raise WorkbenchError(f"--trl step-dpo needs the rows a `step_pairs` step writes "
-                             f"(columns {', '.join(needed)}); this is {what}")
+    require_step_rows(frame, kind, "step-dpo", "step_pairs",
+                      ("prefix", "chosen_step", "rejected_step", "step_index"))
     single = (pl.col("prompt").list.len() == 1) & (
         pl.col("prompt").list.first().struct.field("role") == "user")
     bad = frame.filter(~single).height
