@@ -19,7 +19,7 @@ from workbench.runner import run_pipeline
 
 WAR = DATA / "documents" / "war_of_the_worlds_ch1-2.jsonl"
 PROVENANCE = ["skill", "content_agent", "instruction_agent", "refinement_round", "source_chunk",
-              "passage", "doc_id", "source", "chunk_index", "seed_question"]
+              "passage", "doc_id", "source", "chunk_index", "seed_question", "lineage"]
 
 
 def test_builtin_taxonomy_covers_reading_comprehension():
@@ -72,6 +72,10 @@ def test_users_add_skills_in_their_own_file(tmp_path: Path):
     ("Instruction: Read the following passage:\n\nfoo\n\nQuestion: What?\nAnswer: bar",
      {"question": "What?", "answer": "bar"}),
     ("```\nQuestion: Q?\nAnswer: A\n```", {"question": "Q?", "answer": "A"}),
+    ("Instructions: Shorten it.\nAnswer: Short.", {"question": "Shorten it.", "answer": "Short."}),
+    # a label inside a code block is code, not a new section
+    ("Question: Write f.\nAnswer:\n```python\ndef f(answer: int):\n    question: str = ''\n```",
+     {"question": "Write f.", "answer": "```python\ndef f(answer: int):\n    question: str = ''\n```"}),
     ("How to answer: Question: Question:", {}),
     ("The passage is about Mars.", {}),
     ("", {}),
@@ -87,12 +91,19 @@ def check_rows(rows: pl.DataFrame) -> None:
     for column in PROVENANCE:
         assert rows[column].null_count() == 0, column
     for row in rows.iter_rows(named=True):
+        skill = load_skills()[row["skill"]]
         instruction = row["prompt"][-1]["content"]
         assert instruction.strip() and row["response"].strip()
-        assert row["passage"] in instruction and row["question"] in instruction  # self-contained
-        assert row["instruction_agent"] in load_skills()[row["skill"]].types
+        # self-contained: the skill's template filled with this row's passage and question
+        assert instruction == skill.instruction.format(passage=row["passage"],
+                                                       question=row["question"])
+        assert row["question"] in instruction
+        assert (row["passage"] in instruction) == ("{passage}" in skill.instruction)
+        assert row["instruction_agent"] in skill.types
+        assert row["content_agent"] in {a.name for a in skill.content_agents}
+        assert row["lineage"].split("/")[1:3] == [row["content_agent"], row["instruction_agent"]]
         if row["refinement_round"] > 0:
-            assert row["refinement_goal"] and row["suggestion"]
+            assert row["refinement_goal"] in skill.goals and row["suggestion"]
 
 
 @pytest.mark.slow
@@ -131,7 +142,8 @@ def scripted_reply(prompt: list[dict[str, str]]) -> object:
     if where == "content":
         chunk = text.split("\n\n")[0]  # the content prompt starts with the chunk
         return "IRRELEVANT" if "irrelevant" in chunk else f"A poem about this: {chunk}"
-    garbage = {"seed": {"nolabels": "I like turtles.", "emptyseed": "", "failseed": FAIL},
+    garbage = {"seed": {"nolabels": "I like turtles.", "emptyseed": "", "failseed": FAIL,
+                        "badanswer": "Question: Why?\nAnswer: IRRELEVANT"},
                "suggest": {"nosuggestion": "  "},
                "edit": {"noedit": "Answer: only an answer, no question"},
                "answer": {"noanswer": ""}}[where]
@@ -147,7 +159,7 @@ def scripted_reply(prompt: list[dict[str, str]]) -> object:
 
 def test_garbage_model_output_is_dropped_with_counted_reasons(tmp_path: Path, ws, monkeypatch):
     words = ["good", "irrelevant", "nolabels", "emptyseed", "nosuggestion", "noedit",
-             "noanswer", "failseed"]
+             "noanswer", "failseed", "badanswer"]
     for word in words:
         (tmp_path / f"{word}.md").write_text(f"# {word}\n\nThe {word} garden had roses and "
                                              "a fountain.")
@@ -161,6 +173,7 @@ def test_garbage_model_output_is_dropped_with_counted_reasons(tmp_path: Path, ws
     result = run_pipeline(spec, ws, progress=False)
     assert result.steps[0].dropped == {
         "IRRELEVANT (content agent)": 1,
+        "IRRELEVANT (instruction agent)": 1,
         "no Question:/Answer: in instruction agent output": 1,
         "empty instruction agent output": 1,
         "empty suggester output": 1,
@@ -198,8 +211,10 @@ def test_fan_out_is_capped_per_chunk(ws, monkeypatch, tmp_path: Path):
     result = run_pipeline(spec, ws, progress=False)
     rows = ws.read("capped")
     assert rows.height == 4 and (rows["refinement_round"] == 2).all()
-    # 3 content agents -> 9 seeds planned (5 capped) -> 12 refinements planned per round (8 capped)
-    assert result.steps[0].dropped == {"fan-out cap (max_per_chunk)": 5 + 8 + 8}
+    # 3 content agents -> 9 seeds planned (5 capped) -> 12 refinements planned per round (8
+    # capped); an item none of whose refinements was kept leaves with its own reason
+    assert result.steps[0].dropped == {"fan-out cap (max_per_chunk)": 5 + 8 + 8,
+                                       "not refined while its chunk was (pool replaced)": 2}
     assert rows["instruction_agent"].n_unique() >= 1 and rows["content_agent"].n_unique() >= 1
 
 

@@ -24,7 +24,8 @@ def test_help_imports_no_heavy_library():
 
 
 def test_every_command_has_help():
-    for command in ("run", "import", "datasets", "show", "sql", "transforms", "export", "ui", "runs"):
+    for command in ("run", "import", "datasets", "show", "sql", "transforms", "export", "ui", "runs",
+                    "loop"):
         result = cli(command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
 
@@ -55,6 +56,15 @@ def test_transforms_json_lists_names_kinds_fields():
     assert by_name["sample"]["scope"] == "global"
     assert {f["name"] for f in by_name["sample"]["fields"]} == {"n", "fraction", "seed"}
     assert by_name["filter"]["consumes"] == "any"
+    verify = {f["name"]: f for f in by_name["verify"]["fields"]}
+    assert {"checker", "answer", "tests", "entry_point", "include_reasoning"} <= set(verify)
+    assert verify["checker"]["required"] and by_name["verify"]["scope"] == "row"
+    skill = {f["name"]: f for f in by_name["agentinstruct"]["fields"]}["skill"]
+    skills = {"reading_comprehension", "text_modification", "tool_use", "coding",
+              "open_domain_qa", "creative_content", "analytical_reasoning"}
+    assert set(skill["choices"]) == skills and skill["default"] == "reading_comprehension"
+    assert all(name in skill["description"] for name in skills)
+    assert "choices" not in verify["checker"]  # only where a field declares them
 
 
 def test_errors_are_one_line_with_nonzero_status(tmp_path: Path):

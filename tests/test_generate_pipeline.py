@@ -99,10 +99,10 @@ def test_missing_capability_is_a_validation_error():
     """A step needing hidden states cannot use an openai model: said before anything loads."""
     from pydantic import Field
 
-    from workbench.transform import Context, StepConfig, transform
+    from workbench.transform import Context, ModelName, StepConfig, transform
 
     class ProbeConfig(StepConfig):
-        model: str = Field("default")
+        model: ModelName = Field("default")
 
     @transform("test_hidden_probe", scope="row", needs=("hidden_states",), config=ProbeConfig)
     def probe(frame: pl.LazyFrame, config: ProbeConfig, ctx: Context) -> pl.LazyFrame:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 from conftest import DATA
@@ -87,6 +88,96 @@ def test_k1_queue_spreads_people_and_filter_is_sandboxed(hh: Workspace):
     with pytest.raises(WorkbenchError, match="preference or candidates"):
         hh.write_dataset("prompts", hh.read("hh").select("prompt"), "instruction")
         queues.create_queue(hh, "bad", "prompts")
+
+
+def judged(ws: Workspace) -> pl.DataFrame:
+    """hh with two judges' columns: llm_pairwise's (p_chosen, position_flip) and scores, drawn
+    from a seeded generator; margins are distinct, so every order is strict."""
+    rng = np.random.default_rng(7)
+    frame = ws.read("hh").with_columns(
+        pl.Series("p_chosen", rng.permutation(np.linspace(0.03, 0.96, 30))),
+        pl.Series("position_flip", rng.random(30) < 0.3),
+        pl.Series("chosen_score", rng.permutation(np.linspace(1, 5, 30))),
+        pl.lit(3.01).alias("rejected_score"))
+    ws.write_dataset("judged", frame, "preference")
+    return ws.read("judged")
+
+
+def walk(ws: Workspace, queue: queues.Queue, who: str, n: int) -> list[str]:
+    """The rows `who` is served one after another, labelling each (as the Label page does)."""
+    seen, buffer = [], []
+    for _ in range(n):
+        item = queues.next_item(ws, queue, who, buffer=buffer)
+        if item is None:
+            break
+        seen.append(item.row_id)
+        labels.label(ws, queue.dataset, item.row_id, who, "a", item.a_is_chosen, queue=queue.name)
+    return seen
+
+
+def test_uncertain_order_serves_rows_in_ascending_margin(hh: Workspace):
+    frame = judged(hh)
+    by_margin = frame.sort((pl.col("p_chosen") - 0.5).abs())["id"].to_list()
+    scores = queues.create_queue(hh, "unsure2", "judged", "len(chosen) > 200", min_labels=1,
+                                 order="uncertain", judges=["scores"])
+    kept = frame.filter(pl.col("chosen").str.len_chars() > 200)
+    want = kept.sort((pl.col("chosen_score") - pl.col("rejected_score")).abs())["id"]
+    got = [i.row_id for i in queues.next_items(hh, scores, "cat", limit=30)]
+    assert got == want.to_list() and 0 < len(got) < 30
+    queue = queues.create_queue(hh, "unsure", "judged", None, min_labels=2, order="uncertain")
+    assert (queue.order, queue.judges) == ("uncertain", ("pairwise",))  # found by default
+    assert walk(hh, queue, "ann", 30) == by_margin  # across buffer refills (BATCH 16)
+    assert walk(hh, queue, "bob", 20) == by_margin[:20]  # and for everyone
+
+
+def test_flips_disagree_and_sequential_orders(hh: Workspace):
+    frame = judged(hh).with_columns((pl.col("p_chosen") - 0.5).alias("m1"),
+                                    (pl.col("chosen_score") - 3.01).alias("m2"))
+    size = pl.col("m1").abs()
+    flips = queues.create_queue(hh, "flips", "judged", None, order="flips")
+    want = frame.sort(~pl.col("position_flip"), size)["id"].to_list()
+    assert [i.row_id for i in queues.next_items(hh, flips, "ann", limit=30)] == want
+    disagree = queues.create_queue(hh, "dis", "judged", None, order="disagree")
+    assert disagree.judges == ("pairwise", "scores")
+    differ = pl.col("m1").sign() != pl.col("m2").sign()
+    want = frame.sort(~differ, size)["id"].to_list()
+    assert [i.row_id for i in queues.next_items(hh, disagree, "ann", limit=30)] == want
+    assert 0 < frame.filter(differ).height < 30
+    sequential = queues.create_queue(hh, "seq", "judged", "p_chosen > 0.5", min_labels=1,
+                                     order="sequential")
+    want = frame.filter(pl.col("p_chosen") > 0.5)["id"].to_list()
+    for who in ("ann", "bob"):  # file order, the same for everyone even with K = 1
+        assert [i.row_id for i in queues.next_items(hh, sequential, who, limit=30)] == want
+    assert [q.order for q in queues.all_queues(hh)] == ["disagree", "flips", "sequential"]
+
+
+def test_ordered_queues_check_their_columns_and_still_mix_in_gold(hh: Workspace):
+    judged(hh)
+    with pytest.raises(WorkbenchError, match="queue 'q', order uncertain, dataset hh@1: no "
+                                             "judge columns"):
+        queues.create_queue(hh, "q", "hh", None, order="uncertain")
+    with pytest.raises(WorkbenchError, match="no column 'margin' to read a judge margin"):
+        queues.create_queue(hh, "q", "judged", None, order="uncertain", judges=["margin"])
+    with pytest.raises(WorkbenchError, match="flips are llm_pairwise's"):
+        queues.create_queue(hh, "q", "judged", None, order="flips", judges=["scores"])
+    with pytest.raises(WorkbenchError, match="disagree compares two judges, not one"):
+        queues.create_queue(hh, "q", "judged", None, order="disagree", judges=["scores"])
+    with pytest.raises(WorkbenchError, match="unknown order 'smart'"):
+        queues.create_queue(hh, "q", "judged", None, order="smart")
+    queue = queues.create_queue(hh, "q", "judged", None, order="uncertain", gold_rate=0.5)
+    hh.write_dataset("judged", hh.read("judged").drop("p_chosen"), "preference")  # version 2
+    with pytest.raises(WorkbenchError, match="queue 'q', order uncertain, dataset judged@2: "
+                                             "judge 'pairwise' needs column.*p_chosen"):
+        queues.next_items(hh, queue, "ann")
+    queue = queues.create_queue(hh, "q", "judged@1", None, order="uncertain", gold_rate=0.5)
+    assert labels.gold_from_dataset(hh, "judged@1", 5) == 5
+    gold = set(labels.gold_table(hh, "judged")["row_id"].to_list())
+    seen = walk(hh, queue, "ann", 20)
+    mixed = [r for r in seen if r in gold]
+    assert 1 <= len(mixed) <= 5
+    frame = hh.read("judged@1").filter(~pl.col("id").is_in(list(gold)))
+    order = frame.sort((pl.col("p_chosen") - 0.5).abs())["id"].to_list()
+    assert [r for r in seen if r not in gold] == order[:len(seen) - len(mixed)]
 
 
 def test_sides_are_stable_per_annotator_and_row_and_balanced():
@@ -203,12 +294,24 @@ def test_a_version_1_catalog_is_upgraded_and_its_labels_kept(tmp_path: Path):
                 VALUES ('p', 'r1', 'ann', 'a', true, now());""")
     ws = Workspace(root)
     with duckdb.connect(str(root / "workbench.duckdb"), read_only=True) as con:
-        assert schema_version(con) == SCHEMA_VERSION == 2
+        assert schema_version(con) == SCHEMA_VERSION == 3
     assert ws.latest_labels("p").select("row_id", "choice", "strength").rows() == [
         ("r1", "a", None)]
     second = ws.add_label("p", "r2", "ann", "b", False, strength="slightly")
     assert second == 2  # the old sequence goes on
     assert labels.undo_last(ws, "ann").label_id == 2
+
+
+def test_a_version_2_catalog_gets_queue_orders_and_keeps_its_queues(hh: Workspace):
+    queues.create_queue(hh, "old", "hh", None, min_labels=2)
+    with duckdb.connect(str(hh.root / "workbench.duckdb")) as con:  # as version 2 left it
+        con.execute("ALTER TABLE queues DROP COLUMN serve_order")
+        con.execute("ALTER TABLE queues DROP COLUMN order_judges")
+        con.execute("UPDATE catalog_meta SET value = '2' WHERE key = 'schema_version'")
+    ws = Workspace(hh.root)
+    queue = queues.get_queue(ws, "old")
+    assert (queue.min_labels, queue.order, queue.judges) == (2, "random", ())
+    assert serve(ws, queue, "ann") is not None
 
 
 def test_annotator_names_are_stripped_and_lower_cased_before_they_are_stored(hh: Workspace):

@@ -87,3 +87,50 @@ def test_sft_vs_generated_is_spin():
     out = apply(frame, method="sft_vs_generated")
     assert out.select("chosen", "rejected").row(0) == ("human says", "model says")
     assert out[DROP].to_list() == [None, "chosen equals rejected", "no generated answer"]
+
+
+def verified(responses: list[list[str]], passed: list[list[bool | None]]) -> pl.DataFrame:
+    return pl.DataFrame({"id": [f"v{i}" for i in range(len(responses))],
+                         "prompt": [USER] * len(responses), "responses": responses,
+                         "passed": passed,
+                         "verify_detail": [[f"d{j}" for j in range(len(r))] for r in responses]})
+
+
+def test_verified_pairs_a_passing_with_a_failing_response_and_says_why_rows_give_none():
+    frame = verified([["4", "four, I think", "5", "it is 3"], ["4", "4."], ["5", "6"], ["x"]],
+                     [[True, True, False, False], [True, True], [False, False], [None]])
+    out = apply(frame, method="verified")
+    good = kept(out)
+    assert good.select("chosen", "rejected", "chosen_index", "rejected_index").rows() == [
+        ("4", "it is 3", 0, 3)]  # shortest passing, longest failing
+    row = good.row(0, named=True)
+    assert row["chosen_passed"] is True and row["rejected_passed"] is False
+    assert row["pair_method"] == "verified" and row["pass_rate"] == 0.5
+    assert (row["chosen_verify_detail"], row["rejected_verify_detail"]) == ("d0", "d3")
+    assert out.filter(pl.col(DROP).is_not_null()).select("id", DROP).rows() == [
+        ("v1", "no response failed"), ("v2", "no response passed"), ("v3", "no verified responses")]
+
+
+def test_verified_pairs_per_prompt_never_pair_two_passing_or_two_failing():
+    frame = verified([["a", "bb", "ccc", "dddd", "eeeee"]], [[True, False, True, False, False]])
+    out = kept(apply(frame, method="verified", pairs_per_prompt=10))
+    assert out.height == 6  # 2 passing x 3 failing, fewer than asked
+    assert out["chosen"].is_in(["a", "ccc"]).all() and out["rejected"].is_in(
+        ["bb", "dddd", "eeeee"]).all()
+    assert out["pair_number"].to_list() == [1, 2, 3, 4, 5, 6]
+    assert out.select("chosen", "rejected").rows()[:3] == [
+        ("a", "eeeee"), ("a", "dddd"), ("ccc", "eeeee")]  # best-ranked sides first
+    first = kept(apply(frame, method="verified", pairs_per_prompt=2, prefer="first"))
+    assert first.select("chosen", "rejected").rows() == [("a", "bb"), ("a", "dddd")]
+
+
+def test_verified_pairs_carry_each_side_s_reasoning_trace():
+    frame = verified([["4", "5"]], [[True, False]]).with_columns(
+        pl.Series("reasoning", [["two and two", "two and three"]]))
+    row = kept(apply(frame, method="verified")).row(0, named=True)
+    assert (row["chosen_reasoning"], row["rejected_reasoning"]) == ("two and two", "two and three")
+
+
+def test_verified_needs_a_passed_column():
+    with pytest.raises(ValueError, match="run verify first"):
+        apply(candidates([["a", "b"]], [[1.0, 2.0]]), method="verified")

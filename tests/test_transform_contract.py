@@ -31,7 +31,7 @@ def test_every_transform_lists_its_declared_contract() -> None:
     # spot checks of what the listing says
     assert listed["judge"]["models"] == ["model", "weak_model"]
     assert listed["judge"]["decided_by_options"] == ["accepted_kinds", "capabilities"]
-    assert listed["generate"]["decided_by_options"] == ["output_kind"]
+    assert listed["generate"]["decided_by_options"] == ["output_kind", "accepted_kinds"]
     assert listed["agentinstruct"]["decided_by_options"] == ["input_digest"]
     assert listed["split"]["models"] == [] and listed["split"]["decided_by_options"] == []
 
@@ -62,6 +62,10 @@ def test_options_decide_what_the_config_declares() -> None:
     generate = registry["generate"]
     assert generate({"n": 1}).output_kind("instruction") == "sft"
     assert generate({"n": 3, "temperature": 0.7}).output_kind("instruction") == "candidates"
+    assert generate({}).config.accepted_kinds() is None  # the decorator's: instruction
+    spin = generate({"into": "generated"})  # an answer beside the row's own
+    assert spin.config.accepted_kinds() == ("instruction", "sft")
+    assert spin.output_kind("sft") == "sft" and spin.output_kind("instruction") == "instruction"
     assert registry["sql"]({"query": "SELECT * FROM input", "kind": "sft"}).output_kind(
         "preference") == "sft"
     assert registry["split"]({}).output_kind("preference") == "preference"
@@ -85,6 +89,21 @@ def test_no_transform_touches_ctx_notes() -> None:
     assert offenders == {}
     # the check itself finds such a write
     assert _writes_notes(ast.parse("ctx.notes['report'] = {}")) == [1]
+
+
+def test_a_model_field_typed_str_is_refused_at_registration() -> None:
+    from pydantic import Field
+
+    from workbench.transform import Context, transform
+
+    class LooseConfig(StepConfig):
+        judge_model: str = Field("default")
+
+    with pytest.raises(TypeError, match="type the field 'judge_model' ModelName"):
+        @transform("test_loose_model_field", scope="row", config=LooseConfig)
+        def loose(frame: pl.LazyFrame, config: LooseConfig, ctx: Context) -> pl.LazyFrame:
+            return frame
+    assert "test_loose_model_field" not in load_all()
 
 
 # keeps_content: a flagged step's kept rows keep their content, hence their ids ---------------

@@ -227,6 +227,29 @@ def test_label_with_keys_and_mouse_undo_and_reload(server: dict[str, Any]):
     assert ws.latest_labels("hh").height == 3
 
 
+def test_label_page_follows_an_uncertain_queue_order(server: dict[str, Any]):
+    """A queue ordered `uncertain` serves the pairs with the judge's smallest |margin| first."""
+    ws: Workspace = server["ws"]
+    p_chosen = [0.91, 0.48, 0.2, 0.56, 0.7, 0.33, 0.03, 0.52, 0.61, 0.87, 0.42, 0.15]
+    frame = ws.read("hh").head(12).with_columns(pl.Series("p_chosen", p_chosen),
+                                                pl.lit(False).alias("position_flip"))
+    ws.write_dataset("margins", frame, "preference")
+    queues.create_queue(ws, "unsure", "margins", None, min_labels=1, order="uncertain")
+    ids = ws.read("margins")["id"].to_list()
+    want = [ids[i] for i in sorted(range(12), key=lambda i: abs(p_chosen[i] - 0.5))]
+    with browser(server, "carol") as chrome:
+        chrome.get(f"{server['url']}/Label?queue=unsure&annotator=carol")
+        row = wait_for(lambda: shown_row(chrome), "carol's first row")
+        seen = [row]
+        for _ in range(4):
+            idle(chrome)
+            press(chrome, "3")  # a tie: the next row comes
+            row = next_row(chrome, row)
+            seen.append(row)
+    assert seen == want[:5]
+    assert labels.labels_table(ws, "margins")["row_id"].to_list() == want[:4]
+
+
 ALICE = ["chosen", "rejected", "chosen", "tie"]
 BOB = ["chosen", "rejected", "rejected", "chosen"]
 # By hand: they agree on rows 1 and 2: p_o = 2/4. Alice says chosen 2, rejected 1, tie 1

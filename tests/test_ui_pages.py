@@ -102,6 +102,17 @@ def test_home_and_datasets_pages(ws: Workspace):
     assert len(charts) >= 4  # lengths, scatter, drops, split mix
     app.selectbox(key="dataset_name").set_value("scored").run()
     assert len(ok(app).get("vega_lite_chart")) >= 3  # scores too
+    assert "Pass rate (verify)" not in texts(app)
+
+
+def test_datasets_page_shows_the_pass_rate_histogram(ws: Workspace):
+    cands = ws.read("cands")
+    ws.write_dataset("checked", cands.drop("id").with_columns(
+        pl.Series("pass_rate", [0.0, 0.5, 0.5, 1.0, None])), "candidates")
+    app = ok(page("1_Datasets"))
+    app.selectbox(key="dataset_name").set_value("checked").run()
+    shown = texts(ok(app))
+    assert "Pass rate (verify)" in shown and "4 rows with a pass rate" in shown
 
 
 def test_browse_search_filter_sort_and_row_view(ws: Workspace):
@@ -255,6 +266,22 @@ def test_queues_page_creates_a_queue_gold_pairs_and_accuracy(ws: Workspace):
                                             "correct": 1, "accuracy": 0.5}]
 
 
+def test_queues_page_takes_an_order_and_refuses_one_without_its_columns(ws: Workspace):
+    app = ok(page("4_Queues"))
+    app.selectbox(key="q_data").set_value("scored")
+    app.text_input(key="q_name").input("unsure")
+    app.selectbox(key="q_order").set_value("uncertain")
+    button(app, "Save queue").click().run()
+    assert not ok(app).error, app.error[0].value
+    queue = queues.get_queue(ws, "unsure")
+    assert (queue.order, queue.judges) == ("uncertain", ("scores",))
+    assert "uncertain scores" in ok(app).dataframe[0].value["order"].tolist()
+    app.selectbox(key="q_data").set_value("hh")
+    app.text_input(key="q_name").input("nope")
+    button(app, "Save queue").click().run()
+    assert "order uncertain, dataset hh@1: no judge columns" in ok(app).error[0].value
+
+
 def test_agreement_page_shows_kappa_and_the_judge(ws: Workspace):
     ids = ws.read("scored")["id"].to_list()
     plan = {"ann": ["chosen", "chosen", "rejected", "tie"],
@@ -273,6 +300,25 @@ def test_agreement_page_shows_kappa_and_the_judge(ws: Workspace):
     assert list(judge["annotator"]) == ["ann", "bob"] and list(judge["items"]) == [4, 4]
     assert app.dataframe[-1].value["row_id"].tolist() == [ids[1]]  # the one disagreement
     assert "ann: chosen · bob: rejected" in texts(app)
+
+
+def test_agreement_page_shows_the_judge_report(ws: Workspace):
+    from workbench.judge_report import workspace_report
+
+    ids = ws.read("scored")["id"].to_list()
+    for row, choice in zip(ids, ["a", "b", "a", "tie", "b"], strict=False):
+        labels.label(ws, "scored", row, "ann", choice, True)
+    app = ok(page("5_Agreement"))
+    app.selectbox(key="agr_dataset").set_value("scored").run()
+    for against in ("labels", "chosen"):
+        app.selectbox(key="agr_against").set_value(against).run()
+        want = workspace_report(ws, "scored", against)
+        metrics = {m.label: m.value for m in ok(app).metric}
+        assert metrics["pairs"] == str(want["n"]) == ("5" if against == "labels" else "40")
+        assert metrics["accuracy"] == f"{100 * want['accuracy']:.1f}%"
+        assert metrics["flip rate"] == "n/a"  # scores: one order asked
+        bins = next(d.value for d in app.dataframe if "decided" in d.value.columns)
+        assert bins["n"].tolist() == [b["n"] for b in want["by_margin"]]
 
 
 def test_adjudicate_page_records_a_lead_label(ws: Workspace):

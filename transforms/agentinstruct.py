@@ -11,15 +11,18 @@
 3. **Refinement.** `rounds` suggester-editor rounds: each item gets `goals_per_item` goals;
    the suggester proposes changes, the editor applies them (it may rewrite the passage too).
    A round replaces the pool; a chunk none of whose items could be refined in a round keeps
-   its previous items (as open-agentinstruct does). Refined instructions are answered again
-   by a separate call: the editor's answer is kept as `editor_answer`, never as the response.
+   its previous items (as open-agentinstruct does), and an item left unrefined in a chunk
+   that was refined is dropped with its reason. Refined instructions are answered again by a
+   separate call (the skill's `answer_system` as system turn): the editor's answer is kept
+   as `editor_answer`, never as the response.
 
 Fan-out is capped: no stage plans more than `max_per_chunk` model calls per chunk; the
 items left out are dropped with the reason `fan-out cap`. Model output that cannot be used
-(empty, IRRELEVANT, no question or answer) drops its row with a named reason; nothing
-crashes. Every row carries its agents (`content_agent`, `instruction_agent`,
-`refinement_round`, `refinement_goal`, `suggestion`) and its source (`source_chunk`,
-`doc_id`, `source`, `chunk_index`).
+(empty, IRRELEVANT, no question or answer, a failed call) drops its row with a named
+reason; nothing crashes, and every item planned either comes out or is a dropped row. Every
+row carries its agents (`content_agent`, `instruction_agent`, `refinement_round`,
+`refinement_goal`, `suggestion`), its source (`source_chunk`, `doc_id`, `source`,
+`chunk_index`) and its `lineage` (chunk/agent/type/round-goal, the call cache's sample id).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 import polars as pl
 from pydantic import Field, model_validator
 
-from transforms.agentinstruct_taxonomy import Skill, builtin_file, load_skills
+from transforms.agentinstruct_taxonomy import Skill, builtin_files, builtin_skill_names, load_skills
 from transforms.doc_source import DocumentSource, load_chunks
 from workbench.errors import PipelineError
 from workbench.schema import MESSAGES
@@ -43,14 +46,19 @@ IRRELEVANT = re.compile(r"^\W*IRRELEVANT\W*$", re.IGNORECASE)
 # `Question:`, `**Instruction:**`, `Modified Answer:`, `The question:`, `Passage 1:` ...
 # A label starts a line (after markdown marks) or follows the end of a sentence.
 LABEL = re.compile(r"(?:^|(?<=[.?!] ))[ \t>#*_-]*(?:the\s+|modified\s+|new\s+|revised\s+)?"
-                   r"(question|instruction|answer|passage)(?:\s*\d+)?[*_]*\s*[:：][*_]*[ \t]*",
+                   r"(question|instruction|answer|passage)s?(?:\s*\d+)?[*_]*\s*[:：][*_]*[ \t]*",
                    re.IGNORECASE | re.MULTILINE)
+FENCE = re.compile(r"```[^\n]*\n?")
+FENCED = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)  # a code block (to the end if unclosed)
 
 
 class AgentInstructConfig(DocumentSource, ModelStep, Seeded):
-    skill: str = Field("reading_comprehension", description="a skill of the taxonomy")
+    skill: str = Field("reading_comprehension",
+                       description="a skill of the taxonomy (built in: "
+                       f"{', '.join(builtin_skill_names())}; or one of your `taxonomy:` file)",
+                       json_schema_extra={"choices": list(builtin_skill_names())})
     taxonomy: str | None = Field(None, description="your own taxonomy YAML (same layout as "
-                                 "transforms/data/agentinstruct_taxonomy.yaml), added to the "
+                                 "the files in transforms/data/agentinstruct/), added to the "
                                  "built-in skills")
     content_agents: list[str] | None = Field(None, description="use only these content agents")
     types: list[str] | None = Field(None, description="use only these instruction types")
@@ -78,7 +86,7 @@ class AgentInstructConfig(DocumentSource, ModelStep, Seeded):
         return self
 
     def extra_files(self, base_dir: Path | None) -> list[Path]:
-        return [builtin_file(), *([_path(self.taxonomy, base_dir)] if self.taxonomy else [])]
+        return [*builtin_files(), *([_path(self.taxonomy, base_dir)] if self.taxonomy else [])]
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,10 @@ class Flow:
                        if config.content_agents is None or a.name in config.content_agents]
         self.types = [t for t in skill.types if config.types is None or t in config.types]
         self.dropped: list[Item] = []
+        # what the worked examples say, to catch a small model copying them instead of working
+        self.copies = {"content": (skill.content_example or {}).get("reply"),
+                       "seed": parse_labeled((skill.instruction_example or {}).get("reply", "")),
+                       "edit": parse_labeled((skill.editor_example or {}).get("reply", ""))}
 
     # flow 1 -----------------------------------------------------------------------------------
     def transform_content(self, chunks: list[Item]) -> list[Item]:
@@ -177,11 +189,14 @@ class Flow:
         verbatim = [replace(i, passage=i.source_chunk) for i in planned
                     if by_name[i.content_agent].identity]
         asked = [i for i in planned if not by_name[i.content_agent].identity]
+        example = _example(self.skill.content_prompt, self.skill.content_example)
         prompts = [_chat(self.skill.content_system, self.skill.content_prompt.format(
-            task=by_name[i.content_agent].task, text=i.source_chunk)) for i in asked]
+            task=by_name[i.content_agent].task, text=i.source_chunk), example) for i in asked]
         done = []
         for item, text in zip(asked, self._generate(asked, prompts, "content"), strict=True):
             reason = _unusable(text, "content agent")
+            if not reason and _copied(text, self.copies["content"]):
+                reason = "copied the worked example (content agent)"
             if reason:
                 self._drop(item, reason, text)
             else:
@@ -214,6 +229,10 @@ class Flow:
             parsed = parse_labeled(text or "")
             if not reason and not (parsed.get("question") and parsed.get("answer")):
                 reason = "no Question:/Answer: in instruction agent output"
+            if not reason and any(IRRELEVANT.fullmatch(parsed[k]) for k in ("question", "answer")):
+                reason = "IRRELEVANT (instruction agent)"
+            if not reason and _copies(parsed, self.copies["seed"]):
+                reason = "copied the worked example (instruction agent)"
             if reason:
                 self._drop(item, reason, text)
                 continue
@@ -252,6 +271,8 @@ class Flow:
             reason = _unusable(text, "editor", irrelevant=False)
             if not reason and not parsed.get("question"):
                 reason = "no Question: in editor output"
+            if not reason and _copies(parsed, self.copies["edit"]):
+                reason = "copied the worked example (editor)"
             if reason:
                 self._drop(item, reason, text)
                 continue
@@ -261,13 +282,17 @@ class Flow:
                                    editor_answer=parsed.get("answer")))
         refined_chunks = {_chunk_key(i) for i in refined}
         kept = [i for i in items if _chunk_key(i) not in refined_chunks]  # the reference quirk
+        parents = {i.key.rsplit("/", 1)[0] for i in refined}
+        for item in items:  # replaced by its chunk's refined items: say so, do not lose it
+            if _chunk_key(item) in refined_chunks and item.key not in parents:
+                self._drop(item, "not refined while its chunk was (pool replaced)")
         return _ordered(refined + kept, planned + items)
 
     # final answers ----------------------------------------------------------------------------
     def answer(self, items: list[Item]) -> list[Item]:
         """Seeds keep their agent's answer; refined instructions are answered afresh."""
         refined = [i for i in items if i.refinement_round > 0]
-        prompts = [_chat("", self.instruction(i)) for i in refined]
+        prompts = [_chat(self.skill.answer_system, self.instruction(i)) for i in refined]
         answers = self._generate(refined, prompts, "answer", self.answer_params)
         fresh = {}
         for item, text in zip(refined, answers, strict=True):
@@ -366,12 +391,40 @@ def _unusable(text: str | None, who: str, irrelevant: bool = True) -> str | None
     return None
 
 
+def _copies(parsed: dict[str, str], example: dict[str, str]) -> bool:
+    """Whether a parsed reply's question or answer repeats the worked example's."""
+    return any(_copied(parsed.get(k) or "", example.get(k)) for k in ("question", "answer"))
+
+
+def _copied(text: str, reference: str | None) -> bool:
+    """Whether `text` repeats `reference` (a worked example's reply or question): equal, or
+    one the start of the other (a copy cut off by the token cap), ignoring case, spacing and
+    punctuation."""
+    if not reference:
+        return False
+    ours, theirs = _normal(text), _normal(reference)
+    shorter = min(len(ours), len(theirs))
+    return bool(ours) and (ours == theirs or (shorter >= 20 and (
+        theirs.startswith(ours) or ours.startswith(theirs))))
+
+
+def _normal(text: str) -> str:
+    return " ".join(re.sub(r"[\W_]+", " ", text.lower()).split())
+
+
 def parse_labeled(text: str) -> dict[str, str]:
     """Sections of a model's labelled output: `question` (or `instruction`), `answer`,
-    `passage`; the first non-empty section of each label wins; markdown emphasis, code
-    fences and surrounding quotes are removed."""
-    text = re.sub(r"```[^\n]*\n?", "", text)
-    matches = list(LABEL.finditer(text))
+    `passage`; the first non-empty section of each label wins; markdown emphasis and
+    surrounding quotes are removed. A label inside a code fence counts only when no label
+    stands outside one (a reply wrapped in a fence whole), so code that declares
+    `answer: int` does not cut a coding answer short; such a wrapping fence is removed,
+    fences inside a section are kept."""
+    fences = [(m.start(), m.end()) for m in FENCED.finditer(text)]
+    outside = [m for m in LABEL.finditer(text)
+               if not any(start <= m.start() < end for start, end in fences)]
+    if not outside and fences:
+        text = FENCE.sub("", text)
+    matches = outside or list(LABEL.finditer(text))
     found: dict[str, str] = {}
     if not matches:
         return found
@@ -405,13 +458,14 @@ def rows(items: list[Item], skill: Skill, skill_name: str) -> pl.DataFrame:
     records = []
     for item in items:
         record = {k: v for k, v in asdict(item).items() if k in columns}
+        record["lineage"] = item.key
         known = item.passage is not None and item.question is not None
         record["prompt"] = [{"role": "user", "content": skill.instruction.format(
             passage=item.passage, question=item.question)}] if known else None
         record["skill"] = skill_name
         record[DROP] = item.drop
         records.append(record)
-    schema: dict[str, Any] = {name: pl.String for name in [*columns, "skill"]}
+    schema: dict[str, Any] = {name: pl.String for name in [*columns, "lineage", "skill"]}
     schema.update({"chunk_index": pl.Int64, "refinement_round": pl.Int64, "prompt": MESSAGES,
                    DROP: pl.String})
     frame = pl.DataFrame(records, schema=schema)

@@ -1,15 +1,17 @@
 """AgentInstruct skills as data: agents, instruction taxonomy, refinement goals.
 
-The built-in file `data/agentinstruct_taxonomy.yaml` holds reading comprehension; a user's own
-file (the step's `taxonomy:` option) adds skills or replaces built-in ones by name, and a skill
-with `extends: NAME` takes every field it does not set from skill NAME. Templates are checked
-when loaded, so a misspelt placeholder is an error naming the file and skill, not a crash
-halfway through a run.
+The built-in skills live one per file in `data/agentinstruct/` (reading comprehension, text
+modification, tool use, coding, open-domain QA, creative content, analytical reasoning); a
+user's own file (the step's `taxonomy:` option) adds skills or replaces built-in ones by name,
+and a skill with `extends: NAME` takes every field it does not set from skill NAME. Templates
+are checked when loaded, so a misspelt placeholder is an error naming the file and skill, not
+a crash halfway through a run.
 """
 
 from __future__ import annotations
 
 import string
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from workbench import strict_yaml
 from workbench.errors import InputError
 
-BUILTIN = "agentinstruct_taxonomy.yaml"
+BUILTIN_DIR = "agentinstruct"
 
-# template field -> (placeholders it may use, placeholders it must use)
+# template field -> (placeholders it may use, placeholders it must use); an instruction may
+# leave the passage out (open-domain QA asks without it)
 PLACEHOLDERS: dict[str, tuple[set[str], set[str]]] = {
-    "instruction": ({"passage", "question"}, {"passage", "question"}),
+    "instruction": ({"passage", "question"}, {"question"}),
     "content_prompt": ({"task", "text"}, {"text"}),
     "instruction_prompt": ({"passage", "type", "description"}, {"passage"}),
     "suggester_prompt": ({"passage", "question", "answer", "goal"}, {"question", "goal"}),
@@ -45,10 +48,13 @@ class ContentAgent(BaseModel):
 class Skill(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    description: str = Field("", description="what the skill teaches, in one line")
     instruction: str = Field(description="how {passage} and {question} make one instruction")
     content_system: str = ""
     content_prompt: str
     content_agents: list[ContentAgent] = Field(min_length=1)
+    content_example: dict[str, str] | None = Field(
+        None, description="a worked exchange: content_prompt's placeholders and `reply`")
     instruction_system: str = ""
     instruction_prompt: str
     types: dict[str, str] = Field(min_length=1, description="taxonomy: type -> description")
@@ -61,6 +67,8 @@ class Skill(BaseModel):
         None, description="a worked exchange: instruction_prompt's placeholders and `reply`")
     editor_example: dict[str, str] | None = Field(
         None, description="a worked exchange: editor_prompt's placeholders and `reply`")
+    answer_system: str = Field("", description="system turn of the call that answers a "
+                               "refined instruction (the instruction itself stays as written)")
 
     @model_validator(mode="after")
     def _templates(self) -> Skill:
@@ -72,7 +80,8 @@ class Skill(BaseModel):
                                  f"(allowed: {', '.join('{' + a + '}' for a in sorted(allowed))})")
             if required - names:
                 raise ValueError(f"{field}: needs the placeholder {{{sorted(required - names)[0]}}}")
-        for field, template in (("instruction_example", self.instruction_prompt),
+        for field, template in (("content_example", self.content_prompt),
+                                ("instruction_example", self.instruction_prompt),
                                 ("editor_example", self.editor_prompt)):
             example = getattr(self, field)
             if example is None:
@@ -92,18 +101,38 @@ class Skill(BaseModel):
         return self
 
 
-def builtin_file() -> Path:
-    return Path(str(resources.files("transforms") / "data" / BUILTIN))
+def builtin_files() -> list[Path]:
+    """The built-in taxonomy files, one skill each (by convention), in name order."""
+    folder = Path(str(resources.files("transforms") / "data" / BUILTIN_DIR))
+    return sorted(folder.glob("*.yaml"))
+
+
+@cache
+def builtin_skill_names() -> tuple[str, ...]:
+    """The built-in skills' names, in file order (for option listings)."""
+    return tuple(_builtin_layer())
 
 
 def load_skills(user_file: Path | None = None) -> dict[str, Skill]:
     """The built-in skills, then the user's file on top (same name replaces)."""
-    layers = [_read(builtin_file())]
+    layers = [_builtin_layer()]
     if user_file is not None:
         layers.append(_read(user_file))
     names = dict.fromkeys(name for layer in layers for name in layer)
     return {name: _build(name, layers, max(i for i, layer in enumerate(layers) if name in layer),
                          ()) for name in names}
+
+
+def _builtin_layer() -> dict[str, dict[str, Any]]:
+    """Every built-in file's skills as one layer: `extends:` reaches across the files, and a
+    name defined in two of them is an error."""
+    layer: dict[str, dict[str, Any]] = {}
+    for path in builtin_files():
+        for name, body in _read(path).items():
+            if name in layer:
+                raise InputError(f"{path}: skill {name!r} is also defined in {layer[name]['_file']}")
+            layer[name] = body
+    return layer
 
 
 def _read(path: Path) -> dict[str, dict[str, Any]]:

@@ -5,6 +5,10 @@ with the reason; among n samples the bad ones are removed and counted in the run
 A reasoning trace (a leading `<think>` block, or a server's `reasoning_content`) is kept
 apart in `reasoning` (a list beside `responses`); the answer alone is checked for garbage,
 the trace for loops.
+
+`into: generated` writes the one answer to another column and takes sft rows too, keeping
+their own `response`: SPIN's pairs (`pairs: {method: sft_vs_generated}`) set the dataset's
+answer against the model's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from workbench.transform import (
 )
 
 QUARANTINE_REASON = f"{QUARANTINED} (quarantined)"
+# columns `into` may not name: the kinds' own, and what `generate` writes beside them
+RESERVED = frozenset({"id", "prompt", "responses", "chosen", "rejected", "parent_id",
+                      "reasoning", "finish_reason", "completion_tokens", DROP})
 
 
 class GenerateConfig(ModelStep, Seeded):
@@ -38,16 +45,32 @@ class GenerateConfig(ModelStep, Seeded):
     drop_truncated: bool = Field(False, description="with n > 1: remove samples cut off at "
                                  "max_new_tokens (finish_reason length), counted; the reference "
                                  "keeps them")
+    into: str = Field("response", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                      description="n: 1: the column the answer goes to; another name (e.g. "
+                      "`generated`, for SPIN's pairs) also takes sft rows and keeps their "
+                      "response")
 
     @model_validator(mode="after")
     def _samples_differ(self) -> GenerateConfig:
         if self.n > 1 and self.temperature == 0:
             raise ValueError(f"n={self.n} samples at temperature 0 would all be the same greedy "
                              "answer: set temperature > 0 (e.g. 0.8) or n: 1")
+        if self.into != "response" and self.n > 1:
+            raise ValueError(f"into: {self.into!r} holds one answer; n={self.n} samples make "
+                             "candidates (leave `into` unset)")
+        if self.into in RESERVED:
+            raise ValueError(f"into: {self.into!r} is a column rows already have a meaning for; "
+                             "choose another name (e.g. generated)")
         return self
 
     def output_kind(self, input_kind: str) -> str:
-        return "sft" if self.n == 1 else "candidates"
+        if self.n > 1:
+            return "candidates"
+        return "sft" if self.into == "response" else input_kind
+
+    def accepted_kinds(self) -> tuple[str, ...] | None:
+        """An answer beside the row's own (`into`) may go on sft rows too."""
+        return None if self.into == "response" else ("instruction", "sft")
 
 
 @transform("generate", scope="row", consumes="instruction", produces="sft",
@@ -93,13 +116,15 @@ def answer(data: pl.DataFrame, config: GenerateConfig, ctx: Context,
     if not candidates:
         gens = [r[0] if r else None for r in per_row]
         reasons = [QUARANTINE_REASON if g is None else _reason("generate", *g[1]) for g in gens]
+        into = config.into
+        side = "" if into == "response" else f"{into}_"  # beside the row's own answer
         return _keep_reason(data.with_columns(
-            pl.Series("response", [g[1][1] if g else None for g in gens], pl.String),
-            *_traces("reasoning", [g[1][0] if g else None for g in gens], pl.String),
-            pl.Series("finish_reason", [g[0].finish_reason if g else None for g in gens],
+            pl.Series(into, [g[1][1] if g else None for g in gens], pl.String),
+            *_traces(f"{side}reasoning", [g[1][0] if g else None for g in gens], pl.String),
+            pl.Series(f"{side}finish_reason", [g[0].finish_reason if g else None for g in gens],
                       pl.String),
-            pl.Series("completion_tokens", [g[0].completion_tokens if g else None for g in gens],
-                      pl.Int64),
+            pl.Series(f"{side}completion_tokens",
+                      [g[0].completion_tokens if g else None for g in gens], pl.Int64),
         ), reasons)
     kept: list[list[Any]] = []
     reasons = []

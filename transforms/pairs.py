@@ -9,6 +9,10 @@ model's (SPIN).
   reference order of j).
 - `sft_vs_generated` (SPIN): the dataset's human response is chosen, the model's generation
   (column `generated`) rejected.
+- `verified`: chosen = a response that passed `verify`, rejected = one of the same prompt that
+  failed (columns `passed`, list per candidate); never two passing or two failing. `prefer`
+  orders each side (shortest passing and longest failing first, or candidate order), and a
+  prompt gives up to `pairs_per_prompt` pairs, best-ranked sides first.
 
 Each side's reasoning trace, where the rows have one (`reasoning`, parallel to `responses`;
 for SPIN the response's trace and `<generated>_reasoning`), goes to `chosen_reasoning` /
@@ -30,11 +34,17 @@ from workbench.transform import DROP, Context, StepConfig, transform
 
 
 class PairsConfig(StepConfig):
-    method: Literal["best_worst", "all_pairs", "sft_vs_generated"] = Field("best_worst")
+    method: Literal["best_worst", "all_pairs", "sft_vs_generated", "verified"] = Field(
+        "best_worst")
     anchor: Literal["best", "any"] = Field("best", description="all_pairs: best vs each worse "
                                            "response (Curry-DPO), or every ordered pair")
     min_margin: float = Field(0.0, ge=0, description="smallest score gap kept (ties never pair)")
     generated: str = Field("generated", description="sft_vs_generated: the model's answer column")
+    pairs_per_prompt: int = Field(1, ge=1, description="verified: most pairs made per prompt")
+    prefer: Literal["shortest_passing_longest_failing", "first"] = Field(
+        "shortest_passing_longest_failing",
+        description="verified: which passing and failing responses pair first (shortest "
+                    "passing with longest failing, or candidate order)")
 
     def accepted_kinds(self) -> tuple[str, ...]:
         """Checked before a run: scored candidates, or sft rows for sft_vs_generated."""
@@ -49,6 +59,11 @@ def pairs(frame: pl.LazyFrame, config: PairsConfig, ctx: Context) -> pl.LazyFram
         if config.generated not in schema or "response" not in schema:
             raise ValueError(f"sft_vs_generated needs sft rows with a {config.generated!r} column")
         return _spin(frame, config)
+    if config.method == "verified":
+        if "responses" not in schema or "passed" not in schema:
+            raise ValueError("pairs: {method: verified} needs candidates rows with `responses` "
+                             "and `passed` (run verify first)")
+        return _verified(frame, config)
     if "responses" not in schema or "scores" not in schema:
         raise ValueError("pairs needs candidates rows with `responses` and `scores` (run judge)")
     if config.method == "best_worst":
@@ -139,3 +154,62 @@ def _spin(frame: pl.LazyFrame, config: PairsConfig) -> pl.LazyFrame:
               .when(pl.col("chosen").str.strip_chars() == generated.str.strip_chars())
               .then(pl.lit("chosen equals rejected")))
     return out.with_columns(reason.alias(DROP))
+
+
+def _verified(frame: pl.LazyFrame, config: PairsConfig) -> pl.LazyFrame:
+    """Cross passing with failing responses of each row; keep the `pairs_per_prompt` pairs
+    whose sides rank best (sum of the two ranks, then the passing side's rank)."""
+    base = frame.with_columns(pl.int_range(pl.len()).alias("_row"))
+    schema = base.collect_schema()
+    details = "verify_detail" in schema
+    slots = base.select(
+        "_row", pl.col("responses").alias("_text"), pl.col("passed").alias("_passed"),
+        *([pl.col("verify_detail").alias("_detail")] if details else []),
+        pl.int_ranges(pl.col("responses").list.len()).alias("_slot"),
+    ).explode("_text", "_passed", "_slot", *(["_detail"] if details else []))
+    slots = (slots.drop_nulls(["_text", "_passed"])
+             .unique(["_row", "_text"], keep="first", maintain_order=True)
+             .with_columns(pl.col("_text").str.len_chars().alias("_len")))
+    shortest = config.prefer == "shortest_passing_longest_failing"
+    passing = _ranked(slots.filter(pl.col("_passed")), ["_len", "_slot"] if shortest else ["_slot"],
+                      [False, False] if shortest else [False])
+    failing = _ranked(slots.filter(~pl.col("_passed")), ["_len", "_slot"] if shortest else ["_slot"],
+                      [True, False] if shortest else [False])
+    crossed = passing.join(failing, on="_row", suffix="_r").filter(pl.col("_text") != pl.col("_text_r"))
+    picked = (crossed.sort("_row", pl.col("_rank") + pl.col("_rank_r"), "_rank", "_rank_r")
+              .with_columns(pl.int_range(1, pl.len() + 1).over("_row").alias("pair_number"))
+              .filter(pl.col("pair_number") <= config.pairs_per_prompt))
+    pair_cols = picked.select(
+        "_row", "pair_number", pl.col("_text").alias("chosen"), pl.col("_text_r").alias("rejected"),
+        pl.col("_slot").alias("chosen_index"), pl.col("_slot_r").alias("rejected_index"),
+        pl.lit(True).alias("chosen_passed"), pl.lit(False).alias("rejected_passed"),
+        *([pl.col("_detail").alias("chosen_verify_detail"),
+           pl.col("_detail_r").alias("rejected_verify_detail")] if details else []),
+        pl.lit("verified").alias("pair_method"))
+    if "pass_rate" not in schema:
+        base = base.with_columns(pl.col("passed").list.eval(pl.element().cast(pl.Float64))
+                                 .list.mean().alias("pass_rate"))
+    rest = base.drop(*(c for c in ("chosen", "rejected", DROP) if c in schema))
+    kept = pair_cols.join(rest, on="_row", how="inner").with_columns(
+        pl.lit(None, pl.String).alias(DROP))
+    kept = kept.with_columns(_sides_traces(kept))
+    counts = slots.group_by("_row").agg(pl.col("_passed").sum().alias("_n_pass"),
+                                        (~pl.col("_passed")).sum().alias("_n_fail"))
+    reason = (pl.when(pl.col("_n_pass").fill_null(0) + pl.col("_n_fail").fill_null(0) == 0)
+              .then(pl.lit("no verified responses"))
+              .when(pl.col("_n_pass").fill_null(0) == 0).then(pl.lit("no response passed"))
+              .when(pl.col("_n_fail").fill_null(0) == 0).then(pl.lit("no response failed"))
+              .otherwise(pl.lit("chosen equals rejected")))
+    unpaired = (rest.join(picked.select("_row").unique(), on="_row", how="anti")
+                .join(counts, on="_row", how="left")
+                .with_columns(pl.lit(None, pl.String).alias("chosen"),
+                              pl.lit(None, pl.String).alias("rejected"), reason.alias(DROP))
+                .drop("_n_pass", "_n_fail"))
+    return (pl.concat([kept, unpaired], how="diagonal_relaxed")
+            .sort("_row", "pair_number", nulls_last=True).drop("_row"))
+
+
+def _ranked(side: pl.LazyFrame, by: list[str], descending: list[bool]) -> pl.LazyFrame:
+    """`side`'s responses numbered 0, 1, ... within their row in the preferred order."""
+    return side.sort("_row", *by, descending=[False, *descending]).with_columns(
+        pl.int_range(pl.len()).over("_row").alias("_rank"))

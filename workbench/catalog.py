@@ -29,7 +29,7 @@ from workbench.atomic import turnstile
 from workbench.errors import WorkbenchError
 from workbench.rwlock import lock_for
 
-SCHEMA_VERSION = 2  # bump with an entry in UPGRADES when SCHEMA changes
+SCHEMA_VERSION = 3  # bump with an entry in UPGRADES when SCHEMA changes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -107,7 +107,9 @@ CREATE TABLE IF NOT EXISTS queues (
     min_labels INTEGER NOT NULL,
     gold_rate DOUBLE NOT NULL,
     guidelines VARCHAR,
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMP NOT NULL,
+    serve_order VARCHAR,
+    order_judges VARCHAR[]
 );
 CREATE TABLE IF NOT EXISTS gold (
     dataset VARCHAR NOT NULL,
@@ -131,6 +133,10 @@ UPGRADES: dict[int, tuple[str, ...]] = {
     # append-only); rankings of candidates, label queues and gold answers are new tables.
     2: ("ALTER TABLE labels ADD COLUMN IF NOT EXISTS strength VARCHAR",
         "ALTER TABLE labels ADD COLUMN IF NOT EXISTS queue VARCHAR"),
+    # 3: a queue's order (random, sequential, uncertain, flips, disagree) and the judges it
+    # reads (workbench.queues); NULL is the random order every earlier queue had.
+    3: ("ALTER TABLE queues ADD COLUMN IF NOT EXISTS serve_order VARCHAR",
+        "ALTER TABLE queues ADD COLUMN IF NOT EXISTS order_judges VARCHAR[]"),
 }
 
 LOCK_MARKERS = ("lock", "Conflicting", "being used by another process")

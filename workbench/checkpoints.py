@@ -100,7 +100,7 @@ def batch_notes(partial: Path, reused: set[int] | frozenset[int] = frozenset()) 
     earlier = merge_all([n for i, n in found if i in reused])
     merged = merge_all([n for i, n in found if i not in reused]
                        + [StepNotes({}, earlier.errors, earlier.nulled, earlier.report,
-                                    fallbacks=earlier.fallbacks)])
+                                    fallbacks=earlier.fallbacks, totals=earlier.totals)])
     merged.reused_calls = earlier.model_calls
     return merged
 

@@ -107,6 +107,33 @@ def run(
     typer.echo(f"  export: workbench -w {ws.root} export {out.name} --format hf --out exports/{out.name}")
 
 
+@app.command()
+def loop(
+    loop_file: Annotated[Path, typer.Argument(help="loop YAML file (see data/loops/)")],
+    workspace: WorkspaceOpt = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress of the round pipelines")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the loop's state as JSON at the end")] = False,
+) -> None:
+    """Run rounds of on-policy data (generate with the policy, pair, train), or resume them."""
+    from workbench.loop import run_loop
+    from workbench.loop_config import load_loop
+
+    spec = load_loop(loop_file)
+    ws = _write_ws(workspace)
+    progress = "off" if no_progress else "bar" if sys.stderr.isatty() else "plain"
+    result = run_loop(spec, ws, progress=progress,
+                      echo=lambda line: typer.echo(line, err=as_json))
+    if as_json:
+        _echo_json(result.state)
+        return
+    typer.echo(f"loop {result.name}: {len(result.rounds)} rounds in {ws.root}")
+    for entry in result.rounds:
+        seconds = entry["seconds"]
+        typer.echo(f"  round {entry['round']}: {entry['dataset']:<24} policy {entry['trained']['model']}"
+                   f"  ({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items())})")
+    typer.echo(f"  look:   workbench -w {ws.root} ui   (Datasets: the rounds side by side)")
+
+
 @app.command("import")
 def import_(
     path: Annotated[str, typer.Argument(help="JSONL/JSON/Parquet/CSV file, HF save_to_disk folder or hub id")],
@@ -306,7 +333,7 @@ def export(
     name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
     format_: Annotated[str, typer.Option("--format", "-f", help="hf, parquet or jsonl")] = "hf",
-    trl: Annotated[str, typer.Option(help="standard, conversational, kto (unpaired: prompt, completion, label), rdpo (+ rationale, rationale_prompt) or longpo (one LongPO record per long context)")] = "conversational",
+    trl: Annotated[str, typer.Option(help="standard, conversational, kto (unpaired: prompt, completion, label), rdpo (+ rationale, rationale_prompt), longpo (one LongPO record per long context), grpo (prompts + checker and truth columns for workbench.rewards.verified_reward) or step-dpo (Step-DPO's records of step_pairs rows)")] = "conversational",
     columns: Annotated[str, typer.Option("--columns", help="method (default: preference rows keep the method columns: scores, margin, pair_rank/curriculum_iteration, rationale, CHES) or minimal (prompt/chosen/rejected only)")] = "method",
     reasoning: Annotated[str, typer.Option("--reasoning", help="reasoning traces: keep (default: the replies hold the answers, traces in reasoning / chosen_reasoning / rejected_reasoning), strip (answers only) or inline (<think>TRACE</think> before each answer, to train on the thinking)")] = "keep",
     split_test: Annotated[float | None, typer.Option("--split-test", help="share of rows for a test split")] = None,
@@ -386,6 +413,62 @@ def report_length_bias(
         typer.echo(f"  reasoning traces ({trace['pairs_with_trace']} pairs): mean length "
                    f"{trace['chosen_mean']:.0f} chosen vs {trace['rejected_mean']:.0f} rejected, "
                    f"coefficient {trace['coef']:.3f}")
+
+
+@report_app.command("judge")
+def report_judge(
+    name: Annotated[str, typer.Argument(help="a judged preference dataset: NAME or NAME@VERSION")],
+    against: Annotated[str, typer.Option("--against", help="the reference: labels (people's, under --label-policy), gold (gold pairs), or chosen (the dataset's own chosen, when it is known to be right)")],
+    label_policy: Annotated[str, typer.Option("--label-policy", help="with --against labels: majority (default), latest, or annotator:NAME")] = "majority",
+    judge: Annotated[str | None, typer.Option("--judge", help="pairwise (llm_pairwise's columns), scores (chosen_score - rejected_score), or a numeric margin column; default: pairwise if there, else scores")] = None,
+    bins: Annotated[str, typer.Option("--bins", help="by_margin bins: a number of quantile bins of |margin| (5), or cut points (0.05,0.1,0.2)")] = "5",
+    subset: Annotated[str | None, typer.Option("--subset", help="column for by_subset (default: source or subset when present)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Judge vs a reference: accuracy, Cohen's kappa, position flips, length preference, and
+    accuracy per margin bin and per subset."""
+    from workbench.errors import WorkbenchError
+    from workbench.judge_report import AGAINST, parse_bins, workspace_report
+
+    if against not in AGAINST:
+        raise WorkbenchError(f"--against must be one of {', '.join(AGAINST)}, not {against!r}")
+    if label_policy != "majority" and against != "labels":
+        raise WorkbenchError("--label-policy applies with --against labels")
+    result = workspace_report(_ws(workspace), name, against, label_policy, judge,
+                              parse_bins(bins), subset)
+    if as_json:
+        _echo_json(result)
+        return
+    for line in _judge_lines(name, against, result):
+        typer.echo(line)
+
+
+def _judge_lines(name: str, against: str, result: dict[str, Any], indent: str = "") -> list[str]:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    kappa = "n/a" if result["kappa"] is None else f"{result['kappa']:.3f}"
+    if against == "chosen":
+        kappa += " (one reference category: read accuracy)"
+    flips = "n/a (one order asked)" if result["flip_rate"] is None else pct(result["flip_rate"])
+    length = result["length_preference"]
+    decided = sum(b["decided"] for b in result["by_margin"])
+    lines = [f"{indent}{name} against {against}: {result['n']} pairs compared, {decided} "
+             f"decided by both",
+             f"{indent}  accuracy {pct(result['accuracy'])}   kappa {kappa}   flip rate {flips}",
+             f"{indent}  prefers the longer reply: judge {pct(length['judge'])}, reference "
+             f"{pct(length['reference'])}"]
+    if not indent:
+        lines.append("  accuracy by |margin|:")
+        for b in result["by_margin"]:
+            high = "inf" if b["high"] is None else f"{b['high']:.4g}"
+            span = f"[{b['low']:.4g}, {high})"
+            lines.append(f"    {span:<22} {b['n']:>6} pairs {b['decided']:>6} decided  "
+                         f"accuracy {pct(b['accuracy'])}")
+        for key, part in (result.get("by_subset") or {}).items():
+            lines += _judge_lines(key, against, part, indent="  ")
+    return lines
 
 
 @app.command()

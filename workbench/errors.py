@@ -26,3 +26,7 @@ class NotFoundError(WorkbenchError):
 class QueryError(WorkbenchError):
     """A typed-in SQL query that is refused (not one read-only SELECT, or reaching past the
     workspace's datasets) or fails; the message says what and why."""
+
+
+class LoopError(WorkbenchError):
+    """An invalid loop file, or a loop that cannot go on (a failed round, a changed config)."""

@@ -68,21 +68,7 @@ class Pipeline:
 
 def load_pipeline(path: str | Path) -> Pipeline:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such pipeline file") from None
-    except UnicodeDecodeError as exc:
-        raise PipelineError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = strict_yaml.load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PipelineError(f"{path}{where}: invalid YAML ({problem})") from None
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path}: a pipeline is a YAML mapping with name, steps, ...")
+    data, text = strict_yaml.load_mapping_file(path, "pipeline", PipelineError, "name, steps, ...")
     return build_pipeline(data, source=str(path), yaml_text=text, base_dir=path.parent)
 
 

@@ -9,7 +9,7 @@ step is different: it is code the user chose to run, see README "Trust model".
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +181,17 @@ def queue_rows(
     salt: str = "",
     limit: int = 1,
     versions: list[DatasetVersion] | None = None,
+    order: Sequence[str] = (),
+    sequential: bool = False,
 ) -> pl.DataFrame:
     """Up to `limit` rows of `ref` matching the typed `where`, in a stable pseudo-random order
     that `salt` picks (the same salt, the same order), for a labeling queue.
 
     `exclude` and `only` are Arrow tables with a `row_id` column (rows already labelled
     enough, gold rows, skipped rows; or the only rows allowed): an anti- or semi-join in the
-    sandbox over the ids, then the whole rows by id (as `browse` does)."""
+    sandbox over the ids, then the whole rows by id (as `browse` does). `order` holds ORDER BY
+    terms that come first (built by `workbench.queues` from checked column names, never
+    typed text); `sequential` puts the rows in the version's file order first."""
     if limit < 0:
         raise QueryError("queue_rows: limit must not be negative")
     with _sandboxed(workspace, ref, where, versions) as (con, source, conditions, path):
@@ -198,9 +202,17 @@ def queue_rows(
             conditions.append("id NOT IN (SELECT row_id FROM _wb_exclude)")
         if only is not None:
             conditions.append("id IN (SELECT row_id FROM _wb_only)")
+        terms = list(order)
+        if sequential:  # positions read natively: the sandbox cannot see file row numbers
+            positions = _native(path, "SELECT id AS _wb_pid, file_row_number AS _wb_pos "
+                                      "FROM read_parquet($path, file_row_number = true)")
+            con.register("_wb_positions", positions.to_arrow())
+            source = f"{source} JOIN _wb_positions ON id = _wb_pid"
+            terms.insert(0, "_wb_pos")
         filtered = f"FROM {source}" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
-        ids = _select(con, f"SELECT id {filtered} ORDER BY hash(id || $salt), id "
-                           f"LIMIT {int(limit)}", {"salt": salt})["id"].to_list()
+        ids = _select(con, f"SELECT id {filtered} ORDER BY {''.join(t + ', ' for t in terms)}"
+                           f"hash(id || $salt), id LIMIT {int(limit)}",
+                      {"salt": salt})["id"].to_list()
     return fetch_ids(path, ids)
 
 

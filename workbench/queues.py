@@ -9,21 +9,32 @@
 - Sides are randomised per (annotator, row) by a hash, so an annotator who comes back to a
   row sees it the same way; each label records `a_is_chosen`.
 - Gold pairs (see `workbench.labels.set_gold`) are mixed in at the queue's rate.
+- A queue's `order` spends labels where they matter: `random` (the drawn order above),
+  `sequential` (the dataset's row order), `uncertain` (smallest judge |margin| first),
+  `flips` (pairs whose llm_pairwise verdict flipped with the order first, then by |margin|),
+  `disagree` (pairs two judges decide differently first, then by the first judge's
+  |margin|). Judges are read as `workbench.judge_signals` reads them; rows a judge did not
+  judge come last, ties in the order by the drawn order. Everyone walks an ordered queue in
+  the same order, whatever K.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from workbench import annotators
+from workbench import annotators, judge_signals
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.io.export import LEAD_PREFIX
 from workbench.query import count_rows, queue_rows
-from workbench.workspace import Workspace, check_name
+from workbench.sandbox import version_views
+from workbench.workspace import DATA_FILE, DatasetVersion, Workspace, check_name
+
+ORDERS = ("random", "sequential", "uncertain", "flips", "disagree")
 
 # Live (not undone) pairwise labels and rankings of one dataset, as (row_id, annotator).
 _LIVE = """
@@ -44,6 +55,8 @@ class Queue:
     gold_rate: float
     guidelines: str
     created_at: datetime
+    order: str = "random"  # one of ORDERS
+    judges: tuple[str, ...] = ()  # judge specs the order reads (workbench.judge_signals)
 
     @property
     def dataset_name(self) -> str:
@@ -65,8 +78,12 @@ class Item:
 
 
 def create_queue(ws: Workspace, name: str, dataset: str, filter: str | None = None,
-                 min_labels: int = 1, gold_rate: float = 0.0, guidelines: str = "") -> Queue:
-    """Define (or redefine) a queue; its filter is checked by running it once."""
+                 min_labels: int = 1, gold_rate: float = 0.0, guidelines: str = "",
+                 order: str = "random", judges: Sequence[str] | None = None) -> Queue:
+    """Define (or redefine) a queue; its filter is checked by running it once. `judges` name
+    the judge(s) an ordered queue reads (`workbench.judge_signals` specs; by default the
+    dataset's llm_pairwise columns, else its scores; `disagree` needs two, by default
+    pairwise and scores); they are checked against the dataset's columns here."""
     check_name(name)
     if min_labels < 1:
         raise WorkbenchError("a queue needs at least 1 label per row (min_labels >= 1)")
@@ -78,22 +95,86 @@ def create_queue(ws: Workspace, name: str, dataset: str, filter: str | None = No
                              f"{version.name} is {version.kind}")
     filter = filter.strip() if filter and filter.strip() else None
     count_rows(ws, dataset, filter)  # a bad filter fails here, with the sandbox's message
+    specs = order_judges(order, [j.strip() for j in judges or [] if j.strip()], version,
+                         f"queue {name!r}")
     ws.catalog.execute(
-        "INSERT OR REPLACE INTO queues VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [name, dataset, filter, min_labels, gold_rate, guidelines, datetime.now()])
+        "INSERT OR REPLACE INTO queues (name, dataset, filter, min_labels, gold_rate, "
+        "guidelines, created_at, serve_order, order_judges) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [name, dataset, filter, min_labels, gold_rate, guidelines, datetime.now(), order,
+         list(specs)])
     return get_queue(ws, name)
 
 
+def order_judges(order: str, judges: Sequence[str], version: DatasetVersion,
+                 where: str) -> tuple[str, ...]:
+    """The judge specs an order reads, checked against the version's columns (an error names
+    the queue, the order and what is missing)."""
+    if order not in ORDERS:
+        raise WorkbenchError(f"{where}: unknown order {order!r} (orders: {', '.join(ORDERS)})")
+    wanted = {"random": 0, "sequential": 0, "uncertain": 1, "flips": 1, "disagree": 2}[order]
+    if len(judges) > wanted:
+        raise WorkbenchError(f"{where}: order {order} reads {wanted} judge(s), "
+                             f"not {len(judges)} ({', '.join(judges)})")
+    if wanted == 0:
+        return ()
+    import polars as pl
+
+    schema = pl.read_parquet_schema(version.path / DATA_FILE)
+    at = f"{where}, order {order}, dataset {version.ref}"
+    if order == "flips":
+        if judges and judges[0] != judge_signals.PAIRWISE:
+            raise WorkbenchError(f"{at}: flips are llm_pairwise's (judge 'pairwise'); "
+                                 f"{judges[0]!r} asked one order")
+        return (judge_signals.resolve(judge_signals.PAIRWISE, schema, at).spec,)
+    if order == "disagree" and not judges:
+        judges = judge_signals.available(schema)
+        if len(judges) < 2:
+            raise WorkbenchError(
+                f"{at}: disagree compares two judges; the dataset has "
+                f"{', '.join(judges) or 'none'} of pairwise and scores, so name two (a margin "
+                "column counts as one)")
+    if order == "disagree" and len(judges) < 2:
+        raise WorkbenchError(f"{at}: disagree compares two judges, not one")
+    return tuple(judge_signals.resolve(j, schema, at).spec for j in (judges or [None]))
+
+
+def order_terms(queue: Queue, version: DatasetVersion) -> list[str]:
+    """ORDER BY terms (SQL over the dataset's columns, built here from checked column names,
+    never from typed text) that come before the queue's drawn order."""
+    if queue.order in ("random", "sequential"):
+        return []
+    where = f"queue {queue.name!r}"
+    specs = order_judges(queue.order, queue.judges, version, where)
+    first = judge_signals.Judge(specs[0])
+    size = f"abs({first.margin_sql()}) ASC NULLS LAST"
+    if queue.order == "uncertain":
+        return [size]
+    if queue.order == "flips":
+        return [f"coalesce({first.flip_sql()}, false) DESC", size]
+    second = judge_signals.Judge(specs[1])
+    return [f"coalesce(sign({first.margin_sql()}) <> sign({second.margin_sql()}), false) DESC",
+            size]
+
+
+_COLUMNS = ("SELECT name, dataset, filter, min_labels, gold_rate, guidelines, created_at, "
+            "coalesce(serve_order, 'random') AS \"order\", "
+            "coalesce(order_judges, []::VARCHAR[]) AS judges FROM queues")
+
+
+def _queue(row: dict[str, Any]) -> Queue:
+    return Queue(**{**row, "judges": tuple(row["judges"])})
+
+
 def all_queues(ws: Workspace) -> list[Queue]:
-    return [Queue(**row) for row in ws.catalog.query("SELECT * FROM queues ORDER BY name")]
+    return [_queue(row) for row in ws.catalog.query(f"{_COLUMNS} ORDER BY name")]
 
 
 def get_queue(ws: Workspace, name: str) -> Queue:
-    rows = ws.catalog.query("SELECT * FROM queues WHERE name = ?", [name])
+    rows = ws.catalog.query(f"{_COLUMNS} WHERE name = ?", [name])
     if not rows:
         raise NotFoundError(f"no label queue {name!r} (queues: "
                             f"{', '.join(q.name for q in all_queues(ws)) or 'none'})")
-    return Queue(**rows[0])
+    return _queue(rows[0])
 
 
 def _salt(queue: Queue, annotator: str) -> str:
@@ -133,9 +214,14 @@ def next_items(ws: Workspace, queue: Queue, annotator: str, skip: list[str] | No
                           versions=versions)
         items += [make_item(row, annotator, gold=True) for row in rows.iter_rows(named=True)]
     if len(items) < limit:
+        ordered = queue.order not in ("random", "sequential")
+        version = (version_views(versions).get(queue.dataset) or ws.resolve(queue.dataset)
+                   if ordered else None)
         rows = queue_rows(ws, queue.dataset, queue.filter, exclude=exclude,
                           salt=_salt(queue, annotator), limit=limit - len(items),
-                          versions=versions)
+                          versions=versions,
+                          order=order_terms(queue, version) if version else (),
+                          sequential=queue.order == "sequential")
         items += [make_item(row, annotator) for row in rows.iter_rows(named=True)]
     return items
 

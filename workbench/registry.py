@@ -51,20 +51,25 @@ def describe() -> list[dict[str, Any]]:
     """Each transform's declared contract (for `workbench transforms`): name, kinds, scope,
     backend capabilities, the fields that name models, which declarations its options decide
     (`StepConfig` hooks it overrides), whether its kept rows keep their content (and ids),
-    whether it is stateless (batches may run together), and its config fields."""
+    whether it is stateless (batches may run together), and its config fields (with
+    `choices` where a field declares the values it knows of)."""
     from workbench.transform import declared_hooks, model_fields
 
     out = []
     for name, cls in sorted(load_all().items()):
         fields = []
         for field_name, info in cls.Config.model_fields.items():
-            fields.append({
+            entry = {
                 "name": field_name,
                 "type": _type_name(info.annotation),
                 "required": info.is_required(),
                 "default": None if info.is_required() else _jsonable(info.get_default(call_default_factory=True)),
                 "description": info.description or "",
-            })
+            }
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            if "choices" in extra:  # the values a field knows of (e.g. agentinstruct's skills)
+                entry["choices"] = _jsonable(extra["choices"])
+            fields.append(entry)
         doc = (cls.__doc__ or "").strip().splitlines()
         out.append({
             "name": name,

@@ -24,7 +24,7 @@ from workbench.run_log import RunLog
 from workbench.run_progress import step_bars
 from workbench.run_steps import StepResult, StepRunner
 from workbench.source import Source, materialize
-from workbench.step_keys import first_key, step_key
+from workbench.step_keys import chain_key, first_key, step_key
 from workbench.workspace import DatasetVersion, Workspace
 
 
@@ -48,9 +48,14 @@ class Runner:
         fresh: bool = False,
         executor: Executor | str = "local",
         allow_empty: bool = False,
+        lineage: dict[str, Any] | None = None,
     ) -> None:
-        """`progress`: True or "bar" (rich), "plain" (a line every few seconds), False/"off"."""
+        """`progress`: True or "bar" (rich), "plain" (a line every few seconds), False/"off".
+        `lineage`: what the caller adds to the published version's lineage (a loop names the
+        policy that generated the rows); it enters every checkpoint key too, so rows made
+        for one policy are never reused for another under the same model path."""
         self.pipeline = pipeline
+        self.lineage = lineage or {}
         self.allow_empty = allow_empty or pipeline.spec.allow_empty  # publish 0 rows anyway
         self.ws = workspace
         self.limit = limit
@@ -91,6 +96,8 @@ class Runner:
         steps = StepRunner(self.pipeline, self.ws, self.store, self.executor, self._model, log,
                            self.retry_failed)
         key = first_key(given.fingerprint, spec.seed)
+        if self.lineage:  # left out otherwise, so existing keys stay what they were
+            key = chain_key(key, self.lineage)
         current = Source.of(given.path) if given.path is not None else None
         results: list[StepResult] = []
         rerun = self.fresh
@@ -143,6 +150,7 @@ class Runner:
                        **({"report": r.detail["report"]} if "report" in r.detail else {})}
                       for r in results],
             "models": {n: m.model_dump() for n, m in spec.models.items()},
+            **self.lineage,
         }
         return self.ws.publish_rows(spec.output, data, kind, lineage, run_key=key), False
 

@@ -77,6 +77,29 @@ def score_histogram(ws: Workspace, version: DatasetVersion, bins: int = 30) -> p
             .with_columns((pl.col("bin") + width).alias("bin_end")).collect())
 
 
+def pass_rates(scan: pl.LazyFrame, bins: int = 10) -> pl.DataFrame:
+    """Rows by `pass_rate` (verify's share of passing samples): one bin per value when there
+    are at most `bins` + 1 of them (k samples give k + 1 values), else `bins` equal bins over
+    [0, 1] with 1.0 in the last; columns bin, bin_end, rows. Empty without `pass_rate`."""
+    empty = pl.DataFrame(schema={"bin": pl.Float64, "bin_end": pl.Float64, "rows": pl.UInt32})
+    if "pass_rate" not in scan.collect_schema():
+        return empty
+    rates = scan.select(pl.col("pass_rate").cast(pl.Float64)).drop_nulls()
+    counts = rates.group_by("pass_rate").agg(pl.len().alias("rows")).sort("pass_rate").collect()
+    if counts.height <= bins + 1:
+        return counts.select(pl.col("pass_rate").alias("bin"), pl.col("pass_rate").alias("bin_end"),
+                             pl.col("rows").cast(pl.UInt32))
+    width = 1.0 / bins
+    start = (pl.col("pass_rate").clip(0, 1) // width).clip(0, bins - 1) * width
+    return (counts.group_by(start.alias("bin")).agg(pl.col("rows").sum().cast(pl.UInt32))
+            .sort("bin").select("bin", (pl.col("bin") + width).alias("bin_end"), "rows"))
+
+
+def pass_rate_histogram(ws: Workspace, version: DatasetVersion, bins: int = 10) -> pl.DataFrame:
+    """`pass_rates` of a version (empty when it has no `pass_rate` column)."""
+    return pass_rates(ws.scan(version.ref), bins)
+
+
 def length_scatter(ws: Workspace, version: DatasetVersion, n: int = 2000) -> pl.DataFrame:
     """Chosen against rejected length for a sample of at most n pairs."""
     if not {"chosen", "rejected"} <= set(version.columns):

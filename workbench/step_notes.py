@@ -22,6 +22,7 @@ class StepNotes:
     report: dict[str, Any] | None = None
     reused_calls: dict[str, int] = field(default_factory=dict)  # of batches a past run made
     fallbacks: dict[str, int] = field(default_factory=dict)  # scores that took a default
+    totals: dict[str, Any] = field(default_factory=dict)  # report counts added over batches
 
     @classmethod
     def from_context(cls, notes: dict[str, Any]) -> StepNotes:
@@ -32,10 +33,14 @@ class StepNotes:
         errors = {kind: {"count": e["count"], "first": e["first"]}
                   for kind, e in (notes.get("errors") or {}).items()}
         return cls(calls, errors, dict(notes.get("nulled") or {}), notes.get("report"),
-                   fallbacks=dict(notes.get("fallbacks") or {}))
+                   fallbacks=dict(notes.get("fallbacks") or {}),
+                   totals=dict(notes.get("totals") or {}))
 
     def merge(self, other: StepNotes) -> StepNotes:
-        """Counts add up, the first error message of a kind stays, a later report wins."""
+        """Counts add up (report totals too), the first error message of a kind stays, a
+        later report wins."""
+        from workbench.transform import add_counts
+
         calls = dict(self.model_calls)
         for key, value in other.model_calls.items():
             calls[key] = calls.get(key, 0) + value
@@ -52,9 +57,10 @@ class StepNotes:
         fallbacks = dict(self.fallbacks)
         for reason, n in other.fallbacks.items():
             fallbacks[reason] = fallbacks.get(reason, 0) + n
+        totals = add_counts(add_counts({}, self.totals), other.totals)
         return StepNotes(calls, errors, nulled,
                          other.report if other.report is not None else self.report, reused,
-                         fallbacks)
+                         fallbacks, totals)
 
     def detail(self) -> dict[str, Any]:
         """The keys the run log has always had: only those with something in them."""
@@ -64,6 +70,8 @@ class StepNotes:
         for key in ("reused_calls", "errors", "nulled", "fallbacks", "report"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
+        if self.totals:
+            out["report"] = {**(self.report or {}), **self.totals}
         return out
 
     def to_json(self) -> str:

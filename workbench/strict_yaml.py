@@ -9,6 +9,7 @@ invalid YAML (...)" wording applies. Merge keys (`<<: *base`) may still override
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -44,3 +45,25 @@ class StrictLoader(yaml.SafeLoader):
 def load(text: str) -> Any:
     """Parse one YAML document with `StrictLoader` (safe types only)."""
     return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def load_mapping_file(path: Path, what: str, error: type[Exception],
+                      shape: str) -> tuple[dict[str, Any], str]:
+    """(the mapping, its text) of a YAML file; every problem is `error` naming the file (and
+    the line, for bad YAML). `what` names the file's role ("pipeline"), `shape` its keys."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} file") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{path}{where}: invalid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: a {what} is a YAML mapping with {shape}")
+    return data, text

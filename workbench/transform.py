@@ -27,6 +27,8 @@ from typing import (
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from workbench.crashpoints import crashpoint
+
 if TYPE_CHECKING:
     from workbench.models.base import Backend
     from workbench.models.breaker import Breaker
@@ -180,8 +182,12 @@ class Context:
         stats = CallStats()
         position = [0, len(inputs), 0]  # items done, total, tokens of the running batch
         progress = self.progress
+        reports = [0]
 
         def on_batch(done: int, total: int) -> None:
+            reports[0] += 1
+            if reports[0] > 1:  # the first report is of cache hits; later ones follow a commit
+                crashpoint("call.batch_committed")
             position[:] = [done, total, 0]
             if progress is not None:
                 progress(done, total, stats.tokens)
@@ -211,6 +217,13 @@ class Context:
         later batch's report replaces an earlier one's."""
         self.notes["report"] = values
 
+    def report_counts(self, values: dict[str, Any]) -> None:
+        """Counts for the step's report that add up over batches (and over calls within one):
+        numbers add, nested dicts add key by key. A row step's per-batch `report` would
+        keep only the last batch's; these land in the same report."""
+        totals = self.notes.setdefault("totals", {})
+        add_counts(totals, values)
+
     def count_nulled(self, reason: str, n: int = 1) -> None:
         """Count `n` fields set to null (or samples removed) for `reason`; the row is kept."""
         if n:
@@ -225,6 +238,20 @@ class Context:
             counts[reason] = counts.get(reason, 0) + fallen
         if self.breaker is not None:
             self.breaker.record_fallbacks(reason, fallen, scored)
+
+
+def add_counts(into: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Add `values` into `into` in place: numbers add, dicts recurse, anything else replaces."""
+    for key, value in values.items():
+        seen = into.get(key)
+        if isinstance(value, dict):
+            into[key] = add_counts(dict(seen) if isinstance(seen, dict) else {}, value)
+        elif (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and isinstance(seen, (int, float)) and not isinstance(seen, bool)):
+            into[key] = seen + value
+        else:
+            into[key] = value
+    return into
 
 
 class Transform(Protocol):
@@ -285,6 +312,11 @@ def transform(
 
     def wrap(fn: Callable[..., pl.LazyFrame]) -> type:
         config_cls = config or get_type_hints(fn)[list(inspect.signature(fn).parameters)[1]]
+        untyped = [f for f in config_cls.model_fields if (f == "model" or f.endswith("_model"))
+                   and f not in model_fields(config_cls)]
+        if untyped:  # it would name a model the runner never checks or loads
+            raise TypeError(f"transform {name!r}: type the field {untyped[0]!r} ModelName "
+                            "(from workbench.transform) so the pipeline checks the model it names")
 
         def __init__(self: Any, config: StepConfig | dict[str, Any] | None = None) -> None:
             if not isinstance(config, config_cls):

@@ -1,5 +1,5 @@
-"""Queues: what to label (a dataset, a filter, annotators per row), guidelines, gold pairs and
-each annotator's accuracy on them."""
+"""Queues: what to label (a dataset, a filter, annotators per row, the order rows are served
+in), guidelines, gold pairs and each annotator's accuracy on them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import streamlit as st
 from ui.common import page, show_error, versions, workspace
 from workbench import labels, queues
 from workbench.errors import WorkbenchError
+
+ORDER_HELP = ("random: a drawn order · sequential: the dataset's row order · uncertain: the "
+              "judge's smallest |margin| first · flips: pairs whose llm_pairwise verdict "
+              "flipped with the order first · disagree: pairs two judges (default: pairwise "
+              "and scores) decide differently first")
 
 ws = workspace()
 page("Label queues")
@@ -22,6 +27,7 @@ if existing:
             p = {"rows": None, "complete": None, "problem": str(exc)}
         rows.append({"queue": q.name, "dataset": q.dataset, "filter": q.filter or "",
                      "annotators per row": q.min_labels, "gold rate": q.gold_rate,
+                     "order": " ".join([q.order, *q.judges]),
                      "rows": p["rows"], "rows done": p["complete"]})
     st.dataframe(pl.DataFrame(rows), hide_index=True, width="stretch")
 else:
@@ -45,12 +51,16 @@ with st.form("new_queue"):
                           value=2, key="q_k")
     rate = right.slider("gold rate (share of items that are gold pairs)", 0.0, 0.5, 0.0, 0.05,
                         key="q_rate")
+    left, right = st.columns(2)
+    order = left.selectbox("order", queues.ORDERS, key="q_order", help=ORDER_HELP)
+    judges = right.text_input("judge(s) the order reads (optional, comma-separated)",
+                              key="q_judges", placeholder="pairwise, scores, or a margin column")
     guidelines = st.text_area("guidelines shown to annotators (markdown)", key="q_guidelines",
                               placeholder="Prefer the response that is helpful and harmless…")
     if st.form_submit_button("Save queue", type="primary"):
         try:
             queue = queues.create_queue(ws, name.strip(), dataset, where or None, int(k), rate,
-                                        guidelines)
+                                        guidelines, order, judges.split(","))
         except WorkbenchError as exc:
             show_error(exc)
         else:

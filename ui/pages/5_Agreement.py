@@ -1,5 +1,6 @@
 """Agreement: Cohen's kappa per pair of annotators, Fleiss' kappa and Krippendorff's alpha
-across all, people against the AI judge, and the disagreements, each opening its pair."""
+across all, people against the AI judge, the judge report (`workbench report judge`), and the
+disagreements, each opening its pair."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import math
 import polars as pl
 import streamlit as st
 
-from ui.common import page, row_view, workspace
-from workbench import agreement, labels, queues
+from ui.common import page, row_view, show_error, workspace
+from workbench import agreement, judge_report, judge_signals, labels, queues
+from workbench.errors import WorkbenchError
 
 ws = workspace()
 page("Agreement")
@@ -23,8 +25,12 @@ name = st.selectbox("dataset", names, index=names.index(wanted) if wanted in nam
 report = agreement.report(ws, name)
 
 
-def fmt(value: float) -> str:
+def fmt(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 summary = report["summary"]
@@ -59,6 +65,35 @@ if judge is not None and judge.height:
                "candidates, `scores`). Its kappa is n/a when it always prefers the same side.")
 else:
     st.caption("this dataset has no judge scores (`chosen_score`/`rejected_score` or `scores`)")
+
+if report["kind"] == "preference":
+    st.subheader("Judge report")
+    judges = judge_signals.available(ws.scan(name).collect_schema())
+    if not judges:
+        st.caption("no judge columns (llm_pairwise's `p_chosen`, or `chosen_score`/"
+                   "`rejected_score`): run a judge step on this dataset first")
+    else:
+        left, mid, right = st.columns(3)
+        against = left.selectbox("against", judge_report.AGAINST, key="agr_against")
+        policy = mid.selectbox("label policy", ("majority", "latest"), key="agr_policy",
+                               disabled=against != "labels")
+        which = right.selectbox("judge", judges, key="agr_judge")
+        try:
+            found = judge_report.workspace_report(ws, name, against, policy, which)
+        except WorkbenchError as exc:
+            show_error(exc)
+        else:
+            length = found["length_preference"]
+            cols = st.columns(5)
+            cols[0].metric("pairs", found["n"])
+            cols[1].metric("accuracy", pct(found["accuracy"]))
+            cols[2].metric("kappa", fmt(found["kappa"]))
+            cols[3].metric("flip rate", pct(found["flip_rate"]))
+            cols[4].metric("longer preferred (judge / reference)",
+                           f"{pct(length['judge'])} / {pct(length['reference'])}")
+            st.dataframe(pl.DataFrame(found["by_margin"]), hide_index=True)
+            st.caption("Accuracy over pairs both decided, per bin of the judge's |margin|: "
+                       "a confidence cut. Same as `workbench report judge`.")
 
 counts = report["counts"]
 if counts.height:

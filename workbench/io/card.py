@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from workbench.io.export_columns import card_lines
+from workbench.io.layouts_verified import STEP_DPO_CARD, grpo_card_lines
 from workbench.workspace import DatasetVersion, Workspace
 
 
@@ -21,9 +22,11 @@ def dataset_card(
     ties_excluded: int = 0,
     left_out: dict[str, int] | None = None,
     reasoning: tuple[str, int] = ("keep", 0),
+    pass_rates: pl.DataFrame | None = None,
 ) -> str:
     """The card's YAML `configs` name the files actually written, so `load_dataset(DIR)` finds
-    them (for hf exports: the Arrow shards save_to_disk writes under each split's folder)."""
+    them (for hf exports: the Arrow shards save_to_disk writes under each split's folder).
+    `pass_rates` (workbench.stats.pass_rates of the exported rows) adds the pass@k histogram."""
     columns = next(iter(splits.values())).columns
     sizes = "\n".join(f"- `{name}`: {part.height} rows" for name, part in splits.items())
     lines = [
@@ -42,7 +45,8 @@ def dataset_card(
         "## Splits",
         sizes,
         "",
-        *card_lines(columns),
+        *(grpo_card_lines(columns) if trl == "grpo" else
+          STEP_DPO_CARD if trl == "step-dpo" else card_lines(columns)),
     ]
     if left_out:
         lines += [f"## Left out by the {trl} layout", "",
@@ -54,6 +58,8 @@ def dataset_card(
     if ties_excluded:
         lines += ["## Ties", "", f"- {ties_excluded} tied pairs excluded (export with "
                   "--keep-ties to keep them)", ""]
+    if pass_rates is not None and pass_rates.height:
+        lines += pass_rate_lines(pass_rates)
     bias = _length_bias(version.lineage)
     if bias is not None:
         lines += _length_bias_lines(bias)
@@ -63,6 +69,19 @@ def dataset_card(
     lines += ["", "## Models used", ""]
     lines += [f"- `{name}`: {json.dumps(spec)}" for name, spec in models.items()] or ["- none"]
     return "\n".join(lines) + "\n"
+
+
+def pass_rate_lines(bins: pl.DataFrame) -> list[str]:
+    """The card's pass-rate section: rows per pass rate, as a table and a bar of #s."""
+    total = int(bins["rows"].sum())
+    most = max(1, int(bins["rows"].max()))
+    lines = ["## Pass rate (verify)", "",
+             f"Rows by the share of their sampled responses that passed the checker "
+             f"({total} rows with a pass rate).", "", "| pass rate | rows | |", "|---|---|---|"]
+    for low, high, rows in bins.iter_rows():
+        label = f"{low:.2f}" if low == high else f"{low:.2f}–{high:.2f}"
+        lines.append(f"| {label} | {rows} | {'#' * max(1, round(20 * rows / most))} |")
+    return [*lines, ""]
 
 
 def data_files(fmt: str, split: str) -> str:

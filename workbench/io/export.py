@@ -27,13 +27,16 @@ from workbench.io.export_folder import (
     staged,
 )
 from workbench.io.layouts_longpo import to_longpo
+from workbench.io.layouts_verified import to_grpo, to_step_dpo
 from workbench.reasoning import EXPORT_MODES as REASONING_MODES
 from workbench.reasoning import for_export, trace_column
 from workbench.schema import MESSAGES
+from workbench.stats import pass_rates
 from workbench.workspace import Workspace
 
 FORMATS = ("hf", "parquet", "jsonl")
-TRL_LAYOUTS = ("standard", "conversational", "kto", "rdpo", "longpo")
+TRL_LAYOUTS = ("standard", "conversational", "kto", "rdpo", "longpo", "grpo", "step-dpo")
+RECORD_LAYOUTS = ("longpo", "grpo", "step-dpo")  # a method's own records: no method columns
 TASKS = {"preference": "preference", "sft": "prompt-completion", "instruction": "prompt-only"}
 LABEL_POLICIES = ("majority", "latest", "annotator:NAME")
 
@@ -48,12 +51,13 @@ def to_trl(frame: pl.DataFrame, kind: str, layout: str, columns: str = "method")
     """The columns TRL expects: prompt/chosen/rejected, prompt/completion, prompt, or (kto)
     prompt/completion/label; preference rows also keep the method columns (export_columns)
     unless `columns` is "minimal". rdpo: conversational prompt/chosen/rejected plus
-    `rationale` and `rationale_prompt`; longpo: the records `to_longpo` made, as they are.
-    Trace columns the rows still hold (`reasoning.for_export` with keep) follow their replies
-    (`reasoning` beside a completion, `chosen_reasoning`/`rejected_reasoning`)."""
+    `rationale` and `rationale_prompt`; longpo, grpo and step-dpo: the records `to_longpo`,
+    `to_grpo` and `to_step_dpo` made, as they are. Trace columns the rows still hold
+    (`reasoning.for_export` with keep) follow their replies (`reasoning` beside a completion,
+    `chosen_reasoning`/`rejected_reasoning`)."""
     if layout == "kto":
         return to_kto(frame, kind)
-    if layout == "longpo":
+    if layout in RECORD_LAYOUTS:
         return frame
     if kind == "candidates":
         raise WorkbenchError("candidates datasets have no TRL layout: pair them first "
@@ -253,9 +257,11 @@ def export_dataset(
     rows labels and ties removed, and what a named layout left out).
 
     Preference rows keep the allow-listed method columns (export_columns) unless `columns` is
-    "minimal"; `trl` "rdpo" and "longpo" write those methods' training layouts. Reasoning
-    traces are kept in their own columns, stripped, or put back inline in the replies
-    (`reasoning`: keep, strip, inline; workbench.reasoning.for_export), whatever `columns` is.
+    "minimal"; `trl` "rdpo" and "longpo" write those methods' training layouts, "grpo" an RL
+    prompt set with the columns `workbench.rewards.verified_reward` reads, "step-dpo" Step-DPO's
+    records. Reasoning traces are kept in their own columns, stripped, or put back inline in
+    the replies (`reasoning`: keep, strip, inline; workbench.reasoning.for_export), whatever
+    `columns` is.
 
     Only `out` is written: split names must be plain names, and an existing folder is replaced
     only with `overwrite` and only when it holds an earlier export (see export_folder)."""
@@ -270,6 +276,9 @@ def export_dataset(
     if labels and trl == "longpo":
         raise WorkbenchError("--labels does not apply to --trl longpo: LongPO's chosen answer is "
                              "the one that saw the short context, by construction")
+    if labels and trl == "grpo":
+        raise WorkbenchError("--labels does not apply to --trl grpo: it exports prompts, and "
+                             "the reward comes from the checker")
     out = Path(out)
     target = export_target(out, workspace.root, overwrite)
     version = workspace.resolve(ref)
@@ -288,13 +297,18 @@ def export_dataset(
         frame, left_out["pairs without a rationale"] = rdpo_rationale(frame)
     if trl == "longpo":  # one record per long context, before splitting
         frame = to_longpo(frame, version.kind)
+    rates = pass_rates(frame.lazy())
+    if trl == "grpo":  # one row per prompt, before splitting
+        frame, left_out["duplicate prompts"] = to_grpo(frame, version.lineage)
+    if trl == "step-dpo":
+        frame = to_step_dpo(frame, version.kind)
     splits = {name: to_trl(part, version.kind, trl, columns)
               for name, part in split_frame(frame, split_test, seed).items()}
     if sum(p.height for p in splits.values()) == 0:
         raise WorkbenchError(f"{version.ref} has no rows to export")
     left_out = {k: v for k, v in left_out.items() if v}
     card = dataset_card(workspace, version, splits, trl, fmt, label_stats, ties, left_out,
-                        reasoning=(reasoning, traced))
+                        reasoning=(reasoning, traced), pass_rates=rates)
 
     with staged(target) as tmp:
         _write(tmp, splits, fmt)
@@ -310,13 +324,14 @@ def export_dataset(
     if push_to_hub:
         _dataset_dict(splits).push_to_hub(push_to_hub)
     task = {"kto": "unpaired-preference", "rdpo": "rationale-preference",
-            "longpo": "longpo-records"}.get(trl, TASKS.get(version.kind, version.kind))
+            "longpo": "longpo-records", "grpo": "rl-prompts",
+            "step-dpo": "step-preference"}.get(trl, TASKS.get(version.kind, version.kind))
     return {"out": str(out), "format": fmt, "trl": trl, "task": task, "columns": columns,
             "reasoning": reasoning, "reasoning_rows": traced,
             "splits": {k: v.height for k, v in splits.items()}, "ties_excluded": ties,
             "labels": label_stats, "left_out": left_out,
-            "method_columns": [c for c in next(iter(splits.values())).columns
-                               if c in METHOD_COLUMNS]}
+            "method_columns": [] if trl in RECORD_LAYOUTS else
+            [c for c in next(iter(splits.values())).columns if c in METHOD_COLUMNS]}
 
 
 def _write(folder: Path, splits: dict[str, pl.DataFrame], fmt: str) -> None:

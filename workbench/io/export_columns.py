@@ -29,6 +29,12 @@ METHOD_COLUMNS: dict[str, str] = {
     "rationale_chosen_above": "whether x_rat shows the chosen response above the rejected one",
     "ches_score": "CHES similarity of chosen and rejected (higher: likelihood displacement risk)",
     "ln_ches_score": "length-normalised CHES",
+    "chosen_passed": "whether the chosen response passed its checker (verify; verified pairs: true)",
+    "rejected_passed": "whether the rejected response passed its checker (verified pairs: false)",
+    "pass_rate": "share of the prompt's sampled responses that passed (verify; pass@k difficulty)",
+    "step_index": "Step-DPO: how many correct steps the prefix holds (the wrong step's 0-based "
+                  "index)",
+    "prefix": "Step-DPO: the correct steps so far, which chosen and rejected both start with",
 }
 # columns whose meaning depends on which side is chosen: a human label that swaps the pair
 # makes them wrong, so the swap clears them (scores swap with their side; margin flips sign)

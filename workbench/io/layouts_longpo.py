@@ -30,13 +30,20 @@ def longpo_records(pairs: pl.DataFrame) -> pl.DataFrame:
 def to_longpo(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
     """`--trl longpo`: one record per long context (context_id + RECORD_FIELDS), refused
     with the missing columns named unless the rows come from `short_to_long`."""
-    missing = [c for c in TURN_COLUMNS if c not in frame.columns]
+    require_step_rows(frame, kind, "longpo", "short_to_long", TURN_COLUMNS)
+    return longpo_records(frame)
+
+
+def require_step_rows(frame: pl.DataFrame, kind: str, layout: str, step: str,
+                      needed: tuple[str, ...] | list[str]) -> None:
+    """Refuse a `--trl LAYOUT` export of rows that the method's step did not make, naming
+    what is missing (the kind, or the columns)."""
+    missing = [c for c in needed if c not in frame.columns]
     if kind != "preference" or missing:
         what = f"a {kind} dataset" if kind != "preference" else \
             f"no {', '.join(f'`{c}`' for c in missing)} column"
-        raise WorkbenchError(f"--trl longpo needs the preference rows a `short_to_long` step "
-                             f"writes (columns {', '.join(TURN_COLUMNS)}); this is {what}")
-    return longpo_records(frame)
+        raise WorkbenchError(f"--trl {layout} needs the preference rows a `{step}` step writes "
+                             f"(columns {', '.join(needed)}); this is {what}")
 
 
 def longpo_messages(record: dict[str, Any]) -> dict[str, Any]:

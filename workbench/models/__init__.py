@@ -45,7 +45,8 @@ def load_backend(spec: ModelSpec) -> Backend:
     key = _spec_key(spec)
     with _lock:
         if key not in _loaded:
-            refuse_if_models_off(f"{spec.backend} model {spec.model!r}")
+            if spec.backend != "openai":  # a client of a server: nothing to load here
+                refuse_if_models_off(f"{spec.backend} model {spec.model!r}")
             if spec.backend not in BACKENDS:
                 raise ValueError(
                     f"unknown backend {spec.backend!r} (choose from {', '.join(BACKENDS)})"

@@ -17,6 +17,9 @@ from typing import Any
 from workbench.atomic import atomic_file, file_lock, file_sha256
 
 _MEMO_FILE = "file-digests.json"
+# The lineage a trained policy folder carries (workbench.loop_train): it says where the
+# weights came from, changes no output, and holds their digest, so it is left out of it.
+LINEAGE_FILE = "workbench-lineage.json"
 
 
 def _memo_path() -> Path:
@@ -55,13 +58,14 @@ def _read_memo(path: Path) -> dict[str, Any]:
 
 
 def folder_digest(folder: Path) -> str:
-    """One digest over every file below `folder` (relative path and content), hidden files and
-    caches left out, so the same checkpoint copied elsewhere has the same digest."""
+    """One digest over every file below `folder` (relative path and content), hidden files,
+    caches and a policy's `LINEAGE_FILE` left out, so the same checkpoint copied elsewhere has
+    the same digest."""
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith("."):
+            if name.startswith(".") or (name == LINEAGE_FILE and Path(root) == folder):
                 continue
             path = Path(root) / name
             rel = path.relative_to(folder).as_posix()
