@@ -49,7 +49,8 @@ def dedup_exact(frame: pl.LazyFrame, config: DedupExactConfig, ctx: Context) -> 
         start = seen.rows
         first = seen.add(selected["_key"].to_numpy())
         dropped = first != np.arange(start, seen.rows)
-        aside.add(batch.filter(pl.Series(dropped)).select(ROW, *content))
+        if dropped.any():
+            aside.add(batch.select(ROW, *content).filter(pl.Series(dropped)))
         later.append(np.flatnonzero(dropped) + start)
         firsts.append(first[dropped])
     rows = np.concatenate(later) if later else np.empty(0, dtype=np.int64)

@@ -161,14 +161,18 @@ class FirstSeen:
         """Each key's first row, for the next `len(keys)` rows."""
         keys = np.asarray(keys, dtype=np.uint64)
         here = np.arange(self.rows, self.rows + len(keys), dtype=np.int64)
-        _, at_first, which = np.unique(keys, return_index=True, return_inverse=True)
-        first = here[at_first][which.reshape(-1)]  # the batch's own first row per key
+        # the batch's distinct keys, sorted (so the look-ups below walk the arrays in order),
+        # and each one's first row in the batch
+        distinct, at_first, which = np.unique(keys, return_index=True, return_inverse=True)
+        first = here[at_first]
         for seen, seen_first in zip(self.keys, self.first, strict=True):
             if len(seen):
-                at = np.searchsorted(seen, keys).clip(max=len(seen) - 1)
-                first = np.where(seen[at] == keys, seen_first[at], first)
-        new = first == here
-        self.keys[1], self.first[1] = _merged(self.keys[1], self.first[1], keys[new], here[new])
+                at = np.searchsorted(seen, distinct).clip(max=len(seen) - 1)
+                first = np.where(seen[at] == distinct, seen_first[at], first)
+        new = first >= self.rows  # first seen in this batch
+        self.keys[1], self.first[1] = _merged(self.keys[1], self.first[1], distinct[new],
+                                              first[new])
+        first = first[which.reshape(-1)]
         if len(self.keys[1]) > max(65_536, len(self.keys[0]) // 4):
             self.keys[0], self.first[0] = _merged(self.keys[0], self.first[0], self.keys[1],
                                                   self.first[1])
