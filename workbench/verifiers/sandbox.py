@@ -33,6 +33,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ def run_program(source: str, limits: Limits = Limits(), *, tmp_root: str | Path 
             finally:
                 _kill_group(proc.pid)
                 proc.wait()
+                _await_group_end(proc.pid)
         return _verdict(proc.returncode, timed_out, _tail(errors), marker, limits)
     finally:
         _remove(root)
@@ -137,6 +139,38 @@ def _environment(work: Path) -> dict[str, str]:
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _await_group_end(pgid: int, limit_s: float = 10.0) -> None:
+    """Wait until no process of the group is alive: SIGKILL is delivered at once but a
+    process with much memory or many children takes a while to go, and the folder must not
+    be removed (nor the verdict given) while a program still runs in it."""
+    deadline = time.monotonic() + limit_s
+    while _live_members(pgid) and time.monotonic() < deadline:
+        _kill_group(pgid)
+        time.sleep(0.01)
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether a process of group `pgid` is alive (a zombie is not; it only waits to be
+    reaped). Without /proc, whether the kernel still knows the group at all."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _tail(path: Path) -> str:
