@@ -30,7 +30,8 @@ class NeighborsConfig(StepConfig):
     batch_size: int = Field(64, ge=1)
 
 
-@transform("magpie_neighbors", scope="global", consumes="any", produces="same")
+@transform("magpie_neighbors", scope="global", consumes="any", produces="same",
+           keeps_content=True)
 def magpie_neighbors(frame: pl.LazyFrame, config: NeighborsConfig,
                      ctx: Context) -> pl.LazyFrame:
     """Near-duplicate statistics of each instruction among all rows (FAISS, flat L2)."""
