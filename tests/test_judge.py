@@ -3,7 +3,6 @@ pairwise position flips, JSON parsing, and scores landing on the right columns p
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import polars as pl
@@ -72,17 +71,73 @@ def test_scores_land_per_kind_and_pairwise_records_position_flips(ws, tmp_path: 
         assert row["judge_prefers"] == expected
 
 
+WEAK_TEMPLATE = ("{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}### assistant:\n{% endif %}")
+
+
+def direct_logprobs(model, tok, prompt_text: str, response: str, skip_newlines: bool) -> float:
+    """Σ log π(response token | text before it) from one plain forward pass, prompt and response
+    tokenized apart (as the backend does), optionally without the "\n" tokens."""
+    import torch
+
+    head = tok(prompt_text, add_special_tokens=False)["input_ids"]
+    tail = tok(response, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = model(torch.tensor([head + tail])).logits[0].float()
+    lp = logits[len(head) - 1 : -1].log_softmax(-1)
+    return sum(float(lp[k, t]) for k, t in enumerate(tail)
+               if not (skip_newlines and tok.decode([t]) in ("\n", "")))
+
+
+def test_density_ratio_equals_two_direct_forward_passes(ws, tmp_path: Path, embedded):
+    """Strong: the embedded model; weak: a random 2-layer Llama whose own chat template differs.
+    By default both score the strong model's rendering and newline tokens are left out; the
+    other settings score each model's own rendering with every token."""
+    from tiny_models import small_llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    weak_path = small_llama(tmp_path / "weak")
+    weak_tok = AutoTokenizer.from_pretrained(weak_path)
+    weak_tok.chat_template = WEAK_TEMPLATE
+    weak_tok.save_pretrained(weak_path)
+    weak_model = AutoModelForCausalLM.from_pretrained(weak_path).eval()
+    response = "Paris.\nIt is in France."
+    assert "\n" in [embedded.tokenizer.decode([t]) for t in
+                    embedded.tokenizer(response, add_special_tokens=False)["input_ids"]]
+    source = tmp_path / "s.parquet"
+    pl.DataFrame({"prompt": [PROMPT], "response": [response]}).write_parquet(source)
+    models = {**EMBEDDED, "weak": {"backend": "transformers", "model": str(weak_path)}}
+    strong_text = embedded.tokenizer.apply_chat_template(PROMPT, tokenize=False,
+                                                         add_generation_prompt=True)
+    weak_text = weak_tok.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
+    assert weak_text != strong_text
+    got = {}
+    for name, extra in (("shared", {}), ("own", {"rendering": "own_template",
+                                                  "skip_newline_tokens": False})):
+        got[name] = run(ws, source, [{"judge": {"method": "density_ratio", "weak_model": "weak",
+                                                **extra}}], models)["score"][0]
+    strong_lp = direct_logprobs(embedded.model, embedded.tokenizer, strong_text, response, True)
+    weak_lp = direct_logprobs(weak_model, weak_tok, strong_text, response, True)
+    assert got["shared"] == pytest.approx(strong_lp - weak_lp, abs=1e-3)
+    strong_all = direct_logprobs(embedded.model, embedded.tokenizer, strong_text, response, False)
+    weak_own = direct_logprobs(weak_model, weak_tok, weak_text, response, False)
+    assert got["own"] == pytest.approx(strong_all - weak_own, abs=1e-3)
+    assert abs(got["shared"]) > 1 and abs(got["shared"] - got["own"]) > 1e-2
+
+
 def test_density_ratio_under_two_system_prompts(ws, tmp_path: Path, embedded):
     source = tmp_path / "s.parquet"
     pl.DataFrame({"prompt": [PROMPT], "response": ["Paris."]}).write_parquet(source)
     strong, weak = "You are a geography expert.", "You answer with random words."
     got = run(ws, source, [{"judge": {"method": "density_ratio", "strong_system": strong,
-                                      "weak_system": weak}}])["score"][0]
-    a, b = embedded.logprobs([[{"role": "system", "content": strong}, *PROMPT],
-                              [{"role": "system", "content": weak}, *PROMPT]],
-                             ["Paris.", "Paris."])
-    assert got == pytest.approx(a.total - b.total, abs=1e-4)
-    assert math.isfinite(got)
+                                      "weak_system": weak, "average": True}}])["score"][0]
+    tok = embedded.tokenizer
+    sides = [direct_logprobs(embedded.model, tok, tok.apply_chat_template(
+        [{"role": "system", "content": system}, *PROMPT], tokenize=False,
+        add_generation_prompt=True), "Paris.", True) for system in (strong, weak)]
+    count = len(tok("Paris.", add_special_tokens=False)["input_ids"])
+    assert got == pytest.approx((sides[0] - sides[1]) / count, abs=1e-4)
+    assert abs(got) > 1e-3
 
 
 def test_reward_model_scores_a_local_sequence_classifier(ws, tmp_path: Path):

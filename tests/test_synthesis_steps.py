@@ -89,17 +89,56 @@ def test_grape_select_keeps_the_most_likely_response(ws, tmp_path: Path):
     assert row["response"] == responses[best] and row["grape_index"] == best == 0  # first tie
 
 
+def greedy_tag_reply(model, tok, prompt: str, max_new_tokens: int) -> str:
+    """What the tagger writes after Magpie's `{` prefill, greedy, up to and including the first
+    `}` (the stop string): one plain `generate` call, no padding."""
+    import torch
+
+    text = tok.apply_chat_template([{"role": "user", "content": prompt},
+                                    {"role": "assistant", "content": "{"}], tokenize=False,
+                                   continue_final_message=True)
+    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    reply = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return reply[: reply.index("}") + 1] if "}" in reply else reply
+
+
 @pytest.mark.slow
-def test_magpie_tags_never_crash_on_what_a_small_tagger_writes(ws, tmp_path: Path):
+def test_magpie_tags_never_crash_on_what_a_small_tagger_writes(ws, tmp_path: Path, embedded):
+    """Each tag equals Magpie's reading of what the model writes when asked directly: the JSON
+    after "{\n", cut after its last `}`; a reply that does not parse gives nulls and its JSON
+    error. In 56 tokens the 135M tagger closes the difficulty JSON for the haiku (so the `}`
+    the stop string cut must be put back) but not for the French poem."""
+    import json
+
+    from transforms.magpie_tags import DIFFICULTY
+
+    texts = ["Écris un poème.", "Write a haiku about rain."]
     source = tmp_path / "i.jsonl"
-    source.write_text('{"prompt": "How do I bake bread?"}\n{"prompt": "Écris un poème."}\n')
-    out = run(ws, source, [{"magpie_tags": {"tags": ["quality", "language", "length"],
-                                            "max_new_tokens": 24}}])
-    assert out["language"].to_list() == ["EN", "FR"]
-    assert out["instruction_length"].to_list() == [20, 15]
-    for value, errors in zip(out["input_quality"].to_list(), out["tag_errors"].to_list(),
-                             strict=True):
-        assert (value is None) == bool(errors)  # a null tag always says why
+    source.write_text("".join(f'{{"prompt": "{t}"}}\n' for t in texts))
+    out = run(ws, source, [{"magpie_tags": {"tags": ["difficulty", "language", "length"],
+                                            "max_new_tokens": 56, "batch_size": 1}}])
+    assert out["language"].to_list() == ["FR", "EN"]
+    assert out["instruction_length"].to_list() == [15, 25]
+    parsed = []
+    for i, text in enumerate(texts):
+        reply = greedy_tag_reply(embedded.model, embedded.tokenizer,
+                                 DIFFICULTY.format(input=text), 56)
+        body = "{\n" + reply.strip()
+        body = body[: body.rfind("}") + 1]
+        try:
+            value, errors = json.loads(body), []
+        except json.JSONDecodeError as exc:
+            value, errors = {}, [f"difficulty: unparseable JSON ({exc.msg})"]
+        parsed.append(bool(value))
+        assert out["tag_errors"][i].to_list() == errors, text
+        for key in ("intent", "knowledge", "difficulty"):
+            assert out[key][i] == value.get(key), (text, key)
+    assert parsed == [False, True]  # both paths are taken
+    assert out["difficulty_generator"].to_list()[0] is None
+    assert out["difficulty_generator"][1] is not None
 
 
 @pytest.mark.slow

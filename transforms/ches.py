@@ -7,9 +7,12 @@ prompt token for k = 1), S± = Σ_k h(x, y±<k) and
     LN-CHES = ⟨S⁺, S⁻⟩ / (|y⁺|·|y⁻|) − ‖S⁺‖² / |y⁺|²
 
 A high score means chosen and rejected look alike to the model: the pair risks likelihood
-displacement. `variant: definition` is `ches.py` (the n positions that predict the n response
-tokens); `variant: paper_script` is what produced the paper's numbers: it also adds the state
-at the last response token and counts n + 1. Both tokenize prompt and response once (the
+displacement. The variant names say what is summed over a continuation of n tokens:
+`sum_predicting_states` (alias `definition`) the n states that predict its tokens, length n;
+`sum_with_last_state` (alias `paper_script`, what produced the paper's numbers) also the state
+at its last token, length n + 1. `eos: true` appends the tokenizer's EOS to each continuation
+first (one more token), as DPO inputs end: `ches.py` on such inputs sums what
+`sum_predicting_states` with `eos: true` sums. Prompt and response are tokenized once (the
 backend finds the boundary by offsets; the script tokenized the query apart). Compute it with
 the model you will train.
 """
@@ -21,18 +24,11 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from workbench.transform import DROP, QUARANTINED, Context, ModelName, StepConfig, transform
 
-
-def pooled(states: np.ndarray, variant: str = "definition") -> tuple[np.ndarray, int]:
-    """(S, length) from per-position states, rows 0..n: row k-1 predicts response token k,
-    row n is the state at the last response token."""
-    n = states.shape[0] - 1
-    if variant == "paper_script":
-        return states.sum(0, dtype=np.float64), n + 1
-    return states[:n].sum(0, dtype=np.float64), n
+VARIANTS = {"definition": "sum_predicting_states", "paper_script": "sum_with_last_state"}
 
 
 def ches(plus: np.ndarray, n_plus: np.ndarray, minus: np.ndarray,
@@ -51,10 +47,18 @@ def ches(plus: np.ndarray, n_plus: np.ndarray, minus: np.ndarray,
 
 class ChesScoreConfig(StepConfig):
     model: ModelName = Field("default", description="the policy you will train (hidden_states)")
-    variant: Literal["definition", "paper_script"] = Field(
-        "definition", description="definition: ches.py; paper_script: adds the last "
-        "response token's state and counts n + 1, as the paper's script did")
+    variant: Literal["sum_predicting_states", "sum_with_last_state"] = Field(
+        "sum_predicting_states", description="sum_predicting_states (alias definition): the "
+        "states that predict the continuation's tokens, length n; sum_with_last_state (alias "
+        "paper_script): also the last token's state, length n + 1, as the paper's script did")
+    eos: bool = Field(False, description="append the tokenizer's EOS to each continuation "
+                      "(one more token to predict), as DPO inputs end")
     batch_size: int = Field(8, ge=1, description="pairs per model call")
+
+    @field_validator("variant", mode="before")
+    @classmethod
+    def _old_names(cls, value: object) -> object:
+        return VARIANTS.get(value, value) if isinstance(value, str) else value
 
 
 @transform("ches_score", scope="row", consumes="preference", needs=("hidden_states",),
@@ -67,11 +71,12 @@ def ches_score(frame: pl.LazyFrame, config: ChesScoreConfig, ctx: Context) -> pl
     sides = []
     for column in ("chosen", "rejected"):
         items = list(zip(prompts, data[column].fill_null("").to_list(), strict=True))
-        sides.append(ctx.call(config.model, "hidden_states", items, {"pool": "sum"},
+        options = {"pool": "sum", "eos": True} if config.eos else {"pool": "sum"}
+        sides.append(ctx.call(config.model, "hidden_states", items, options,
                               row_ids=ids, batch_size=config.batch_size))
     ok = np.array([a is not None and b is not None for a, b in zip(*sides, strict=True)])
     dim = next((r["sum"].shape[0] for side in sides for r in side if r is not None), 0)
-    (plus, n_plus), (minus, n_minus) = (_sums(side, config.variant, dim) for side in sides)
+    (plus, n_plus), (minus, n_minus) = (pool_sides(side, config.variant, dim) for side in sides)
     score, normalized = ches(plus, n_plus, minus, n_minus)
     out = data.with_columns(
         pl.Series("ches_score", np.where(ok, score, np.nan)).fill_nan(None),
@@ -83,13 +88,17 @@ def ches_score(frame: pl.LazyFrame, config: ChesScoreConfig, ctx: Context) -> pl
     return out.with_columns(reason.alias(DROP)).lazy()
 
 
-def _sums(results: list, variant: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled backend results (None where a call failed) as S (rows x dim) and lengths."""
+def pool_sides(results: list, variant: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """S (rows x dim) and lengths from the backend's pooled results (`sum_states`: the sum of
+    the n predicting states, the last token's state, n), None where a call failed."""
+    variant = VARIANTS.get(variant, variant)
+    if variant not in VARIANTS.values():
+        raise ValueError(f"unknown CHES variant {variant!r}")
     empty = {"sum": np.zeros(dim), "last": np.zeros(dim), "tokens": 0}
     rows = [empty if r is None else r for r in results]
     total = np.stack([r["sum"] for r in rows]) if rows else np.zeros((0, dim))
     lengths = np.array([r["tokens"] for r in rows], dtype=np.float64)
-    if variant == "paper_script":  # the last response token's state, and one more position
+    if variant == "sum_with_last_state":  # the last token's state, and one more position
         total = total + (np.stack([r["last"] for r in rows]) if rows else 0.0)
         lengths = lengths + 1
     return total, lengths

@@ -65,6 +65,13 @@ class JudgeConfig(StepConfig):
     weak_system: str | None = Field(None, description="density_ratio with one model: system "
                                     "prompt of the 'weak' side")
     average: bool = Field(False, description="density_ratio: per response token (avg_drsow)")
+    rendering: Literal["strong_template", "own_template"] = Field(
+        "strong_template", description="density_ratio: strong_template renders each "
+        "conversation once with the strong model's chat template and both models score that "
+        "same string (as the reference); own_template lets each model render its own")
+    skip_newline_tokens: bool = Field(True, description="density_ratio: leave tokens that are "
+                                      "exactly a newline (or empty) out of the sums and the "
+                                      "token count, as the reference does")
     scale: int = Field(5, ge=2, le=9, description="ratings 1..scale (single-token digits)")
     rubric: str | None = Field(None, description="prompt with {conversation}, {response}, {scale}")
     prefill: str = Field("", description="expected_score: text the judge's answer starts with")
@@ -259,9 +266,13 @@ def _density(items: pl.DataFrame, config: JudgeConfig,
              ctx: Context) -> tuple[list[float | None], list[str | None]]:
     prompts = items["prompt"].to_list()
     responses = items["response"].to_list()
+    shared = ctx.model(config.model) if config.rendering == "strong_template" else None
 
     def side(model: str, system: str | None) -> list[Any]:
-        conv = [([{"role": "system", "content": system}, *p] if system else p) for p in prompts]
+        conv: list[Any] = [([{"role": "system", "content": system}, *p] if system else p)
+                           for p in prompts]
+        if shared is not None:  # one string for both models: the strong model's rendering
+            conv = [shared.render(c) for c in conv]
         return ctx.call(model, "logprobs", list(zip(conv, responses, strict=True)),
                         row_ids=_keys(items, f"density:{model}"), batch_size=config.batch_size)
 
@@ -272,9 +283,24 @@ def _density(items: pl.DataFrame, config: JudgeConfig,
         if s is None or w is None:
             scores.append(None)
             continue
-        value = s.total - w.total
-        scores.append(value / max(len(s.logprobs), 1) if config.average else value)
+        (s_total, s_count), (w_total, _) = (_kept_sum(x, config.skip_newline_tokens)
+                                            for x in (s, w))
+        value = s_total - w_total
+        scores.append(value / max(s_count, 1) if config.average else value)
     return scores, [None] * len(scores)
+
+
+SKIPPED_TOKENS = frozenset({"\n", ""})  # the reference's mask, besides special tokens
+
+
+def _kept_sum(result: Any, skip: bool) -> tuple[float, int]:
+    """Sum and count of a continuation's token log-probs, without newline/empty tokens when
+    `skip` (a raw response holds no template tokens, the reference's other exclusion)."""
+    if not skip:
+        return result.total, len(result.logprobs)
+    kept = [lp for token, lp in zip(result.tokens, result.logprobs, strict=True)
+            if token not in SKIPPED_TOKENS]
+    return float(sum(kept)), len(kept)
 
 
 def _attach(data: pl.DataFrame, items: pl.DataFrame, keep_texts: bool) -> pl.DataFrame:

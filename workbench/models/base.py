@@ -133,14 +133,16 @@ class Backend(Protocol):
         ...
 
     def hidden_states(
-        self, prompts: Sequence[Prompt], continuations: Sequence[str], pool: str = "none"
+        self, prompts: Sequence[Prompt], continuations: Sequence[str], pool: str = "none",
+        eos: bool = False,
     ) -> list[Any | CallFailed]:
         """Last-layer hidden states at the positions that predict the continuation's n tokens
         and at its last token: numpy float32 (n + 1) x dim, row 0 at the last prompt token,
         row k at continuation token k. Prompt and continuation are tokenized together once;
         the boundary comes from character offsets (a token straddling it belongs to the
-        prompt). `pool="sum"` gives {"sum": float64 Σ of rows 0..n-1, "last": row n,
-        "tokens": n} instead (what CHES needs, small enough to cache)."""
+        prompt). `eos=True` appends the tokenizer's EOS token to each continuation (counted in
+        n). `pool="sum"` gives {"sum": float64 Σ of rows 0..n-1, "last": row n, "tokens": n}
+        instead (what CHES needs, small enough to cache)."""
         ...
 
 

@@ -352,7 +352,8 @@ class TransformersBackend:
         return results
 
     def hidden_states(
-        self, prompts: Sequence[Prompt], continuations: Sequence[str], pool: str = "none"
+        self, prompts: Sequence[Prompt], continuations: Sequence[str], pool: str = "none",
+        eos: bool = False,
     ) -> list[Any | CallFailed]:
         """Last-layer hidden states (after the final norm, i.e. `hidden_states[-1]`) at the
         positions that predict the continuation's tokens, and at its last token: row 0 is the
@@ -360,18 +361,21 @@ class TransformersBackend:
 
         Prompt text and continuation are tokenized together, once; the continuation starts at
         the first token that begins at or after the prompt's end (offsets), so a token merged
-        across the boundary counts as prompt. One left-padded forward per batch, explicit
-        position ids: equal to unpadded forwards. `pool="sum"` returns {"sum": float64 Σ of
-        rows 0..n-1, "last": row n, "tokens": n} instead, which is all CHES needs and keeps
-        the transfer and the call cache small.
+        across the boundary counts as prompt. `eos=True` appends the tokenizer's EOS id to
+        each continuation (it is then one of the n tokens), as DPO inputs end. One left-padded
+        forward per batch, explicit position ids: equal to unpadded forwards. `pool="sum"`
+        returns `sum_states` instead, which is all CHES needs and keeps the transfer and the
+        call cache small.
         """
-        import torch
-
         if pool not in ("none", "sum"):
             raise ValueError(f"pool must be 'none' or 'sum', not {pool!r}")
         if len(prompts) != len(continuations):
             raise ValueError("prompts and continuations differ in length")
+        if eos and self.tokenizer.eos_token_id is None:
+            raise ValueError("eos: this tokenizer has no EOS token to append")
         joint = [self._joint_ids(p, c) for p, c in zip(prompts, continuations, strict=True)]
+        if eos:
+            joint = [([*ids, self.tokenizer.eos_token_id], cut) for ids, cut in joint]
         results: list[Any] = [None] * len(joint)
         order = sorted(range(len(joint)), key=lambda i: len(joint[i][0]))
         for batch in _chunks(order, self.batch_size):
@@ -383,14 +387,8 @@ class TransformersBackend:
                 for row, (i, first) in enumerate(zip(batch, firsts, strict=True)):
                     results[i] = last[row, first:].float().cpu().numpy()
                 continue
-            columns = torch.arange(width, device=last.device)
-            start = torch.tensor(firsts, device=last.device).unsqueeze(1)
-            mask = (columns >= start) & (columns < width - 1)  # predicting positions only
-            sums = torch.einsum("bw,bwd->bd", mask.double(), last.double()).cpu().numpy()
-            finals = last[:, -1].float().cpu().numpy()
-            for row, i in enumerate(batch):
-                results[i] = {"sum": sums[row], "last": finals[row],
-                              "tokens": len(joint[i][0]) - joint[i][1]}
+            for i, pooled in zip(batch, sum_states(last, firsts), strict=True):
+                results[i] = pooled
         return results
 
     def _joint_ids(self, prompt: Prompt, continuation: str) -> tuple[list[int], int]:
@@ -473,6 +471,23 @@ class TransformersBackend:
                 output_hidden_states=hidden,
                 use_cache=False,
             )
+
+
+def sum_states(last: Any, firsts: Sequence[int]) -> list[dict[str, Any]]:
+    """CHES's pooling of left-padded final states `last` (B x W x dim), row b's continuation
+    predicted from column firsts[b] on: {"sum": float64 Σ of columns first..W-2 (the n
+    positions that predict the n continuation tokens), "last": float32 column W-1 (the last
+    token's own state, which predicts nothing), "tokens": n}. Summed on the device."""
+    import torch
+
+    width = last.shape[1]
+    columns = torch.arange(width, device=last.device)
+    start = torch.tensor(list(firsts), device=last.device).unsqueeze(1)
+    mask = (columns >= start) & (columns < width - 1)  # predicting positions only
+    sums = torch.einsum("bw,bwd->bd", mask.double(), last.double()).cpu().numpy()
+    finals = last[:, -1].float().cpu().numpy()
+    return [{"sum": sums[row], "last": finals[row], "tokens": width - 1 - first}
+            for row, first in enumerate(firsts)]
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
