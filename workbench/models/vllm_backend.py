@@ -48,6 +48,19 @@ def import_vllm() -> Any:
     return vllm
 
 
+def _v1_runner_processors() -> bool:
+    """Whether the engine takes V1-interface custom logits processors: a vLLM with Model
+    Runner V2 refuses them unless that runner is turned off (VLLM_USE_V2_MODEL_RUNNER=0)."""
+    import importlib.util
+    import os
+
+    try:
+        has_v2 = importlib.util.find_spec("vllm.v1.worker.gpu.sample.logits_processor")
+    except ImportError:
+        has_v2 = None
+    return has_v2 is None or os.environ.get("VLLM_USE_V2_MODEL_RUNNER") == "0"
+
+
 class VLLMBackend:
     """vLLM `LLM` engine; generation, prompt log-probs and top-k next-token log-probs."""
 
@@ -102,7 +115,7 @@ class VLLMBackend:
         if max_model_len is not None:
             engine_args["max_model_len"] = max_model_len
         self.shapes_first_token = False
-        if first_token_processor:
+        if first_token_processor and _v1_runner_processors():
             try:
                 from workbench.models.vllm_logits import FirstTokenProcessor
             except ImportError:  # a vLLM before the V1 custom logits processors
@@ -143,7 +156,8 @@ class VLLMBackend:
         if params.shapes_first_token and not self.shapes_first_token:
             raise CapabilityError(
                 "this vllm backend cannot shape the first token's logits (Magpie's first-token "
-                "processors need vLLM >= 0.10.1 with its V1 custom logits processors and the "
+                "processors need vLLM >= 0.10.1 with its V1 custom logits processors, the V1 "
+                "model runner (VLLM_USE_V2_MODEL_RUNNER=0 where vLLM has the V2 one) and the "
                 "backend option first_token_processor: true); use backend: transformers or the "
                 "step's first_token: none")
         structured = self._structured(params.json_schema)
