@@ -93,12 +93,29 @@ def test_a_step_checkpoint_on_a_full_disk(tmp_path: Path, small_disk):
     assert imported.returncode == 0, imported.stderr
     disk = small_disk(workspace / "cache" / "checkpoints", "1m")
     pipeline = tmp_path / "copy.yaml"
+    # a step that writes its rows in full (`sample` keeps their content: its checkpoint is
+    # a view, positions only, which fits; see the next test)
     pipeline.write_text(json.dumps({"name": "copy", "input": "big", "output": "copied",
-                                    "steps": [{"sample": {"fraction": 1.0}}]}))
+                                    "steps": [{"sql": {"query": "SELECT * FROM input"}}]}))
     result = cli("run", str(pipeline), "--no-progress", workspace=workspace)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: step 1 (sample): no space left on "), result.stderr
+    assert result.stderr.startswith("error: step 1 (sql): no space left on "), result.stderr
     assert f"while writing {disk / 'copy'} (its checkpoint)" in result.stderr
     assert [p.name for p in files_under(disk)] == [".lock"]  # no half-written part
     assert [d["name"] for d in json.loads(cli("datasets", "--json",
                                               workspace=workspace).stdout)] == ["big"]
+
+
+def test_a_view_checkpoint_needs_little_space(tmp_path: Path, small_disk):
+    workspace = tmp_path / "ws"
+    imported = cli("import", str(incompressible(tmp_path / "big.jsonl")), "--name", "big",
+                   workspace=workspace)
+    assert imported.returncode == 0, imported.stderr
+    disk = small_disk(workspace / "cache" / "checkpoints", "1m")  # less than the rows
+    pipeline = tmp_path / "copy.yaml"
+    pipeline.write_text(json.dumps({"name": "copy", "input": "big", "output": "copied",
+                                    "steps": [{"sample": {"fraction": 1.0}},
+                                              {"split": {"test_size": 0.1}}]}))
+    result = cli("run", str(pipeline), "--no-progress", workspace=workspace)
+    assert result.returncode == 0, result.stderr
+    assert sum(p.stat().st_size for p in files_under(disk)) < 200_000

@@ -57,7 +57,8 @@ class ChesScoreConfig(StepConfig):
     batch_size: int = Field(8, ge=1, description="pairs per model call")
 
 
-@transform("ches_score", scope="row", consumes="preference", needs=("hidden_states",))
+@transform("ches_score", scope="row", consumes="preference", needs=("hidden_states",),
+           keeps_content=True)
 def ches_score(frame: pl.LazyFrame, config: ChesScoreConfig, ctx: Context) -> pl.LazyFrame:
     """Adds `ches_score` and `ln_ches_score`: one batched forward per side (chosen, then
     rejected), the states summed on the device and cached pooled, never per token."""
@@ -108,7 +109,7 @@ class ChesFilterConfig(StepConfig):
         return self
 
 
-@transform("ches_filter", scope="global", consumes="preference")
+@transform("ches_filter", scope="global", consumes="preference", keeps_content=True)
 def ches_filter(frame: pl.LazyFrame, config: ChesFilterConfig, ctx: Context) -> pl.LazyFrame:
     """Drops the most similar pairs by CHES; ties keep input order, rows without a score go."""
     data = frame.collect()

@@ -25,7 +25,7 @@ class RenameConfig(StepConfig):
         return self.kind
 
 
-@transform("select_columns", scope="row")
+@transform("select_columns", scope="row", keeps_content=True, stateless=True)
 def select_columns(frame: pl.LazyFrame, config: SelectConfig, ctx: Context) -> pl.LazyFrame:
     """Keep only the given columns (plus `id`, which every dataset carries)."""
     names = frame.collect_schema().names()
@@ -36,7 +36,7 @@ def select_columns(frame: pl.LazyFrame, config: SelectConfig, ctx: Context) -> p
     return frame.select(keep)
 
 
-@transform("rename", scope="row")
+@transform("rename", scope="row", stateless=True)
 def rename(frame: pl.LazyFrame, config: RenameConfig, ctx: Context) -> pl.LazyFrame:
     """Rename columns, e.g. to map a custom layout onto a kind's canonical names."""
     names = frame.collect_schema().names()

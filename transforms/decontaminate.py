@@ -72,7 +72,7 @@ class DecontaminateConfig(StepConfig):
         return names
 
 
-@transform("decontaminate", scope="global")
+@transform("decontaminate", scope="global", keeps_content=True)
 def decontaminate(frame: pl.LazyFrame, config: DecontaminateConfig,
                   ctx: Context) -> pl.LazyFrame:
     """Adds `overlap` (the best score) and, above the threshold, `contaminated_by`

@@ -28,7 +28,7 @@ class DedupEmbeddingConfig(StepConfig):
     nprobe: int = Field(8, ge=1, description="IVF: cells each row is compared with")
 
 
-@transform("dedup_embedding", scope="global")
+@transform("dedup_embedding", scope="global", keeps_content=True)
 def dedup_embedding(frame: pl.LazyFrame, config: DedupEmbeddingConfig,
                     ctx: Context) -> pl.LazyFrame:
     """Keeps one row per cluster of near-duplicates; the others name their kept twin."""

@@ -37,7 +37,7 @@ class DedupMinhashConfig(StepConfig):
     bucket_cap: int = Field(100, ge=1, description="pairs per row and LSH bucket, at most")
 
 
-@transform("dedup_minhash", scope="global")
+@transform("dedup_minhash", scope="global", keeps_content=True)
 def dedup_minhash(frame: pl.LazyFrame, config: DedupMinhashConfig,
                   ctx: Context) -> pl.LazyFrame:
     """Keeps one row per cluster of near-duplicate texts; the others name their kept twin."""

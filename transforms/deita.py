@@ -49,7 +49,8 @@ class DeitaScoreConfig(StepConfig):
     batch_size: int = Field(16, ge=1, description="prompts per model call")
 
 
-@transform("deita_score", scope="row", needs=("next_token_distribution",))
+@transform("deita_score", scope="row", needs=("next_token_distribution",),
+           keeps_content=True)
 def deita_score(frame: pl.LazyFrame, config: DeitaScoreConfig, ctx: Context) -> pl.LazyFrame:
     """Adds per-turn lists `complexity_scores`, `quality_scores`, the last turn's
     `complexity_score`, `quality_score`, and `deita_score` = Σ_t c_t · q_t."""
@@ -135,7 +136,7 @@ class DeitaSelectConfig(StepConfig):
                             "when > threshold with an earlier row of its batch, kept or not")
 
 
-@transform("deita_select", scope="global")
+@transform("deita_select", scope="global", keeps_content=True)
 def deita_select(frame: pl.LazyFrame, config: DeitaSelectConfig, ctx: Context) -> pl.LazyFrame:
     """The selected rows in selection order; every other row is dropped with its reason, the
     row that excluded it (`duplicate_of`) and their cosine (`similarity`)."""

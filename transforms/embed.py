@@ -48,7 +48,7 @@ class EmbedConfig(StepConfig):
         return ("hidden_states",) if self.model is not None else None
 
 
-@transform("embed", scope="row")
+@transform("embed", scope="row", keeps_content=True)
 def embed(frame: pl.LazyFrame, config: EmbedConfig, ctx: Context) -> pl.LazyFrame:
     """Embed each row's text in batches; the vectors are unit length (cosine = inner product)."""
     data = frame.collect()

@@ -105,7 +105,7 @@ def _checks(schema: pl.Schema, column: str, cond: Condition) -> list[tuple[str, 
     return checks
 
 
-@transform("filter", scope="row")
+@transform("filter", scope="row", keeps_content=True, stateless=True)
 def filter_rows(frame: pl.LazyFrame, config: FilterConfig, ctx: Context) -> pl.LazyFrame:
     """Keep rows where every condition holds; a null result counts as failing."""
     schema = frame.collect_schema()

@@ -96,7 +96,7 @@ class JudgeConfig(StepConfig):
                  "llm_pairwise": "next_token_distribution"}[self.method],)
 
 
-@transform("judge", scope="row", consumes="any", produces="same")
+@transform("judge", scope="row", consumes="any", produces="same", keeps_content=True)
 def judge(frame: pl.LazyFrame, config: JudgeConfig, ctx: Context) -> pl.LazyFrame:
     """Score each response (or judge each pair in both orders) with the chosen method."""
     data = frame.collect()

@@ -26,7 +26,7 @@ class LengthBiasConfig(StepConfig):
                                     "length (default: the answer; traces are reported apart)")
 
 
-@transform("length_bias", scope="global", consumes="preference")
+@transform("length_bias", scope="global", consumes="preference", keeps_content=True)
 def length_bias(frame: pl.LazyFrame, config: LengthBiasConfig, ctx: Context) -> pl.LazyFrame:
     """Rows pass through unchanged; the fit is the step's report."""
     data = frame.collect()

@@ -53,7 +53,8 @@ class NeighborsConfig(StepConfig):
         return self
 
 
-@transform("magpie_neighbors", scope="global", consumes="any", produces="same")
+@transform("magpie_neighbors", scope="global", consumes="any", produces="same",
+           keeps_content=True)
 def magpie_neighbors(frame: pl.LazyFrame, config: NeighborsConfig,
                      ctx: Context) -> pl.LazyFrame:
     """Near-duplicate statistics of each instruction among all rows (FAISS, flat L2)."""

@@ -148,7 +148,8 @@ def parse_tag_reply(text: str | None) -> tuple[dict | None, str | None]:
     return value, None
 
 
-@transform("magpie_tags", scope="row", consumes="any", produces="same")
+@transform("magpie_tags", scope="row", consumes="any", produces="same",
+           keeps_content=True)
 def magpie_tags(frame: pl.LazyFrame, config: MagpieTagsConfig, ctx: Context) -> pl.LazyFrame:
     """Tag each row's (first-turn) instruction; unparseable tags are nulls with a reason."""
     data = frame.collect()

@@ -57,7 +57,7 @@ class QualityFilterConfig(StepConfig):
 ORDER = ("empty", "truncated", "colon", "language", "chars", "tokens", "repetition", "refusal")
 
 
-@transform("quality_filter", scope="row")
+@transform("quality_filter", scope="row", keeps_content=True, stateless=True)
 def quality_filter(frame: pl.LazyFrame, config: QualityFilterConfig,
                    ctx: Context) -> pl.LazyFrame:
     """Marks each failing row with the reason of its first failing check."""

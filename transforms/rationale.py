@@ -52,7 +52,7 @@ class RationaleConfig(ModelStep):
 
 
 @transform("rationale", scope="row", consumes="preference", produces="preference",
-           needs=("generate",))
+           needs=("generate",), keeps_content=True)
 def rationale(frame: pl.LazyFrame, config: RationaleConfig, ctx: Context) -> pl.LazyFrame:
     """Generate a rationale per pair; empty or looping ones drop the row with the reason."""
     from workbench.models.base import SamplingParams

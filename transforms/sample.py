@@ -20,10 +20,10 @@ class SampleConfig(Seeded):
         return self
 
 
-@transform("sample", scope="global")
+@transform("sample", scope="global", keeps_content=True)
 def sample(frame: pl.LazyFrame, config: SampleConfig, ctx: Context) -> pl.LazyFrame:
     """Draw without replacement; asking for more rows than exist keeps them all."""
-    rows = positional.height(frame)
+    rows = positional.height(frame, ctx)
     seed = config.seed_or(ctx)
     n = min(config.n, rows) if config.n is not None else round(rows * config.fraction)
     # draw positions (a byte a row), then stream the rows past them in their own order

@@ -14,11 +14,11 @@ class SplitConfig(Seeded):
     column: str = "split"
 
 
-@transform("split", scope="global")
+@transform("split", scope="global", keeps_content=True)
 def split(frame: pl.LazyFrame, config: SplitConfig, ctx: Context) -> pl.LazyFrame:
     """Mark round(test_size * rows) random rows `test`, the rest `train`; order is kept."""
     seed = config.seed_or(ctx)
-    rows = positional.height(frame)
+    rows = positional.height(frame, ctx)
     n_test = round(rows * config.test_size)
     rank = pl.select(pl.int_range(rows).shuffle(seed=seed).alias("r"))["r"]
     split = pl.select(pl.when(rank < n_test).then(pl.lit("test")).otherwise(pl.lit("train")))

@@ -3,7 +3,8 @@
 A step's checkpoint is `NN-step-KEY/` holding `data/` (kept parts), `dropped/` and
 `meta.json`; it exists only once complete (written through `atomic_dir`). While a row-local
 step runs, finished batches land in `NN-step-KEY.partial/batch-NNNNNN.parquet` with their
-notes beside them, one file per batch, written by whichever worker ran it; a killed run
+notes beside them, one file per batch (or per run of batches done in one call, the notes
+saying how many: `stateless` steps), written by whichever worker ran it; a killed run
 resumes from those files. Any executor whose workers see this folder (a shared file system
 for a cluster) can use the store.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from workbench import parts
 from workbench.atomic import atomic_file
 from workbench.crashpoints import crashpoint
 from workbench.step_notes import StepNotes
@@ -53,17 +55,36 @@ def batch_path(partial: Path, index: int) -> Path:
     return partial / BATCH.format(index)
 
 
+def batch_files(partial: Path) -> dict[int, tuple[Path, int]]:
+    """Finished batch files by their first batch: (file, how many batches it holds)."""
+    found = {}
+    for path in sorted(partial.glob("batch-*.parquet")):
+        notes = path.with_suffix(".json")
+        count = json.loads(notes.read_text()).get(COUNT, 1) if notes.exists() else 1
+        found[int(path.stem.split("-")[1])] = (path, count)
+    return found
+
+
 def finished_batches(partial: Path) -> set[int]:
-    return {int(p.stem.split("-")[1]) for p in partial.glob("batch-*.parquet")}
+    return {first + k for first, (_, count) in batch_files(partial).items()
+            for k in range(count)}
 
 
-def write_batch(partial: Path, index: int, frame: pl.DataFrame, notes: StepNotes) -> Path:
-    """Notes first, then the rows: a batch file only exists with its notes beside it."""
+COUNT = "batches"  # in a batch file's notes: how many batches it holds (when more than one)
+
+
+def write_batch(partial: Path, index: int, frame: pl.DataFrame, notes: StepNotes,
+                count: int = 1) -> Path:
+    """Notes first, then the rows: a batch file only exists with its notes beside it.
+    `count`: the file holds batches index..index+count-1, done in one call."""
     path = batch_path(partial, index)
+    text = notes.to_json()
+    if count > 1:
+        text = json.dumps({**json.loads(text), COUNT: count})
     with atomic_file(path.with_suffix(".json")) as tmp:
-        tmp.write_text(notes.to_json())
+        tmp.write_text(text)
     with atomic_file(path) as tmp:
-        frame.write_parquet(tmp)
+        parts.write(frame, tmp)
     crashpoint("checkpoint.batch_written")
     return path
 
@@ -74,7 +95,7 @@ def batch_notes(partial: Path, reused: set[int] | frozenset[int] = frozenset()) 
     model calls are reported apart, as `reused_calls`, so `model_calls` is this run's."""
     from workbench.step_notes import merge_all
 
-    found = [(int(p.stem.split("-")[1]), StepNotes.from_json(p.with_suffix(".json").read_text()))
+    found = [(int(p.stem.split("-")[1]), _notes(p.with_suffix(".json")))
              for p in sorted(partial.glob("batch-*.parquet")) if p.with_suffix(".json").exists()]
     earlier = merge_all([n for i, n in found if i in reused])
     merged = merge_all([n for i, n in found if i not in reused]
@@ -82,3 +103,9 @@ def batch_notes(partial: Path, reused: set[int] | frozenset[int] = frozenset()) 
                                     fallbacks=earlier.fallbacks, totals=earlier.totals)])
     merged.reused_calls = earlier.model_calls
     return merged
+
+
+def _notes(path: Path) -> StepNotes:
+    values = json.loads(path.read_text())
+    values.pop(COUNT, None)
+    return StepNotes(**values)

@@ -10,10 +10,11 @@ from typing import Any
 
 import polars as pl
 
-from workbench import parts
+from workbench.checkpoints import CheckpointStore
 from workbench.errors import NotFoundError
-from workbench.finalize import DATA_DIR, DROPPED_DIR
+from workbench.finalize import DROPPED_DIR
 from workbench.query import browse_file
+from workbench.source import checkpoint_source
 from workbench.workspace import DatasetVersion, Workspace
 
 
@@ -85,9 +86,13 @@ def kept_twin(ws: Workspace, version: DatasetVersion, index: int,
               twin_id: str) -> dict[str, Any] | None:
     """The row a duplicate was dropped in favour of: in that step's kept output."""
     step = _step(ws, version, index)
-    if step.checkpoint is None or not (step.checkpoint / DATA_DIR).is_dir():
+    meta = CheckpointStore.meta(step.checkpoint) if step.checkpoint is not None else None
+    if step.checkpoint is None or meta is None:
         return None
-    found = parts.scan(step.checkpoint / DATA_DIR).filter(pl.col("id") == twin_id).collect()
+    kept = checkpoint_source(step.checkpoint, meta, ws.root)
+    if not kept.exists():
+        return None
+    found = kept.scan().filter(pl.col("id") == twin_id).collect()
     return found.row(0, named=True) if found.height else None
 
 

@@ -22,7 +22,8 @@ def tokens(text: pl.Expr, unit: Unit = "word") -> pl.Expr:
     lower = text.fill_null("").str.to_lowercase()
     if unit == "word":
         return lower.str.extract_all(r"\w+")
-    return lower.str.replace_all(r"\s+", " ").str.strip_chars().str.split("")
+    # whitespace runs to one space (matching only runs that are not one space already)
+    return lower.str.replace_all(r"\s\s+|[^\S ]", " ").str.strip_chars().str.split("")
 
 
 def ngram_table(texts: pl.Series, n: int, unit: Unit = "word") -> tuple[pl.DataFrame, np.ndarray]:

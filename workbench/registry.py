@@ -50,8 +50,9 @@ def get(name: str) -> type:
 def describe() -> list[dict[str, Any]]:
     """Each transform's declared contract (for `workbench transforms`): name, kinds, scope,
     backend capabilities, the fields that name models, which declarations its options decide
-    (`StepConfig` hooks it overrides), and its config fields (with `choices` where a field
-    declares the values it knows of)."""
+    (`StepConfig` hooks it overrides), whether its kept rows keep their content (and ids),
+    whether it is stateless (batches may run together), and its config fields (with
+    `choices` where a field declares the values it knows of)."""
     from workbench.transform import declared_hooks, model_fields
 
     out = []
@@ -78,6 +79,8 @@ def describe() -> list[dict[str, Any]]:
             "needs": list(cls.needs),
             "models": model_fields(cls.Config),
             "decided_by_options": declared_hooks(cls.Config),
+            "keeps_content": bool(getattr(cls, "keeps_content", False)),
+            "stateless": bool(getattr(cls, "stateless", False)),
             "summary": doc[0] if doc else "",
             "fields": fields,
         })

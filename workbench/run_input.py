@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 
+from workbench import parts
 from workbench.atomic import atomic_dir, file_sha256
 from workbench.checkpoints import META_FILE, CheckpointStore
 from workbench.diskfull import writing
@@ -55,15 +56,15 @@ def resolve_input(pipeline: Pipeline, ws: Workspace, store: CheckpointStore,
     fingerprint = f"file:{digest}:limit={limit}"
     target = store.root / f"input-{chain_key(fingerprint)[:16]}"
     meta = store.meta(target)
-    if meta is None:  # stage the file as parts, a chunk at a time, with ids
-        from workbench.io.importer import stage
+    if meta is None:  # the file as parts with ids, converted and finalized a chunk at a time
+        from workbench.io.importer import iter_load
 
         shutil.rmtree(target, ignore_errors=True)
-        with (writing(target, f"staging the input {path}"), ws.scratch() as scratch,
-              atomic_dir(target) as tmp):
-            staged = stage(path, scratch / "staged", limit=limit)
-            finalize(staged.files, staged.kind, tmp, where=str(path), batch_rows=PART_ROWS)
-            meta = {"kind": staged.kind, "lineage": staged.lineage}
+        with writing(target, f"staging the input {path}"), atomic_dir(target) as tmp:
+            loading = iter_load(path, limit=limit)
+            finalize(lambda: parts.prefetch(iter(loading)), loading.kind, tmp, where=str(path),
+                     batch_rows=PART_ROWS)
+            meta = {"kind": loading.kind, "lineage": loading.lineage()}
             (tmp / META_FILE).write_text(json.dumps(meta, default=str))
     lineage = {"file": str(path), "import": meta["lineage"]}
     return RunInput(target / DATA_DIR, meta["kind"], lineage, fingerprint)

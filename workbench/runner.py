@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench import parts
 from workbench.atomic import file_lock, file_sha256
 from workbench.checkpoints import CheckpointStore
 from workbench.errors import InputError, PipelineError
@@ -24,6 +23,7 @@ from workbench.run_input import RunInput, resolve_input
 from workbench.run_log import RunLog
 from workbench.run_progress import step_bars
 from workbench.run_steps import StepResult, StepRunner
+from workbench.source import Source, materialize
 from workbench.step_keys import chain_key, first_key, step_key
 from workbench.workspace import DatasetVersion, Workspace
 
@@ -98,18 +98,25 @@ class Runner:
         key = first_key(given.fingerprint, spec.seed)
         if self.lineage:  # left out otherwise, so existing keys stay what they were
             key = chain_key(key, self.lineage)
-        current, results, rerun = given.path, [], self.fresh
+        current = Source.of(given.path) if given.path is not None else None
+        results: list[StepResult] = []
+        rerun = self.fresh
         try:
             with step_bars(self.progress) as bar:
-                for step, kind in zip(self.pipeline.steps, kinds, strict=True):
+                for step, kind, given_kind in zip(self.pipeline.steps, kinds,
+                                                  [given.kind, *kinds[:-1]], strict=True):
                     key = step_key(key, step, self.pipeline)
-                    result = steps.run(step, kind, current, key, bar, force=rerun)
+                    result = steps.run(step, kind, current, key, bar, force=rerun,
+                                       input_kind=given_kind)
                     rerun = rerun or result.status != "cached"  # later checkpoints are stale
                     log.step(step.index, result.as_log())
                     results.append(result)
-                    current = result.data
+                    current = result.source
             if spec.output and not results[-1].rows_out and not self.allow_empty:
                 raise PipelineError(empty_output(self.pipeline, results))
+            assert current is not None
+            if not spec.output:  # the last checkpoint is what the run leaves: as files
+                current = materialize(current)
             output, up_to_date = self._publish(log.run_id, key, kinds[-1], current, given,
                                                results)
         except BaseException as exc:
@@ -118,16 +125,17 @@ class Runner:
         finally:
             self.executor.close()
         log.finished(output)
-        return RunResult(log.run_id, output, results, up_to_date, current.parent)
+        return RunResult(log.run_id, output, results, up_to_date, results[-1].checkpoint)
 
-    def _publish(self, run_id: str, key: str, kind: str, data: Path, given: RunInput,
+    def _publish(self, run_id: str, key: str, kind: str, data: Source, given: RunInput,
                  results: list[StepResult]) -> tuple[DatasetVersion | None, bool]:
         """The output as a new dataset version with its lineage; the same configs over the
         same rows reuse the version an earlier run published (`up_to_date`)."""
         spec = self.pipeline.spec
         if not spec.output:
             return None, False
-        digest = hashlib.sha256("".join(file_sha256(f) for f in parts.files(data)).encode())
+        files = [*data.rows, *data.base]  # a view's rows are its positions over its base
+        digest = hashlib.sha256("".join(file_sha256(f) for f in files).encode())
         key = f"{key[:32]}:{digest.hexdigest()[:32]}"  # same configs and same rows
         existing = self.ws.find_by_run_key(spec.output, key)
         if existing is not None:
@@ -144,7 +152,7 @@ class Runner:
             "models": {n: m.model_dump() for n, m in spec.models.items()},
             **self.lineage,
         }
-        return self.ws.publish_parts(spec.output, data, kind, lineage, run_key=key), False
+        return self.ws.publish_rows(spec.output, data, kind, lineage, run_key=key), False
 
 
 def run_pipeline(pipeline: Pipeline, workspace: Workspace, **options: Any) -> RunResult:

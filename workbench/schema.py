@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import threading
+import hashlib
 from typing import Literal
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from workbench.errors import SchemaError
 
@@ -30,6 +31,7 @@ CONTENT: dict[str, tuple[str, ...]] = {
     "candidates": ("prompt", "responses"),
     "preference": ("prompt", "chosen", "rejected"),
 }
+CONTENT_COLUMNS = tuple(dict.fromkeys(c for columns in CONTENT.values() for c in columns))
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -187,25 +189,23 @@ def canonical_order(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
     return frame.select([*first, *[c for c in frame.columns if c not in first]])
 
 
-_HASHER = threading.local()
-
-
 def _sha256_hex(keys: pl.Series) -> pl.Series:
-    """sha256 in DuckDB over Arrow: stable across polars versions, no Python loop per row.
-
-    One in-memory connection per thread: opening one costs about 20 ms, which dominated
-    finalizing a step made of many small batches."""
-    import duckdb
-
-    if getattr(_HASHER, "pid", None) != os.getpid():  # a forked child opens its own
-        _HASHER.con, _HASHER.pid = duckdb.connect(), os.getpid()
-    con = _HASHER.con
-    con.register("keys_in", pl.DataFrame({"k": keys}).with_row_index("i").to_arrow())
-    try:
-        hashed = con.sql("SELECT left(sha256(k), 16) AS h FROM keys_in ORDER BY i").pl()
-    finally:
-        con.unregister("keys_in")
-    return hashed["h"].alias("_h")
+    """The first 16 hex digits of each key's sha256 (as DuckDB's `sha256` gives them, which
+    ids were first made with): hashlib over the keys' Arrow buffer, one call a row, at
+    about 3x DuckDB's speed; null keys give null."""
+    array = keys.cast(pl.String).rechunk().to_arrow()
+    if not isinstance(array, pa.LargeStringArray):
+        array = array.cast(pa.large_string())
+    validity, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[
+        array.offset:array.offset + len(array) + 1].tolist()
+    data = memoryview(data_buffer) if data_buffer is not None else memoryview(b"")
+    sha = hashlib.sha256
+    digests = [sha(data[a:b]).hexdigest()[:16] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    out = pl.Series("_h", digests, pl.String)
+    if validity is not None and array.null_count:
+        out = pl.select(pl.when(pl.lit(keys.is_not_null())).then(out)).to_series().alias("_h")
+    return out
 
 
 def user(text: str | pl.Expr) -> pl.Expr:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from workbench.models.breaker import Breaker
     from workbench.models.cache import CallCache
     from workbench.positional import BatchStream
+    from workbench.source import Source
     from workbench.workspace import Workspace
 
 DROP = "_drop_reason"
@@ -126,6 +127,8 @@ class Context:
     a step's model calls keep failing; `base_dir` is where relative paths in step options
     resolve (the pipeline YAML's folder). A global step may read its input's Parquet files
     (`input_files`) directly, e.g. in DuckDB, and spill to `temp_dir` under `memory_limit`.
+    `input` is the same rows as a `source.Source`, which may be a view of another step's
+    files: a `keeps_content` global step gets only that (no `input_files`) when it is.
     """
 
     seed: int = 0
@@ -136,6 +139,7 @@ class Context:
     step: str = ""
     breaker: Breaker | None = None
     input_files: list[Path] | None = None
+    input: Source | None = None
     temp_dir: Path | None = None
     memory_limit: str = "1GB"
     progress: Callable[[int, int, int], None] | None = None  # (items done, total, tokens)
@@ -256,6 +260,8 @@ class Transform(Protocol):
     produces: ClassVar[str]  # a kind, or "same"
     scope: ClassVar[Scope]  # "row": runs batch by batch; "global": sees the whole dataset
     needs: ClassVar[tuple[str, ...]]  # backend capabilities it calls
+    keeps_content: ClassVar[bool]  # kept rows keep their content columns, hence their ids
+    stateless: ClassVar[bool]  # a row's output depends on that row alone; no model is called
     version: ClassVar[str | int | None]  # bumped by hand for what code hashing cannot see
     Config: ClassVar[type[StepConfig]]
     config: StepConfig
@@ -278,6 +284,8 @@ def transform(
     needs: tuple[str, ...] = (),
     config: type[StepConfig] | None = None,
     version: str | int | None = None,
+    keeps_content: bool = False,
+    stateless: bool = False,
 ) -> Callable[[Callable[..., pl.LazyFrame]], type]:
     """Turn `fn(frame, config, ctx) -> frame` into a registered Transform class.
 
@@ -289,9 +297,17 @@ def transform(
     `StepConfig`'s declared methods.
     Checkpoints key on the transform's code (see `code_fingerprint`); `version` adds what the
     code cannot show, e.g. a bump when a data file the method reads changes.
+    `keeps_content=True` declares that every row the step keeps has exactly the content
+    columns (`schema.CONTENT` of its kind) of the input row it came from: the step drops or
+    reorders rows, or adds and changes other columns (scores, tags, a split). Its rows then
+    keep their ids and are not hashed again (when its output kind is its input kind).
+    `stateless=True` (row steps) declares that each output row depends on its input row
+    alone and that no model is called: the runner may then run several batches in one call.
     """
     if scope not in ("row", "global"):
         raise ValueError(f"transform {name!r}: scope must be 'row' or 'global', not {scope!r}")
+    if stateless and (scope != "row" or needs):
+        raise ValueError(f"transform {name!r}: only a row step that calls no model is stateless")
     from workbench.registry import register
 
     def wrap(fn: Callable[..., pl.LazyFrame]) -> type:
@@ -329,6 +345,8 @@ def transform(
                 "scope": scope,
                 "needs": needs,
                 "version": version,
+                "keeps_content": keeps_content,
+                "stateless": stateless,
                 "Config": config_cls,
                 "__init__": __init__,
                 "__call__": __call__,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -21,6 +21,9 @@ from workbench.catalog import Catalog
 from workbench.crashpoints import crashpoint
 from workbench.diskfull import writing
 from workbench.errors import NotFoundError, WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.source import Source
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always fullmatch: `$` matches before "\n"
 DATA_FILE = "data.parquet"
@@ -134,15 +137,26 @@ class Workspace:
                       run_key: str | None = None) -> DatasetVersion:
         """Publish finalized parts (validated, ids set) as the next version of `name`,
         streamed into one Parquet file, all or nothing."""
-        from workbench import parts
-
         check_name(name)
+        from workbench import parts
+        from workbench.source import Source
+
         sources = parts.files(Path(folder))
         if not sources or not all(f.is_file() for f in sources):
             raise WorkbenchError(f"dataset {name!r}: no Parquet parts in {folder}")
-        columns = parts.schema(sources)
+        return self.publish_rows(name, Source(tuple(sources)), kind, lineage, run_key)
+
+    def publish_rows(self, name: str, source: Source, kind: str,
+                     lineage: dict[str, Any] | None = None,
+                     run_key: str | None = None) -> DatasetVersion:
+        """Publish finalized rows (parts, or a view of them) as the next version of `name`,
+        streamed into one Parquet file, all or nothing."""
+        from workbench import parts
+
+        check_name(name)
+        columns = source.schema()
         schema.validate(pl.DataFrame(schema=columns), kind, where=f"dataset {name!r}")
-        return self._publish(name, kind, lambda path: parts.concat_to_file(sources, path),
+        return self._publish(name, kind, lambda path: parts.concat_to_file(source, path),
                              columns.names(), lineage, run_key)
 
     @contextlib.contextmanager

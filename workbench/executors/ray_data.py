@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workbench import parts
 from workbench.errors import PipelineError, WorkbenchError
 from workbench.executors import Progress, StepJob, new_context, run_batch, run_global
+from workbench.positional import BatchStream
 from workbench.transform import Context
 
 INSTALL_HINT = ("--executor ray needs Ray Data: pip install 'preference-workbench[ray]' "
@@ -71,7 +71,8 @@ class RayExecutor:
         except Exception as exc:
             raise _cause(exc) from None
 
-    def run_global(self, job: StepJob, make_context: Callable[[], Context]) -> list[Path]:
+    def run_global(self, job: StepJob,
+                   make_context: Callable[[], Context]) -> list[Path] | BatchStream:
         """On the driver: a global step reads all of its input (DuckDB, FAISS, polars)."""
         return run_global(job, make_context())
 
@@ -100,7 +101,8 @@ def _pool_size(ray: Any, gpus: float, cpus: float, batches: int) -> int:
 
 def _batch(job: StepJob, index: int) -> Any:
     start, rows = job.rows(index)
-    return parts.read_rows(list(job.sources), start, rows)
+    assert job.source is not None
+    return job.source.read_rows(start, rows, positions=job.view_kind is not None)
 
 
 def _worker_context(job: StepJob) -> Context:

@@ -1,9 +1,9 @@
 """`workbench import`: a file or HF dataset in, a validated dataset version out, or nothing.
 
-The source is read and converted a chunk at a time (`iter_load`), staged as Parquet parts
-(`stage`), given content-hash ids in two streaming passes (`workbench.finalize`) and
-streamed into the version's one file (`Workspace.publish_parts`), so memory holds a chunk,
-not the file. The layout is detected on the first chunk; errors name the real line/record.
+The source is read and converted a chunk at a time (`iter_load`) and given content-hash
+ids as it streams past (`workbench.finalize`), written into one file in a scratch folder
+that becomes the version's file (`Workspace.publish_parts` links it), so memory holds a
+chunk, not the file. The layout is detected on the first chunk; errors name the real line/record.
 Reasoning traces, in whichever common layout they come, move to their own columns
 (`layout_traces`).
 """
@@ -11,7 +11,6 @@ Reasoning traces, in whichever common layout they come, move to their own column
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,19 +234,18 @@ def import_path(
     *,
     chunk_rows: int | None = CHUNK_ROWS,
 ) -> DatasetVersion:
-    """Stage, finalize and publish a source as the next version of `name`, all or nothing:
-    the staged parts live in a scratch folder of the workspace that is always removed."""
+    """Convert, finalize and publish a source as the next version of `name`, all or nothing:
+    the converted chunks stream into finalize (the next chunk is read meanwhile), whose
+    parts live in a scratch folder of the workspace that is always removed."""
     check_name(name)
     staging = workspace.cache_dir / "tmp"
     with writing(staging, f"staging {path}"), workspace.scratch() as scratch:
-        staged = stage(path, scratch / "staged", mapping, layout, csv_columns,
-                       chunk_rows=chunk_rows)
+        loading = iter_load(path, mapping, layout, csv_columns, chunk_rows=chunk_rows)
+        finalize(lambda: parts.prefetch(iter(loading)), loading.kind, scratch / "final",
+                 where=str(path), batch_rows=chunk_rows or CHUNK_ROWS, one_file=True)
         crashpoint("import.staged")
-        finalize(staged.files, staged.kind, scratch / "final", where=str(path),
-                 batch_rows=chunk_rows or CHUNK_ROWS)
-        shutil.rmtree(scratch / "staged")
-        return workspace.publish_parts(name, scratch / "final" / DATA_DIR, staged.kind,
-                                       lineage={"import": staged.lineage})
+        return workspace.publish_parts(name, scratch / "final" / DATA_DIR, loading.kind,
+                                       lineage={"import": loading.lineage()})
 
 
 def _prepare(raw: pl.DataFrame, mapping: dict[str, str]) -> pl.DataFrame:
