@@ -146,10 +146,79 @@ def test_magpie_multi_turn_grows_the_conversation(ws):
     spec = build_pipeline({
         "name": "magpie_mt", "models": EMBEDDED, "output": "mt",
         "steps": [{"magpie": {"n": 2, "turns": 2, "max_new_tokens": 16,
-                              "response_max_new_tokens": 8}}]})
+                              "response_max_new_tokens": 8, "followup_max_new_tokens": 16}}]})
     run_pipeline(spec, ws, progress=False)
     data = ws.read("mt")
     for prompt in data["prompt"].to_list():
         assert [m["role"] for m in prompt] == ["user", "assistant", "user"]
         assert all(m["content"].strip() for m in prompt)
     assert data.filter(pl.col("response").str.len_chars() == 0).height == 0
+
+
+class RecordingBackend:
+    """Replies with fixed text and keeps each call's sampling options: what the caps test
+    reads (the step under test is `magpie`, run by the real runner and call cache)."""
+
+    backend = "transformers"
+    capabilities = frozenset({"generate"})
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls: list[tuple[str, object]] = []
+
+    def fingerprint(self) -> dict:
+        return {"backend": "recording", "name": self.name}
+
+    def render(self, chat, add_generation_prompt: bool = True) -> str:
+        return "".join(f"[{m['role']}] {m['content']}\n" for m in chat)
+
+    def generate(self, prompts, params, seeds=None):
+        from workbench.models.base import Generation
+
+        kind = "instruction" if isinstance(prompts[0], str) and "[" not in prompts[0] else (
+            "user" if isinstance(prompts[0], str) else "assistant")
+        self.calls.append((kind, params))
+        return [[Generation("Why is the sky blue?", "stop", 5, 6)] for _ in prompts]
+
+
+@pytest.mark.parametrize(("template", "caps"), [
+    ("llama3.1", (1024, 4096)),   # magpie-llama3.1-8b.sh: --max_tokens 1024
+    ("gemma2", (512, 2048)),      # magpie-gemma2-9b.sh: 512 and 2048
+    ("qwen2.5", (2048, 4096)),    # gen_ins.py / gen_res.py defaults
+])
+def test_token_caps_default_to_the_reference_scripts(ws, template, caps):
+    from workbench.models import provide
+
+    backend = RecordingBackend(f"caps-{template}")
+    models = {"default": provide(backend, f"recording-{template}")}
+    spec = build_pipeline({"name": "caps", "models": models, "output": "caps",
+                           "steps": [{"magpie": {"n": 2, "template": template, "turns": 2}}]})
+    run_pipeline(spec, ws, progress=False)
+    params = {kind: p for kind, p in backend.calls}
+    assert (params["instruction"].max_new_tokens, params["assistant"].max_new_tokens) == caps
+    assert params["user"].max_new_tokens == 4096 and "\n" in params["user"].stop  # gen_mt.py
+    data = ws.read("caps")
+    assert set(data["gen_input_configs"].struct.field("max_tokens")) == {caps[0]}
+    assert set(data["gen_response_configs"].struct.field("max_tokens")) == {caps[1]}
+    if template == "llama3.1":  # its scripts: de-markdown on, no newline stop
+        assert params["instruction"].first_token_ban == ("#", "##", "###", "####")
+        assert "\n" not in params["instruction"].stop
+
+
+def test_follow_up_turn_cap_and_stop_are_options(ws):
+    from workbench.models import provide
+
+    backend = RecordingBackend("caps-followup")
+    models = {"default": provide(backend, "recording-followup")}
+    spec = build_pipeline({"name": "fu", "models": models, "output": "fu", "steps": [{"magpie": {
+        "n": 1, "template": "smollm2", "turns": 3, "max_new_tokens": 32,
+        "response_max_new_tokens": 48, "followup_max_new_tokens": 20,
+        "followup_early_stop": False}}]})
+    run_pipeline(spec, ws, progress=False)
+    users = [p for kind, p in backend.calls if kind == "user"]
+    assert len(users) == 2 and all(p.max_new_tokens == 20 for p in users)
+    assert all("\n" not in p.stop and "<|im_end|>" in p.stop for p in users)
+    assert {p.max_new_tokens for kind, p in backend.calls if kind == "assistant"} == {48}
+    sampled = build_pipeline({"name": "s", "input": "x.jsonl", "models": {"default": {}},
+                              "steps": [{"sample_responses": {}}, {"generate": {"into": "g"}}]})
+    assert [s.transform.config.max_new_tokens for s in sampled.steps] == [4096, 4096]

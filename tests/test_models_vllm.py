@@ -106,3 +106,53 @@ def test_candidates_outside_the_top_k_are_read_exactly(hf_backend):
                          hf_backend.next_token_distribution(prompts, cands), strict=True):
         assert list(got) == cands
         assert list(got.values()) == pytest.approx(list(want.values()), abs=5e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@needs_gpu
+def test_first_token_processors_run_on_vllm_as_on_transformers(vllm_backend, hf_backend):
+    """Magpie's de-markdown ban goes through the engine logits processor: banning the greedy
+    first token moves both backends to the same other first token; flaming is seeded."""
+    assert vllm_backend.shapes_first_token
+    plain = vllm_backend.generate([MAGPIE], SamplingParams(max_new_tokens=6))[0][0]
+    first = vllm_backend.encoder.encode_continuation(plain.text)[0]
+    ban = SamplingParams(max_new_tokens=6, first_token_ban=(vllm_backend.tokenizer.decode([first]),))
+    [[shaped]] = vllm_backend.generate([MAGPIE], ban)
+    [[reference]] = hf_backend.generate([MAGPIE], ban)
+    got = vllm_backend.encoder.encode_continuation(shaped.text)[0]
+    assert got != first
+    assert got == hf_backend.encoder.encode_continuation(reference.text)[0]
+    flaming = SamplingParams(temperature=1.0, max_new_tokens=8, first_token_temperature=1.2,
+                             seed=3)
+    assert vllm_backend.generate([MAGPIE], flaming) == vllm_backend.generate([MAGPIE], flaming)
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@needs_gpu
+def test_template_token_stops_go_as_stop_token_ids(vllm_backend):
+    """A stop that is a special token is never in vLLM's detokenized text; sent as an id it
+    ends the generation ("stop"), and the text holds no template token."""
+    params = SamplingParams(max_new_tokens=64, stop=("<|im_end|>", "<|im_start|>"))
+    [[chat]] = vllm_backend.generate([CHAT], params)
+    assert chat.finish_reason == "stop" and "<|im_" not in chat.text
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@needs_gpu
+def test_magpie_with_de_markdown_runs_on_vllm(ws):
+    from workbench.pipeline import build_pipeline
+    from workbench.runner import run_pipeline
+
+    spec = build_pipeline({
+        "name": "mv", "seed": 1, "output": "mv",
+        "models": {"default": {"backend": "vllm", "model": "embedded",
+                               "options": {"gpu_memory_utilization": 0.3, "dtype": "float32"}}},
+        "steps": [{"magpie": {"n": 4, "first_token": "de_markdown", "max_new_tokens": 24}}]})
+    run_pipeline(spec, ws, progress=False)
+    data = ws.read("mv")
+    assert data.height >= 1
+    assert set(data["gen_input_configs"].struct.field("first_token")) == {"de_markdown"}
+    assert not data["instruction"].str.starts_with("#").any()

@@ -39,7 +39,8 @@ class GenerateConfig(ModelStep, Seeded):
     n: int = Field(1, ge=1, description="samples per prompt; n > 1 makes candidates")
     temperature: float = Field(0.0, ge=0, description="0 is greedy")
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(256, ge=1)
+    max_new_tokens: int = Field(4096, ge=1, description="answer length cap (reference: Magpie's "
+                                "gen_res.py and gen_po_multi_res.py, 4,096)")
     stop: list[str] = Field(default_factory=list, description="stop strings")
     min_samples: int = Field(2, ge=1, description="with n > 1: fewest usable samples to keep a row")
     drop_truncated: bool = Field(False, description="with n > 1: remove samples cut off at "

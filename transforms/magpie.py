@@ -54,7 +54,9 @@ class MagpieConfig(ModelStep):
         None, description="pre-query template variant: Vicuna system prompt or a control task")
     temperature: float | None = Field(None, gt=0, description="default: the family's scripts")
     top_p: float | None = Field(None, gt=0, le=1)
-    max_new_tokens: int = Field(128, ge=1, description="instruction length cap")
+    max_new_tokens: int | None = Field(None, ge=1, description="instruction length cap; "
+                                       "default: the family's scripts (2,048; Llama-3.1/3.3 "
+                                       "1,024; Gemma-2 512)")
     early_stop: bool | None = Field(None, description='stop at the first "\\n" (reference '
                                     "default on; Llama-3.1/3.3/Gemma-2 scripts turn it off)")
     assistant_stop: bool = Field(True, description='stop at the word "assistant" (reference)')
@@ -65,7 +67,13 @@ class MagpieConfig(ModelStep):
     responses: bool = Field(False, description="also answer each instruction (sft rows)")
     response_temperature: float | None = Field(None, ge=0)
     response_top_p: float | None = Field(None, gt=0, le=1)
-    response_max_new_tokens: int = Field(256, ge=1)
+    response_max_new_tokens: int | None = Field(None, ge=1, description="answer length cap; "
+                                                "default: the family's scripts (4,096; "
+                                                "Gemma-2 2,048)")
+    followup_max_new_tokens: int = Field(4096, ge=1, description="cap of each later user turn "
+                                         "(turns > 1; reference gen_mt.py: 4,096)")
+    followup_early_stop: bool = Field(True, description='stop later user turns at the first '
+                                      '"\\n" (reference gen_mt.py default)')
 
     @model_validator(mode="after")
     def _known_template(self) -> MagpieConfig:
@@ -91,9 +99,9 @@ def magpie(frame: pl.LazyFrame, config: MagpieConfig, ctx: Context) -> pl.LazyFr
     prefix = family.prefix(config.variant)
     defaults = family.defaults
     shaping = FIRST_TOKEN[_pick(config.first_token, defaults.get("first_token", "none"))]
-    if shaping and backend.backend != "transformers":
-        raise ValueError(f"first_token processors run on the transformers backend only, not "
-                         f"{backend.backend!r}; set first_token: none")
+    if shaping and backend.backend not in ("transformers", "vllm"):
+        raise ValueError(f"first_token processors run on the transformers and vllm backends, "
+                         f"not {backend.backend!r}; set first_token: none")
     stops = list(family.stop_tokens) + (list(family.assistant_stops) if config.assistant_stop else [])
     early = defaults.get("early_stop", True) if config.early_stop is None else config.early_stop
     if early:
@@ -101,7 +109,8 @@ def magpie(frame: pl.LazyFrame, config: MagpieConfig, ctx: Context) -> pl.LazyFr
     ins = SamplingParams(
         temperature=_pick(config.temperature, defaults.get("temperature", 1.0)),
         top_p=_pick(config.top_p, defaults.get("top_p", 1.0)),
-        max_new_tokens=config.max_new_tokens, stop=tuple(stops), seed=ctx.seed, **shaping)
+        max_new_tokens=_pick(config.max_new_tokens, defaults.get("max_new_tokens", 2048)),
+        stop=tuple(stops), seed=ctx.seed, **shaping)
     rows = [f"magpie:{family.name}:{i}" for i in range(config.n)]
     results = ctx.call(config.model, "generate", [prefix] * config.n, ins, row_ids=rows,
                        sample_ids=rows, batch_size=config.batch_size)
@@ -120,6 +129,7 @@ def magpie(frame: pl.LazyFrame, config: MagpieConfig, ctx: Context) -> pl.LazyFr
         "pre_query_template": prefix,
     }).with_columns(pl.struct(
         pl.lit(ins.temperature).alias("temperature"), pl.lit(ins.top_p).alias("top_p"),
+        pl.lit(ins.max_new_tokens).alias("max_tokens"),
         pl.lit(generator).alias("input_generator"), pl.lit(ins.seed).alias("seed"),
         pl.lit(style).alias("sanitize"),
         pl.lit(_pick(config.first_token, defaults.get("first_token", "none"))).alias(
@@ -141,9 +151,12 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
     answer = SamplingParams(
         temperature=_pick(config.response_temperature, defaults.get("response_temperature", 0.0)),
         top_p=_pick(config.response_top_p, defaults.get("response_top_p", 1.0)),
-        max_new_tokens=config.response_max_new_tokens, seed=ctx.seed)
-    follow = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=config.max_new_tokens,
-                            stop=(*family.stop_tokens, "\n"), seed=ctx.seed)
+        max_new_tokens=_pick(config.response_max_new_tokens,
+                             defaults.get("response_max_new_tokens", 4096)), seed=ctx.seed)
+    newline = ("\n",) if config.followup_early_stop else ()
+    follow = SamplingParams(temperature=1.0, top_p=1.0,
+                            max_new_tokens=config.followup_max_new_tokens,
+                            stop=(*family.stop_tokens, *newline), seed=ctx.seed)
     alive = out[DROP].is_null().to_list()
     ids = [f"magpie:{family.name}:{i}" for i in out["magpie_index"]]
     chats: list[list[dict[str, str]]] = [[{"role": "user", "content": text}]

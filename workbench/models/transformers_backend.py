@@ -562,6 +562,8 @@ def _helper_classes() -> tuple[type, type, type]:
     import torch
     from transformers import LogitsProcessor, StoppingCriteria
 
+    from workbench.models.first_token import shape_first_token
+
     class RowSampler(LogitsProcessor):
         """Temperature + top-p sampling with one generator per row.
 
@@ -616,9 +618,6 @@ def _helper_classes() -> tuple[type, type, type]:
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
             if input_ids.shape[1] != self.prompt_width:
                 return scores
-            scores = scores / self.temperature
-            if self.banned:
-                scores[:, self.banned] = -9999.999
-            return scores
+            return shape_first_token(scores.clone(), self.temperature, self.banned)
 
     return RowSampler, StopOnStrings, FirstTokenShaper

@@ -3,6 +3,8 @@
 vLLM is an optional extra and is imported only when this backend is constructed. Prompts are
 rendered and tokenized exactly as in the transformers backend (same chat template, same BOS
 rule) and passed as token ids, so both backends see identical inputs for a given row.
+Stops that are special tokens also go as `stop_token_ids`, and Magpie's first-token
+processors run as an engine logits processor (workbench.models.vllm_logits).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from workbench.models.base import (
     TokenLogprobs,
 )
 from workbench.models.fingerprint import tokenizer_digest
+from workbench.models.first_token import first_token_args, stop_token_ids
 from workbench.models.transformers_backend import (
     IMPL_VERSION,
     PromptEncoder,
@@ -45,6 +48,19 @@ def import_vllm() -> Any:
     return vllm
 
 
+def _v1_runner_processors() -> bool:
+    """Whether the engine takes V1-interface custom logits processors: a vLLM with Model
+    Runner V2 refuses them unless that runner is turned off (VLLM_USE_V2_MODEL_RUNNER=0)."""
+    import importlib.util
+    import os
+
+    try:
+        has_v2 = importlib.util.find_spec("vllm.v1.worker.gpu.sample.logits_processor")
+    except ImportError:
+        has_v2 = None
+    return has_v2 is None or os.environ.get("VLLM_USE_V2_MODEL_RUNNER") == "0"
+
+
 class VLLMBackend:
     """vLLM `LLM` engine; generation, prompt log-probs and top-k next-token log-probs."""
 
@@ -63,8 +79,12 @@ class VLLMBackend:
         batch_size: int | None = None,  # accepted for symmetry; vLLM schedules batches itself
         max_logprobs: int = TOP_LOGPROBS,
         candidate_ids: dict[str, int] | None = None,
+        first_token_processor: bool = True,
     ) -> None:
-        """`max_logprobs`: the engine's cap and the top-k that scoring asks for first (deita's
+        """`first_token_processor`: load the first-token logits processor (Magpie's de-markdown and
+        flaming tokens) into the engine; it needs vLLM's V1 custom logits processors
+        (0.10.1 on, V1 model runner); false on a vLLM that refuses them.
+        `max_logprobs`: the engine's cap and the top-k that scoring asks for first (deita's
         reference reads 1,000); candidates outside it are read exactly by a second pass.
         `candidate_ids`: token ids to read per candidate string, in place of the in-context
         ones (workbench.models.candidates)."""
@@ -94,6 +114,15 @@ class VLLMBackend:
         }
         if max_model_len is not None:
             engine_args["max_model_len"] = max_model_len
+        self.shapes_first_token = False
+        if first_token_processor and _v1_runner_processors():
+            try:
+                from workbench.models.vllm_logits import FirstTokenProcessor
+            except ImportError:  # a vLLM before the V1 custom logits processors
+                pass
+            else:
+                engine_args["logits_processors"] = [FirstTokenProcessor]
+                self.shapes_first_token = True
         self.llm = vllm.LLM(**engine_args)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -105,6 +134,7 @@ class VLLMBackend:
             "dtype": self.dtype,
             "engine": self._engine_options,
             "impl": IMPL_VERSION,
+            "stops": "strings+special-token ids",  # since stop_token_ids are sent
             **candidate_fingerprint(self.encoder),
         }
 
@@ -123,10 +153,17 @@ class VLLMBackend:
         """`params.n` samples per prompt; greedy computes one and repeats it. `seeds` gives
         each prompt its own seed (one vLLM SamplingParams per prompt)."""
         greedy = params.temperature <= 0
-        if params.shapes_first_token:
-            raise CapabilityError("the vllm backend does not shape the first token's logits "
-                                  "(Magpie's logits processors); use backend: transformers")
+        if params.shapes_first_token and not self.shapes_first_token:
+            raise CapabilityError(
+                "this vllm backend cannot shape the first token's logits (Magpie's first-token "
+                "processors need vLLM >= 0.10.1 with its V1 custom logits processors, the V1 "
+                "model runner (VLLM_USE_V2_MODEL_RUNNER=0 where vLLM has the V2 one) and the "
+                "backend option first_token_processor: true); use backend: transformers or the "
+                "step's first_token: none")
         structured = self._structured(params.json_schema)
+        shaping = first_token_args(
+            params, self.encoder.single_token_ids(params.first_token_ban))
+        stop_ids = stop_token_ids(self.tokenizer, params.stop)
 
         def sampling_for(seed: int) -> Any:
             return self._vllm.SamplingParams(
@@ -135,7 +172,9 @@ class VLLMBackend:
                 top_p=1.0 if greedy else params.top_p,
                 max_tokens=params.max_new_tokens,
                 stop=list(params.stop) or None,
+                stop_token_ids=stop_ids,
                 seed=seed,
+                **({"extra_args": shaping} if shaping else {}),
                 **structured,
             )
 
