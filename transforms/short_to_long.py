@@ -4,7 +4,7 @@ Reference: DAMO-NLP-SG/LongPO `data_prepare/` @ a619607 (generate_qa.py, postpro
 generate_longpo_pair.py, postprocess_longpo_pair.py).
 
 1. **Chunks.** Paragraphs (`\\n\\n+`) greedily packed into chunks of at most `chunk_tokens`,
-   kept if at least `min_chunk_tokens`, pieces joined by a space (`workbench.documents`).
+   kept if at least `min_chunk_tokens`, pieces joined by a space (`workbench.algorithms.documents`).
 2. **Long contexts.** Consecutive chunks of a document packed up to `context_tokens` (the
    reference's ~128K-token documents); the long prompt is its chunks joined by `"\\n\\n\\n"`,
    so every short chunk is a substring of it. A context needs `min_context_chunks` chunks.
@@ -36,8 +36,8 @@ from typing import Any
 import polars as pl
 from pydantic import Field, model_validator
 
-from transforms.doc_source import DocumentSource, load_chunks
-from workbench.documents import pack
+from transforms._support.doc_source import DocumentSource, load_chunks
+from workbench.algorithms.documents import pack
 from workbench.io.layouts_longpo import longpo_messages, longpo_records  # noqa: F401
 from workbench.transform import DROP, QUARANTINED, Context, ModelStep, Seeded, transform
 

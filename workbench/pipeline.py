@@ -10,8 +10,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from workbench import registry, strict_yaml
+from workbench import registry
 from workbench.errors import PipelineError
+from workbench.formats import strict_yaml
 from workbench.models.breaker import FailurePolicy
 from workbench.models.spec import BACKEND_CAPABILITIES, ModelSpec, check_options
 

@@ -9,6 +9,9 @@ from typing import Any
 
 import polars as pl
 
+from workbench.algorithms.reasoning import EXPORT_MODES as REASONING_MODES
+from workbench.algorithms.reasoning import for_export, trace_column
+from workbench.algorithms.stats import pass_rates
 from workbench.errors import WorkbenchError
 from workbench.io.card import data_files, dataset_card
 from workbench.io.export_columns import (
@@ -28,10 +31,7 @@ from workbench.io.export_folder import (
 )
 from workbench.io.layouts_longpo import to_longpo
 from workbench.io.layouts_verified import to_grpo, to_step_dpo
-from workbench.reasoning import EXPORT_MODES as REASONING_MODES
-from workbench.reasoning import for_export, trace_column
 from workbench.schema import MESSAGES
-from workbench.stats import pass_rates
 from workbench.workspace import Workspace
 
 FORMATS = ("hf", "parquet", "jsonl")
@@ -148,7 +148,7 @@ def label_decisions(labels: pl.DataFrame, policy: str = "majority") -> pl.DataFr
     votes = labels.select("row_id", "annotator", "created_at", "label_id",
                           _side(pl.col("choice"), pl.col("a_is_chosen")).alias("decision"))
     if policy.startswith("annotator:"):
-        from workbench.annotators import normalise
+        from workbench.labeling.annotators import normalise
 
         name = normalise(policy.removeprefix("annotator:"))
         known = sorted(votes["annotator"].unique().to_list())
@@ -258,9 +258,9 @@ def export_dataset(
 
     Preference rows keep the allow-listed method columns (export_columns) unless `columns` is
     "minimal"; `trl` "rdpo" and "longpo" write those methods' training layouts, "grpo" an RL
-    prompt set with the columns `workbench.rewards.verified_reward` reads, "step-dpo" Step-DPO's
+    prompt set with the columns `workbench.algorithms.rewards.verified_reward` reads, "step-dpo" Step-DPO's
     records. Reasoning traces are kept in their own columns, stripped, or put back inline in
-    the replies (`reasoning`: keep, strip, inline; workbench.reasoning.for_export), whatever
+    the replies (`reasoning`: keep, strip, inline; workbench.algorithms.reasoning.for_export), whatever
     `columns` is.
 
     Only `out` is written: split names must be plain names, and an existing folder is replaced
