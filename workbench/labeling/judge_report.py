@@ -138,8 +138,8 @@ def reference_decisions(ws: Workspace, ref: str, against: str,
                         label_policy: str = "majority") -> pl.DataFrame:
     """row_id, decision of the reference: people's labels under a label policy (rows without
     a majority left out), the gold pairs, or `chosen` for every row."""
-    from workbench.io.export import label_decisions
     from workbench.labeling.labels import gold_table
+    from workbench.labeling.policy import label_decisions
 
     version = ws.resolve(ref)
     if against == "chosen":

@@ -9,7 +9,7 @@ The app, the CLI and notebooks share this module; the app never writes SQL of it
 - Gold pairs have a known decision; queues (`workbench.labeling.queues`) mix them in at their rate and
   each annotator's accuracy on them is reported here.
 - An adjudicator's resolution is itself a label, by annotator `lead:NAME`; the export's
-  label policies let it settle the row (`workbench.io.export.label_decisions`).
+  label policies let it settle the row (`workbench.labeling.policy.label_decisions`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import polars as pl
 
 from workbench.errors import WorkbenchError
-from workbench.io.export import LEAD_PREFIX
 from workbench.labeling import annotators
+from workbench.labeling.policy import LEAD_PREFIX
 from workbench.query.query import queue_rows
 from workbench.workspace import Workspace
 
@@ -251,7 +251,7 @@ def labelled_version(ws: Workspace, ref: str, name: str | None = None,
     rejected side is swapped, ties and both-bad pairs are left out (or kept, flagged in
     `tie`/`both_bad`, with keep_undecided), rows without a majority are left out, unlabelled
     rows stay. Returns (the new version, the counts)."""
-    from workbench.io.export import apply_labels
+    from workbench.labeling.policy import apply_labels
 
     version = ws.resolve(ref)
     if version.kind != "preference":

@@ -28,8 +28,8 @@ from datetime import datetime
 from typing import Any
 
 from workbench.errors import NotFoundError, WorkbenchError
-from workbench.io.export import LEAD_PREFIX
 from workbench.labeling import annotators, judge_signals
+from workbench.labeling.policy import LEAD_PREFIX
 from workbench.query.query import count_rows, queue_rows
 from workbench.query.sandbox import version_views
 from workbench.workspace import DATA_FILE, DatasetVersion, Workspace, check_name
