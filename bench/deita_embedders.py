@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workbench.diversity import greedy_select
+from workbench.algorithms.diversity import greedy_select
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from workbench.diversity import greedy_select
+from workbench.algorithms.diversity import greedy_select
 
 
 def embeddings(n: int, dim: int = 384, copies: float = 1 / 3, seed: int = 0) -> np.ndarray:

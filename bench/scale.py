@@ -33,8 +33,8 @@ import polars as pl
 import psutil
 from synth import sentences
 
-from workbench import parts
-from workbench.finalize import DATA_DIR, finalize
+from workbench.engine import parts
+from workbench.engine.finalize import DATA_DIR, finalize
 from workbench.workspace import DATA_FILE, Workspace
 
 CHUNK = 100_000

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
-from workbench import labels, queues
-from workbench.query import browse
+from workbench.labeling import labels, queues
+from workbench.query.query import browse
 from workbench.workspace import Workspace
 
 TEXT = ("the model should answer the question clearly and safely with a short example "

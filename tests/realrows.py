@@ -34,8 +34,8 @@ def prompts() -> pl.DataFrame:
 @functools.cache
 def embeddings() -> np.ndarray:
     """(2000, 384) unit float32 vectors of `prompts()["text"]`."""
-    from workbench.atomic import file_lock
     from workbench.models.embeddings import embed
+    from workbench.store.atomic import file_lock
 
     folder = os.environ.get("WORKBENCH_TEST_CACHE") or os.environ.get("WORKBENCH_TEST_SHARED")
     if folder is None:

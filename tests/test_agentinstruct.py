@@ -11,8 +11,8 @@ import pytest
 from conftest import DATA
 from scripted_backend import FAIL, ScriptedBackend, install
 
+from transforms._support.agentinstruct_taxonomy import load_skills
 from transforms.agentinstruct import parse_labeled
-from transforms.agentinstruct_taxonomy import load_skills
 from workbench.errors import InputError, PipelineError
 from workbench.pipeline import build_pipeline, load_pipeline
 from workbench.runner import run_pipeline

@@ -16,10 +16,10 @@ from conftest import DATA
 from scripted_backend import ScriptedBackend, install
 from test_agentinstruct import check_rows
 
-from transforms.agentinstruct_taxonomy import Skill, load_skills
-from workbench import parts
+from transforms._support.agentinstruct_taxonomy import Skill, load_skills
+from workbench.engine import parts
+from workbench.engine.finalize import DROPPED_DIR
 from workbench.errors import InputError
-from workbench.finalize import DROPPED_DIR
 from workbench.pipeline import build_pipeline
 from workbench.runner import run_pipeline
 
@@ -247,7 +247,7 @@ def test_copies_of_the_worked_example_are_dropped(ws, monkeypatch, tmp_path: Pat
 
 def test_built_in_files_form_one_layer(tmp_path: Path, monkeypatch):
     """`extends:` reaches across the built-in files; one name in two files is an error."""
-    from transforms import agentinstruct_taxonomy
+    from transforms._support import agentinstruct_taxonomy
 
     real = agentinstruct_taxonomy.builtin_files()
     (tmp_path / "zz_legal.yaml").write_text(

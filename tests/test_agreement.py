@@ -7,7 +7,7 @@ import math
 import polars as pl
 import pytest
 
-from workbench import agreement
+from workbench.labeling import agreement
 
 
 def long(rows: list[tuple]) -> pl.DataFrame:
@@ -102,7 +102,7 @@ def test_undefined_statistics_are_nan():
 
 
 def test_report_on_rankings_of_candidates_with_the_judge(ws):
-    from workbench import labels
+    from workbench.labeling import labels
 
     prompt = [{"role": "user", "content": "Name a colour."}]
     ws.write_dataset("cands", pl.DataFrame({

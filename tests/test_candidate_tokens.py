@@ -13,9 +13,9 @@ from real_tokenizers import (
 )
 
 from transforms.deita import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE
+from workbench.algorithms.scores import DIGITS_1_6
 from workbench.models.candidates import WINDOW, CandidateError, CandidateTokens
 from workbench.models.transformers_backend import PromptEncoder
-from workbench.scores import DIGITS_1_6
 
 DEITA = [COMPLEXITY_TEMPLATE.format(instruction="Name a prime number."),
          QUALITY_TEMPLATE.format(instruction="Name a prime number.", output="7")]

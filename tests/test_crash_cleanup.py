@@ -25,7 +25,7 @@ import pytest
 import yaml
 from conftest import DATA, ROOT, cli
 
-from workbench.atomic import file_lock
+from workbench.store.atomic import file_lock
 from workbench.workspace import Workspace
 
 HH = str(DATA / "hh_rlhf_harmless_test_600.jsonl.gz")
@@ -237,7 +237,7 @@ def test_racing_imports_after_an_orphan_take_consecutive_numbers(tmp_path: Path)
 
 HOLDER = """
 import sys, time
-from workbench.atomic import atomic_dir, file_lock
+from workbench.store.atomic import atomic_dir, file_lock
 from workbench.workspace import Workspace
 ws = Workspace(sys.argv[1])
 with ws.scratch() as scratch, atomic_dir(ws.datasets_dir / "hh" / "v9"), \\

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from realrows import embeddings, prompts
 
-from workbench.diversity import greedy_select
+from workbench.algorithms.diversity import greedy_select
 from workbench.registry import get
 from workbench.schema import user
 from workbench.transform import DROP, Context

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from realrows import embeddings, prompts
 
-from workbench.diversity import greedy_select
+from workbench.algorithms.diversity import greedy_select
 from workbench.registry import get
 from workbench.transform import DROP, Context
 
@@ -124,9 +124,9 @@ def test_deita_score_is_one_forward_per_prompt_on_the_embedded_model(tmp_path):
     import torch
 
     from transforms.deita import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE
+    from workbench.algorithms.scores import expected_score
     from workbench.models import load_backend
     from workbench.models.spec import ModelSpec
-    from workbench.scores import expected_score
     from workbench.workspace import Workspace
 
     backend = load_backend(ModelSpec(backend="transformers", model="embedded"))

@@ -1,4 +1,4 @@
-"""Reading raw documents and chunking them (`workbench.documents`), on hand-made and real files."""
+"""Reading raw documents and chunking them (`workbench.algorithms.documents`), on hand-made and real files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from conftest import DATA
 
-from workbench.documents import (
+from workbench.algorithms.documents import (
     chunk_documents,
     document_files,
     pack,

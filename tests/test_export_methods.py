@@ -148,12 +148,3 @@ def test_longpo_layout_refuses_other_pairs(explained, tmp_path: Path):
     with pytest.raises(WorkbenchError, match="--trl longpo needs the preference rows a "
                                              "`short_to_long` step writes"):
         export_dataset(explained, "explained", tmp_path / "l", trl="longpo")
-
-
-def test_old_import_of_the_record_builders_still_works():
-    from transforms.short_to_long import longpo_messages as old_messages
-    from transforms.short_to_long import longpo_records as old_records
-    from workbench.io import layouts_longpo
-
-    assert old_records is layouts_longpo.longpo_records
-    assert old_messages is layouts_longpo.longpo_messages

@@ -3,6 +3,7 @@ step drops or nulls what it cannot use, and the run log counts it by reason."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def _gen(text: str):
 @pytest.fixture
 def garbage_model(monkeypatch):
     models.unload_all()
-    monkeypatch.setitem(models.BACKENDS, "transformers", (__name__, "GarbageBackend"))
+    monkeypatch.setitem(models.BACKENDS, "transformers", dataclasses.replace(
+        models.BACKENDS["transformers"], module=__name__, cls="GarbageBackend"))
     yield
     models.unload_all()
 

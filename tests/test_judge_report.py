@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from conftest import DATA, cli
 
-from workbench import labels
 from workbench.errors import WorkbenchError
-from workbench.judge_report import parse_bins, report, workspace_report
+from workbench.labeling import labels
+from workbench.labeling.judge_report import parse_bins, report, workspace_report
 from workbench.workspace import Workspace
 
 KEYS = ["n", "accuracy", "kappa", "flip_rate", "length_preference", "by_margin", "by_subset"]

@@ -1,4 +1,4 @@
-"""workbench.labels: queues chosen by SQL, sides, undo, gold pairs, adjudication, the catalog
+"""workbench.labeling.labels: queues chosen by SQL, sides, undo, gold pairs, adjudication, the catalog
 upgrade, and the labelled version the app writes matching `export --labels`."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 from conftest import DATA
 
-from workbench import labels, queues
-from workbench.catalog import SCHEMA_VERSION, schema_version
 from workbench.errors import QueryError, WorkbenchError
 from workbench.io.export import export_dataset
 from workbench.io.importer import import_path
+from workbench.labeling import labels, queues
+from workbench.store.catalog import SCHEMA_VERSION, schema_version
 from workbench.workspace import Workspace
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import DATA, cli
 
-from workbench.length_bias import fit_phi, length_bias
+from workbench.algorithms.length_bias import fit_phi, length_bias
 
 
 def simulated(phi: float, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

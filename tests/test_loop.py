@@ -22,7 +22,7 @@ import yaml
 from conftest import DATA, ROOT, cli
 
 from workbench.errors import LoopError
-from workbench.loop_config import build_loop, load_loop
+from workbench.loops.loop_config import build_loop, load_loop
 
 SPIN = DATA / "loops" / "spin_tiny.yaml"
 ENV = {"OMP_NUM_THREADS": "1"}  # two busy processes on two cores slow each other badly
@@ -122,7 +122,7 @@ def test_the_example_loops_validate():
 def test_rounds_table_reads_each_rounds_latest_version(ws):
     """Margins, side lengths and pass rates per round, from the rows (a verifier's
     `pass_rate` or `chosen_passed`), and only the rounds of the loop asked for."""
-    from workbench.loop_report import rounds_table
+    from workbench.loops.loop_report import rounds_table
 
     user = [{"role": "user", "content": "q"}]
 
@@ -231,7 +231,7 @@ def test_spin_loop_makes_two_rounds_the_second_from_the_first_policy(reference: 
     assert ws.read(first.ref)["rejected"].to_list() != ws.read(second.ref)["rejected"].to_list()
 
     # run again: every round is done, nothing runs; another configuration is refused
-    from workbench.loop import run_loop
+    from workbench.loops.loop import run_loop
 
     runs = len(ws.runs(100))
     again = run_loop(load_loop(SPIN), ws)
@@ -308,7 +308,7 @@ def test_spin_loop_killed_in_round_two_resumes_to_the_same_datasets(reference: P
 def test_the_datasets_page_shows_the_rounds_side_by_side(reference: Path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from workbench.loop_report import rounds_table
+    from workbench.loops.loop_report import rounds_table
     from workbench.workspace import Workspace
 
     ws = Workspace(reference)
@@ -346,8 +346,8 @@ print("trained", export.name)
 
 @pytest.mark.slow
 def test_a_command_trains_between_self_rewarding_rounds(tmp_path: Path):
-    from workbench.loop import run_loop
-    from workbench.loop_report import rounds_table
+    from workbench.loops.loop import run_loop
+    from workbench.loops.loop_report import rounds_table
     from workbench.workspace import Workspace
 
     script = tmp_path / "train.py"

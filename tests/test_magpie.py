@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from transforms.magpie_sanitize import remove_prefix, sanitize
-from transforms.magpie_templates import PROBE, detect_family, load_registry
+from transforms._support.magpie_sanitize import remove_prefix, sanitize
+from transforms._support.magpie_templates import PROBE, detect_family, load_registry
 from workbench.pipeline import build_pipeline
 from workbench.runner import run_pipeline
 

@@ -594,7 +594,7 @@ def test_unreachable_server_fails_per_item() -> None:
 
 
 def test_retry_after_header_forms() -> None:
-    from workbench.models.openai_backend import _retry_after_seconds
+    from workbench.models.openai_transport import retry_after_seconds as _retry_after_seconds
 
     assert _retry_after_seconds("3") == 3.0
     assert _retry_after_seconds(None) is None and _retry_after_seconds("soon") is None

@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 from conftest import DATA
 
-from workbench import parts, schema
-from workbench.finalize import DATA_DIR, finalize
+from workbench import schema
+from workbench.engine import parts
+from workbench.engine.finalize import DATA_DIR, finalize
 from workbench.io.importer import load
 from workbench.pipeline import build_pipeline
 from workbench.registry import get

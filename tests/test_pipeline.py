@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import DATA, ROOT, cli
 
-from workbench import parts
+from workbench.engine import parts
 from workbench.errors import PipelineError
 from workbench.pipeline import build_pipeline, load_pipeline
 from workbench.runner import run_pipeline
@@ -166,7 +166,7 @@ def test_sigkill_mid_step_then_resume_gives_same_rows(tmp_path: Path, shared: Pa
 
 
 def test_a_second_concurrent_run_is_refused(tmp_path: Path, shared: Path):
-    from workbench.atomic import file_lock
+    from workbench.store.atomic import file_lock
 
     path = write(tmp_path, {"name": "busy", "input": str(shared / "gsm8k/test.jsonl"),
                             "steps": [{"sample": {"n": 5}}], "output": "o"})
@@ -195,7 +195,7 @@ def test_a_duplicate_yaml_key_is_an_error_naming_key_and_line(tmp_path: Path):
 
 
 def test_the_taxonomy_file_refuses_duplicate_keys_too(tmp_path: Path):
-    from transforms.agentinstruct_taxonomy import load_skills
+    from transforms._support.agentinstruct_taxonomy import load_skills
     from workbench.errors import InputError
 
     path = tmp_path / "skills.yaml"

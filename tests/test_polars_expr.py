@@ -10,7 +10,7 @@ import pytest
 
 from workbench.errors import PipelineError
 from workbench.pipeline import build_pipeline
-from workbench.polars_expr import UnsafeExpression, parse_polars_expr
+from workbench.query.polars_expr import UnsafeExpression, parse_polars_expr
 from workbench.registry import get
 from workbench.transform import DROP, Context
 

@@ -13,8 +13,8 @@ import pytest
 from conftest import cli
 
 from workbench.errors import QueryError
-from workbench.query import browse, json_lines, run_query
-from workbench.sandbox import open_sandbox, version_views
+from workbench.query.query import browse, json_lines, run_query
+from workbench.query.sandbox import open_sandbox, version_views
 from workbench.schema import user
 from workbench.workspace import Workspace
 

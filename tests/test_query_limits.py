@@ -17,8 +17,8 @@ from conftest import ROOT, cli
 
 from transforms.filter import FilterConfig, parse_expression
 from workbench.errors import QueryError
-from workbench.query import browse, run_query
-from workbench.query_limits import Limits, parse_memory
+from workbench.query.query import browse, run_query
+from workbench.query.query_limits import Limits, parse_memory
 from workbench.schema import user
 from workbench.workspace import Workspace
 

@@ -25,8 +25,8 @@ import pytest
 from conftest import DATA, ROOT, cli, ui_server
 from test_ui_smoke import free_port
 
-from workbench import labels, queues
 from workbench.errors import NotFoundError
+from workbench.labeling import labels, queues
 from workbench.workspace import Workspace
 
 NOBODY = 65534

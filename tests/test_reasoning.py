@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from conftest import ROOT, cli
 
-from workbench.reasoning import join, split_columns, split_texts
+from workbench.algorithms.reasoning import join, split_columns, split_texts
 
 CASES = [  # text, trace, answer
     ("<think>\nlet me see\n</think>\n\nFour.", "let me see", "Four."),
@@ -363,7 +363,7 @@ def test_dedup_compares_answers_unless_the_trace_column_is_named(ws, tmp_path):
 
 
 def test_length_bias_reports_answer_and_reasoning_lengths_apart():
-    from workbench.length_bias import report
+    from workbench.algorithms.length_bias import report
 
     prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(6)]
     pairs = pl.DataFrame({
@@ -550,9 +550,9 @@ def test_traces_round_trip_import_judge_pairs_export(ws, tmp_path):
 
 
 def test_a_label_that_swaps_a_pair_swaps_its_traces(ws, tmp_path):
-    from workbench import labels
     from workbench.io.export import export_dataset
     from workbench.io.importer import import_path
+    from workbench.labeling import labels
 
     import_path(ws, write_jsonl(tmp_path / "p.jsonl", TRACED_PAIRS[:1]), "p")
     row = ws.read("p")["id"][0]

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from workbench.language import detect_languages
+from workbench.algorithms.language import detect_languages
+from workbench.algorithms.scores import expected_score, falls_back
 from workbench.models.breaker import Breaker, FailurePolicy, TooManyFallbacks
-from workbench.scores import expected_score, falls_back
 from workbench.transform import Context
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from conftest import DATA
 
-from workbench import parts
-from workbench.finalize import DROPPED_DIR
+from workbench.engine import parts
+from workbench.engine.finalize import DROPPED_DIR
 from workbench.io.export import export_dataset
 from workbench.pipeline import build_pipeline
 from workbench.runner import run_pipeline

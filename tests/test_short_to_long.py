@@ -19,16 +19,13 @@ from transforms.short_to_long import (
     PHRASES,
     QUERY_PROMPT,
     REFUSALS,
-    longpo_dpo_loss,
-    longpo_loss,
-    longpo_messages,
-    longpo_records,
     meaningless,
     parse_questions,
     question_prompt,
     refusal,
     repetition_ratio,
 )
+from workbench.io.layouts_longpo import longpo_messages, longpo_records
 from workbench.pipeline import build_pipeline
 from workbench.runner import run_pipeline
 
@@ -92,13 +89,6 @@ def test_refusals_are_found_case_insensitively_in_either_response():
                           "chosen": ["Also fine.", "ok", "As an AI assistant, no."]})
     assert frame.select(refusal("rejected", "chosen"))["rejected"].to_list() == [False, True,
                                                                                 True]
-
-
-def test_longpo_loss_known_value():
-    dpo = longpo_dpo_loss(policy_chosen=-100, policy_rejected=-120, ref_chosen=-90,
-                          ref_rejected=-95, beta=0.01)
-    assert round(dpo, 6) == 0.620957
-    assert math.isclose(longpo_loss(2.0, dpo, dpo_lambda=0.01), 2.0 + 0.01 * dpo)
 
 
 def test_records_and_messages_have_the_reference_shape():

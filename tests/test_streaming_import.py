@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from conftest import DATA, cli
 
-from workbench import parts
+from workbench.engine import parts
+from workbench.engine.finalize import DATA_DIR, finalize
 from workbench.errors import InputError, WorkbenchError
-from workbench.finalize import DATA_DIR, finalize
 from workbench.io import read
 from workbench.io.importer import import_path, iter_load, load, stage
 

@@ -86,7 +86,7 @@ def test_sql_columns_and_rename(gsm):
 
 def test_row_local_transforms_as_arrow_batch_functions(gsm):
     """What a distributed engine would run: the same transform over Arrow batches."""
-    from workbench.batches import batch_function
+    from workbench.engine.batches import batch_function
 
     transform = get("filter")({"where": {"response": {"min_chars": 300}}})
     fn = batch_function(transform, Context())

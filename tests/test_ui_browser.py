@@ -23,8 +23,8 @@ import polars as pl
 import pytest
 from conftest import DATA, ui_server
 
-from workbench import labels, queues
 from workbench.io.importer import import_path
+from workbench.labeling import labels, queues
 from workbench.workspace import Workspace
 
 pytestmark = pytest.mark.server
@@ -335,7 +335,7 @@ def test_a_runaway_filter_is_stopped_and_the_server_goes_idle_after_the_page_clo
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from workbench.query_limits import APP_LIMITS
+    from workbench.query.query_limits import APP_LIMITS
 
     huge = "(SELECT count(*) FROM range(1000000000000)) > 0"
 

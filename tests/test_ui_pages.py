@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from conftest import DATA, ROOT
 
-from workbench import labels, queues
 from workbench.io.export import export_dataset
 from workbench.io.importer import import_path
+from workbench.labeling import labels, queues
 from workbench.pipeline import load_pipeline
 from workbench.runner import run_pipeline
 from workbench.workspace import Workspace
@@ -303,7 +303,7 @@ def test_agreement_page_shows_kappa_and_the_judge(ws: Workspace):
 
 
 def test_agreement_page_shows_the_judge_report(ws: Workspace):
-    from workbench.judge_report import workspace_report
+    from workbench.labeling.judge_report import workspace_report
 
     ids = ws.read("scored")["id"].to_list()
     for row, choice in zip(ids, ["a", "b", "a", "tie", "b"], strict=False):

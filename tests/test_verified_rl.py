@@ -14,11 +14,11 @@ import pytest
 from conftest import cli
 from scripted_backend import ScriptedBackend, install
 
+from workbench.algorithms.rewards import completion_text, verified_reward
+from workbench.algorithms.stats import pass_rates
 from workbench.models.base import Generation
 from workbench.pipeline import build_pipeline
-from workbench.rewards import completion_text, verified_reward
 from workbench.runner import run_pipeline
-from workbench.stats import pass_rates
 from workbench.verifiers.math import check
 
 SUMS = [(3, 4), (2, 2), (5, 1), (6, 3), (7, 8), (9, 4), (12, 5), (1, 1)]

@@ -13,12 +13,13 @@ import polars as pl
 import pytest
 from conftest import DATA
 
-from workbench import parts, positional, schema
-from workbench.finalize import DATA_DIR, ROWS_DIR, Numbering, finalize
+from workbench import schema
+from workbench.engine import parts, positional
+from workbench.engine.finalize import DATA_DIR, ROWS_DIR, Numbering, finalize
+from workbench.engine.source import ROW, Source
 from workbench.io.importer import load
 from workbench.pipeline import build_pipeline
 from workbench.runner import run_pipeline
-from workbench.source import ROW, Source
 from workbench.transform import Context, StepConfig, transform
 from workbench.workspace import Workspace
 
@@ -130,11 +131,11 @@ def test_ids_of_a_dataset_that_are_not_content_hashes_are_replaced_as_before(ws,
 
 
 def test_a_resumed_step_drops_batches_written_the_other_way(ws):
-    from workbench.checkpoints import batch_path, write_batch
+    from workbench.engine.checkpoints import batch_path, write_batch
+    from workbench.engine.run_steps import _reusable
+    from workbench.engine.step_notes import StepNotes
     from workbench.executors import StepJob
     from workbench.registry import get
-    from workbench.run_steps import _reusable
-    from workbench.step_notes import StepNotes
 
     source = Source.of(ws.resolve("hh").path / "data.parquet")
     partial = ws.root / "partial"
@@ -195,8 +196,8 @@ def test_prefetch_passes_errors_on_and_stops_when_left():
 
 
 def test_a_file_of_batches_run_together_counts_them_all(tmp_path: Path):
-    from workbench.checkpoints import batch_files, batch_notes, finished_batches, write_batch
-    from workbench.step_notes import StepNotes
+    from workbench.engine.checkpoints import batch_files, batch_notes, finished_batches, write_batch
+    from workbench.engine.step_notes import StepNotes
 
     rows = pl.DataFrame({"x": range(25)})
     write_batch(tmp_path, 0, rows, StepNotes(nulled={"a": 2}), count=3)  # batches 0-2

@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 from conftest import ROOT
 
-from workbench.catalog import SCHEMA_VERSION, Catalog, schema_version
 from workbench.errors import NotFoundError, SchemaError, WorkbenchError
 from workbench.schema import MESSAGES, user
+from workbench.store.catalog import SCHEMA_VERSION, Catalog, schema_version
 from workbench.workspace import Workspace
 
 

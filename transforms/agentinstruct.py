@@ -36,8 +36,13 @@ from typing import Any
 import polars as pl
 from pydantic import Field, model_validator
 
-from transforms.agentinstruct_taxonomy import Skill, builtin_files, builtin_skill_names, load_skills
-from transforms.doc_source import DocumentSource, load_chunks
+from transforms._support.agentinstruct_taxonomy import (
+    Skill,
+    builtin_files,
+    builtin_skill_names,
+    load_skills,
+)
+from transforms._support.doc_source import DocumentSource, load_chunks
 from workbench.errors import PipelineError
 from workbench.schema import MESSAGES
 from workbench.transform import DROP, QUARANTINED, Context, ModelStep, Seeded, transform

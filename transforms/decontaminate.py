@@ -23,9 +23,9 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator
 
+from workbench.algorithms.ngrams import ngram_table, whole_keys
 from workbench.errors import InputError
 from workbench.io.read import read_raw
-from workbench.ngrams import ngram_table, whole_keys
 from workbench.transform import DROP, Context, StepConfig, transform
 
 BENCHMARK_DIR = Path(__file__).resolve().parent.parent / "data" / "benchmarks"

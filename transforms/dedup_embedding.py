@@ -12,8 +12,8 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from workbench.diversity import embedding_matrix
-from workbench.neardup import cosine_pairs, explain, priority_order, resolve
+from workbench.algorithms.diversity import embedding_matrix
+from workbench.algorithms.neardup import cosine_pairs, explain, priority_order, resolve
 from workbench.transform import Context, StepConfig, transform
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from workbench import positional
+from workbench.engine import positional
+from workbench.engine.source import ROW
 from workbench.schema import CONTENT_COLUMNS, as_text
-from workbench.source import ROW
 from workbench.transform import DROP, Context, StepConfig, transform
 
 

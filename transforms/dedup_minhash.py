@@ -17,9 +17,14 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from workbench.minhash import candidate_pairs, estimated_jaccard, optimal_bands, signatures
-from workbench.neardup import Pairs, explain, priority_order, resolve
-from workbench.ngrams import ngram_table, whole_keys
+from workbench.algorithms.minhash import (
+    candidate_pairs,
+    estimated_jaccard,
+    optimal_bands,
+    signatures,
+)
+from workbench.algorithms.neardup import Pairs, explain, priority_order, resolve
+from workbench.algorithms.ngrams import ngram_table, whole_keys
 from workbench.schema import as_text
 from workbench.transform import Context, StepConfig, transform
 

@@ -13,7 +13,7 @@ its own with no history, as deita's ShareGPT loader does.
 
 `deita_select` sorts by score (descending, stable: ties keep input order; deita's pandas sort
 is unstable) and keeps a row unless its cosine similarity with a kept row is > threshold,
-stopping at the budget (`workbench.diversity`).
+stopping at the budget (`workbench.algorithms.diversity`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,14 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from workbench.diversity import NOT_REACHED, SELECTED, SIMILAR, embedding_matrix, greedy_select
-from workbench.scores import DIGITS_1_6, expected_score, falls_back
+from workbench.algorithms.diversity import (
+    NOT_REACHED,
+    SELECTED,
+    SIMILAR,
+    embedding_matrix,
+    greedy_select,
+)
+from workbench.algorithms.scores import DIGITS_1_6, expected_score, falls_back
 from workbench.transform import DROP, QUARANTINED, Context, ModelName, StepConfig, transform
 
 # deita's Llama_Scorer templates, character for character (two spaces after the query, a

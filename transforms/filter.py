@@ -7,8 +7,8 @@ from typing import Any
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
-from workbench.polars_expr import UnsafeExpression, mentions_pl, parse_polars_expr
-from workbench.sql_expression import BadSQL, UnsafeSQL, check_sql_expression
+from workbench.query.polars_expr import UnsafeExpression, mentions_pl, parse_polars_expr
+from workbench.query.sql_expression import BadSQL, UnsafeSQL, check_sql_expression
 from workbench.transform import DROP, Context, StepConfig, transform
 
 
@@ -54,8 +54,8 @@ class FilterConfig(StepConfig):
 
 def parse_expression(text: str) -> pl.Expr:
     """Text that uses `pl` is a polars expression, interpreted over an allow-list and never
-    passed to eval (`workbench.polars_expr`); anything else is a SQL expression for polars,
-    parsed and checked first (`workbench.sql_expression`: no subquery, nothing read)."""
+    passed to eval (`workbench.query.polars_expr`); anything else is a SQL expression for polars,
+    parsed and checked first (`workbench.query.sql_expression`: no subquery, nothing read)."""
     if mentions_pl(text):
         try:
             return parse_polars_expr(text)

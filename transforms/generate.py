@@ -18,8 +18,8 @@ from typing import Any
 import polars as pl
 from pydantic import Field, model_validator
 
-from transforms.garbage import REPETITION, garbage
-from workbench.reasoning import split_texts
+from transforms._support.garbage import REPETITION, garbage
+from workbench.algorithms.reasoning import split_texts
 from workbench.transform import (
     DROP,
     QUARANTINED,

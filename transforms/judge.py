@@ -2,7 +2,7 @@
 judging that asks in both orders.
 
 - `expected_score`: the judge's next-token distribution over "1".."N" after a rubric, turned
-  into the expected rating (deita's formula, `workbench.scores.expected_score`).
+  into the expected rating (deita's formula, `workbench.algorithms.scores.expected_score`).
 - `llm_json`: the judge writes JSON `{"score": .., "rationale": ..}` (schema-constrained where
   the backend can); bad JSON is retried once with a fresh sample, then the score is null with
   the reason counted.
@@ -30,8 +30,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from workbench.reasoning import join as join_trace
-from workbench.reasoning import trace_column
+from workbench.algorithms.reasoning import join as join_trace
+from workbench.algorithms.reasoning import trace_column
 from workbench.transform import Context, ModelName, StepConfig, transform
 
 RUBRIC = (
@@ -181,7 +181,7 @@ def _keys(items: pl.DataFrame, tag: str) -> list[str]:
 
 def _expected(items: pl.DataFrame, config: JudgeConfig,
               ctx: Context) -> tuple[list[float | None], list[str | None]]:
-    from workbench.scores import expected_score
+    from workbench.algorithms.scores import expected_score
 
     labels = [str(i) for i in range(1, config.scale + 1)]
     prompts = _rubric_messages(items, config.rubric or RUBRIC, config.scale, config.prefill)

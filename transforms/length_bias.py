@@ -14,7 +14,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from workbench.length_bias import report
+from workbench.algorithms.length_bias import report
 from workbench.transform import Context, StepConfig, transform
 
 

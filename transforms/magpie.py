@@ -24,9 +24,15 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
+from transforms._support.magpie_sanitize import sanitize
+from transforms._support.magpie_templates import (
+    PROBE,
+    Family,
+    builtin_digest,
+    detect_family,
+    load_registry,
+)
 from transforms.generate import answers
-from transforms.magpie_sanitize import sanitize
-from transforms.magpie_templates import PROBE, Family, builtin_digest, detect_family, load_registry
 from workbench.transform import (
     DROP,
     QUARANTINED,

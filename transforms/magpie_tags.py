@@ -168,7 +168,7 @@ def magpie_tags(frame: pl.LazyFrame, config: MagpieTagsConfig, ctx: Context) -> 
                 reason = f"{tag} tags nulled: {problem.split(' (')[0]}"
                 ctx.count_nulled(reason)
     if "language" in config.tags:
-        from workbench.language import detect_languages
+        from workbench.algorithms.language import detect_languages
 
         columns["language"] = pl.Series("language", detect_languages(instruction), pl.String)
     out = data.with_columns(list(columns.values()))

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from workbench.ngrams import ngram_table
+from workbench.algorithms.ngrams import ngram_table
 from workbench.transform import DROP, Context, StepConfig, transform
 
 REFUSALS = [
@@ -202,7 +202,7 @@ def _load_tokenizer(name: str) -> Any:
 def _languages(data: pl.DataFrame, fields: list[str], fast: bool) -> list[str | None]:
     """Language of the instruction together with the first checked text (short texts alone
     are often misread)."""
-    from workbench.language import detect_languages
+    from workbench.algorithms.language import detect_languages
 
     texts = _texts(data, fields[:1]).group_by("row", maintain_order=True).agg(
         pl.col("text").first())

@@ -16,7 +16,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from transforms.garbage import garbage
+from transforms._support.garbage import garbage
 from workbench.transform import (
     DROP,
     QUARANTINED,

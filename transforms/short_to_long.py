@@ -4,7 +4,7 @@ Reference: DAMO-NLP-SG/LongPO `data_prepare/` @ a619607 (generate_qa.py, postpro
 generate_longpo_pair.py, postprocess_longpo_pair.py).
 
 1. **Chunks.** Paragraphs (`\\n\\n+`) greedily packed into chunks of at most `chunk_tokens`,
-   kept if at least `min_chunk_tokens`, pieces joined by a space (`workbench.documents`).
+   kept if at least `min_chunk_tokens`, pieces joined by a space (`workbench.algorithms.documents`).
 2. **Long contexts.** Consecutive chunks of a document packed up to `context_tokens` (the
    reference's ~128K-token documents); the long prompt is its chunks joined by `"\\n\\n\\n"`,
    so every short chunk is a substring of it. A context needs `min_context_chunks` chunks.
@@ -28,7 +28,6 @@ reference's training records, which `workbench export --trl longpo` writes.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from typing import Any
@@ -36,9 +35,8 @@ from typing import Any
 import polars as pl
 from pydantic import Field, model_validator
 
-from transforms.doc_source import DocumentSource, load_chunks
-from workbench.documents import pack
-from workbench.io.layouts_longpo import longpo_messages, longpo_records  # noqa: F401
+from transforms._support.doc_source import DocumentSource, load_chunks
+from workbench.algorithms.documents import pack
 from workbench.transform import DROP, QUARANTINED, Context, ModelStep, Seeded, transform
 
 # generate_qa.py's QUERT_PROMPT, verbatim for 4 questions (the count is a parameter here).
@@ -368,21 +366,3 @@ def _generate(ctx: Context, config: ShortToLongConfig, prompts: list[Any], param
         return []
     return ctx.call(config.model, "generate", prompts, params, row_ids=keys, sample_ids=keys,
                     batch_size=config.batch_size)
-
-
-# LongPO training records (docs/methods.md §6.2, §6.3): built in workbench.io.layouts_longpo,
-# which `workbench export --trl longpo` writes; imported here so older imports keep working.
-# The two numbers of the objective, as plain floats (the torch version a trainer uses is
-# workbench.trainers.losses).
-def longpo_dpo_loss(policy_chosen: float, policy_rejected: float, ref_chosen: float,
-                    ref_rejected: float, beta: float = 0.01) -> float:
-    """-log sigmoid(beta * ((l_pi(y_w) - l_ref(y_w)) - (l_pi(y_l) - l_ref(y_l)))), where the
-    policy's log-probs are of the long sequence and the reference's are summed over the short
-    ones (docs/methods.md §6.3)."""
-    z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
-    return math.log1p(math.exp(-z)) if z > -30 else -z
-
-
-def longpo_loss(nll_chosen: float, dpo: float, dpo_lambda: float = 0.01) -> float:
-    """The code's total: NLL of the chosen long sequence + lambda * the DPO term."""
-    return nll_chosen + dpo_lambda * dpo

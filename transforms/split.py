@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from workbench import positional
+from workbench.engine import positional
 from workbench.transform import Context, Seeded, transform
 
 

@@ -12,7 +12,7 @@ land where the kind keeps its answers:
 
 A null ground truth (or a null response) gives a null verdict with its reason as the detail,
 counted as nulled. Reasoning traces (`reasoning`, `chosen_reasoning`, `rejected_reasoning`,
-see `workbench.reasoning`) are left out unless `include_reasoning`, which checks the reply
+see `workbench.algorithms.reasoning`) are left out unless `include_reasoning`, which checks the reply
 as written: the trace in `<think>` tags, then the answer.
 """
 
@@ -26,8 +26,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
+from workbench.algorithms.reasoning import CLOSE, OPEN, trace_column
 from workbench.errors import PipelineError
-from workbench.reasoning import CLOSE, OPEN, trace_column
 from workbench.transform import Context, StepConfig, transform
 from workbench.verifiers import CHECKERS, Verdict, checkers_digest
 from workbench.verifiers.code import check_many

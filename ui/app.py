@@ -10,7 +10,7 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, workspace
-from workbench import labels, queues
+from workbench.labeling import labels, queues
 
 page("Preference workbench")
 ws = workspace()

@@ -65,7 +65,7 @@ def pick_version(ws: Workspace, key: str, kinds: tuple[str, ...] | None = None,
 def annotator(required: bool = True) -> str | None:
     """The annotator's name, asked once per browser session and kept in the URL
     (?annotator=NAME) so a reload keeps it."""
-    from workbench.labels import check_annotator
+    from workbench.labeling.labels import check_annotator
 
     given = st.session_state.get("annotator") or st.query_params.get("annotator")
     try:  # ?annotator=%20Alice%20 labels as "alice", like the name typed into the form

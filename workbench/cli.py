@@ -40,7 +40,7 @@ def _ws(override: Path | None = None, create: bool = False) -> Any:
 def _write_ws(override: Path | None = None) -> Any:
     """The workspace of a write command (made when missing), after the cheap crash-leftover
     sweep (`workbench gc` without its full walks); what it freed goes to stderr."""
-    from workbench.gc import collect
+    from workbench.store.gc import collect
 
     ws = _ws(override, create=True)
     try:
@@ -54,7 +54,7 @@ def _write_ws(override: Path | None = None) -> Any:
 
 
 def _echo_json(value: Any) -> None:
-    from workbench.jsontext import dumps
+    from workbench.formats.jsontext import dumps
 
     typer.echo(dumps(value))  # valid JSON: NaN and Infinity are written as null
 
@@ -115,8 +115,8 @@ def loop(
     as_json: Annotated[bool, typer.Option("--json", help="print the loop's state as JSON at the end")] = False,
 ) -> None:
     """Run rounds of on-policy data (generate with the policy, pair, train), or resume them."""
-    from workbench.loop import run_loop
-    from workbench.loop_config import load_loop
+    from workbench.loops.loop import run_loop
+    from workbench.loops.loop_config import load_loop
 
     spec = load_loop(loop_file)
     ws = _write_ws(workspace)
@@ -183,7 +183,7 @@ def gc(
     versions and checkpoints, orphan version folders, export copies) and mark runs whose
     process is gone as interrupted. What a live process owns, and what a killed run needs to
     resume, is kept."""
-    from workbench.gc import collect
+    from workbench.store.gc import collect
 
     report = collect(_ws(workspace))  # a path that is not a workspace is an error, not made
     if as_json:
@@ -239,8 +239,8 @@ def sql(
 ) -> None:
     """Run one read-only SELECT over the workspace's datasets (no files, extensions or writes),
     within a time and a memory limit; Ctrl-C stops it."""
-    from workbench.query import json_lines, run_query
-    from workbench.query_limits import Limits, QueryCancelled, parse_memory
+    from workbench.query.query import json_lines, run_query
+    from workbench.query.query_limits import Limits, QueryCancelled, parse_memory
 
     if not timeout > 0:
         raise typer.BadParameter("--timeout must be more than 0 seconds")
@@ -333,7 +333,7 @@ def export(
     name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
     format_: Annotated[str, typer.Option("--format", "-f", help="hf, parquet or jsonl")] = "hf",
-    trl: Annotated[str, typer.Option(help="standard, conversational, kto (unpaired: prompt, completion, label), rdpo (+ rationale, rationale_prompt), longpo (one LongPO record per long context), grpo (prompts + checker and truth columns for workbench.rewards.verified_reward) or step-dpo (Step-DPO's records of step_pairs rows)")] = "conversational",
+    trl: Annotated[str, typer.Option(help="standard, conversational, kto (unpaired: prompt, completion, label), rdpo (+ rationale, rationale_prompt), longpo (one LongPO record per long context), grpo (prompts + checker and truth columns for workbench.algorithms.rewards.verified_reward) or step-dpo (Step-DPO's records of step_pairs rows)")] = "conversational",
     columns: Annotated[str, typer.Option("--columns", help="method (default: preference rows keep the method columns: scores, margin, pair_rank/curriculum_iteration, rationale, CHES) or minimal (prompt/chosen/rejected only)")] = "method",
     reasoning: Annotated[str, typer.Option("--reasoning", help="reasoning traces: keep (default: the replies hold the answers, traces in reasoning / chosen_reasoning / rejected_reasoning), strip (answers only) or inline (<think>TRACE</think> before each answer, to train on the thinking)")] = "keep",
     split_test: Annotated[float | None, typer.Option("--split-test", help="share of rows for a test split")] = None,
@@ -346,7 +346,7 @@ def export(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Export for training: TRL's preference, SFT or KTO layout, with a dataset card."""
-    from workbench.diskfull import writing
+    from workbench.engine.diskfull import writing
     from workbench.errors import WorkbenchError
     from workbench.io.export import export_dataset
 
@@ -390,8 +390,8 @@ def report_length_bias(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Length bias of a preference dataset: the length-controlled GLM coefficient."""
+    from workbench.algorithms.length_bias import report
     from workbench.errors import WorkbenchError
-    from workbench.length_bias import report
 
     if unit not in ("chars", "words"):
         raise WorkbenchError(f"--unit must be chars or words, not {unit!r}")
@@ -429,7 +429,7 @@ def report_judge(
     """Judge vs a reference: accuracy, Cohen's kappa, position flips, length preference, and
     accuracy per margin bin and per subset."""
     from workbench.errors import WorkbenchError
-    from workbench.judge_report import AGAINST, parse_bins, workspace_report
+    from workbench.labeling.judge_report import AGAINST, parse_bins, workspace_report
 
     if against not in AGAINST:
         raise WorkbenchError(f"--against must be one of {', '.join(AGAINST)}, not {against!r}")
@@ -523,7 +523,7 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("WORKBENCH_DEBUG"):
             raise
-        from workbench.diskfull import is_no_space, no_space
+        from workbench.engine.diskfull import is_no_space, no_space
 
         if is_no_space(exc):  # a write point that `diskfull.writing` does not wrap
             where = getattr(exc, "filename", None) or _state["workspace"] or "the workspace"

@@ -10,10 +10,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from workbench import registry, strict_yaml
+from workbench import registry
 from workbench.errors import PipelineError
+from workbench.formats import strict_yaml
+from workbench.models.backends import BACKENDS
 from workbench.models.breaker import FailurePolicy
-from workbench.models.spec import BACKEND_CAPABILITIES, ModelSpec, check_options
+from workbench.models.spec import ModelSpec, check_options
 
 
 class PipelineSpec(BaseModel):
@@ -138,7 +140,7 @@ def _check_models(source: str, spec: PipelineSpec, step: Step) -> None:
                 f"{source}: {step.label}: model {model_name!r} uses the vllm backend, which is "
                 "not installed: pip install 'preference-workbench[gpu]' (needs a CUDA GPU)"
             )
-        missing = [c for c in needs if c not in BACKEND_CAPABILITIES[backend]]
+        missing = [c for c in needs if c not in BACKENDS[backend].capabilities]
         if missing:
             raise PipelineError(
                 f"{source}: {step.label}: model {model_name!r} uses backend {backend!r}, "

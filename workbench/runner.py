@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.atomic import file_lock, file_sha256
-from workbench.checkpoints import CheckpointStore
+from workbench.engine.checkpoints import CheckpointStore
+from workbench.engine.run_checks import CallsAllFailed, empty_output
+from workbench.engine.run_input import RunInput, resolve_input
+from workbench.engine.run_log import RunLog
+from workbench.engine.run_progress import step_bars
+from workbench.engine.run_steps import StepResult, StepRunner
+from workbench.engine.source import Source, materialize
+from workbench.engine.step_keys import chain_key, first_key, step_key
 from workbench.errors import InputError, PipelineError
 from workbench.executors import Executor, get_executor
 from workbench.pipeline import Pipeline, check_kinds
-from workbench.run_checks import CallsAllFailed, empty_output
-from workbench.run_input import RunInput, resolve_input
-from workbench.run_log import RunLog
-from workbench.run_progress import step_bars
-from workbench.run_steps import StepResult, StepRunner
-from workbench.source import Source, materialize
-from workbench.step_keys import chain_key, first_key, step_key
+from workbench.store.atomic import file_lock, file_sha256
 from workbench.workspace import DatasetVersion, Workspace
 
 

@@ -27,14 +27,14 @@ from typing import (
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench.crashpoints import crashpoint
+from workbench.engine.crashpoints import crashpoint
 
 if TYPE_CHECKING:
+    from workbench.engine.positional import BatchStream
+    from workbench.engine.source import Source
     from workbench.models.base import Backend
     from workbench.models.breaker import Breaker
     from workbench.models.cache import CallCache
-    from workbench.positional import BatchStream
-    from workbench.source import Source
     from workbench.workspace import Workspace
 
 DROP = "_drop_reason"

@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from workbench import annotators, schema
-from workbench.atomic import file_lock, fsync_dir, owned_dir
-from workbench.catalog import Catalog
-from workbench.crashpoints import crashpoint
-from workbench.diskfull import writing
+from workbench import schema
+from workbench.engine.crashpoints import crashpoint
+from workbench.engine.diskfull import writing
 from workbench.errors import NotFoundError, WorkbenchError
+from workbench.labeling import annotators
+from workbench.store.atomic import file_lock, fsync_dir, owned_dir
+from workbench.store.catalog import Catalog
 
 if TYPE_CHECKING:
-    from workbench.source import Source
+    from workbench.engine.source import Source
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always fullmatch: `$` matches before "\n"
 DATA_FILE = "data.parquet"
@@ -138,8 +139,8 @@ class Workspace:
         """Publish finalized parts (validated, ids set) as the next version of `name`,
         streamed into one Parquet file, all or nothing."""
         check_name(name)
-        from workbench import parts
-        from workbench.source import Source
+        from workbench.engine import parts
+        from workbench.engine.source import Source
 
         sources = parts.files(Path(folder))
         if not sources or not all(f.is_file() for f in sources):
@@ -151,7 +152,7 @@ class Workspace:
                      run_key: str | None = None) -> DatasetVersion:
         """Publish finalized rows (parts, or a view of them) as the next version of `name`,
         streamed into one Parquet file, all or nothing."""
-        from workbench import parts
+        from workbench.engine import parts
 
         check_name(name)
         columns = source.schema()
@@ -400,7 +401,7 @@ class Workspace:
         return int(row[0])
 
     def latest_labels(self, dataset: str) -> pl.DataFrame:
-        """The latest label per (row, annotator); an undone label (see `workbench.labels.undo`)
+        """The latest label per (row, annotator); an undone label (see `workbench.labeling.labels.undo`)
         no longer counts, so the one before it is the latest again."""
         with self.catalog.connect(read_only=True) as con:
             table = con.sql(

@@ -7,7 +7,9 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, pick_version, workspace
-from workbench import lineage, loop_report, stats
+from workbench.algorithms import stats
+from workbench.engine import lineage
+from workbench.loops import loop_report
 
 ws = workspace()
 page("Datasets")
@@ -59,7 +61,7 @@ if loop_name:  # a round of `workbench loop`: every round of that loop side by s
     st.dataframe(loop_report.rounds_table(ws, loop_name), hide_index=True, width="stretch")
 
 def histogram(frame: pl.DataFrame, title: str) -> alt.Chart:
-    """Binned counts per column as overlapping step areas (bins come from workbench.stats)."""
+    """Binned counts per column as overlapping step areas (bins come from workbench.algorithms.stats)."""
     return alt.Chart(frame.to_pandas()).mark_area(
         interpolate="step-after", opacity=0.35, line=True).encode(
         x=alt.X("bin:Q", title=title, scale=alt.Scale(nice=False)),

@@ -7,10 +7,10 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, pick_version, preview_column, row_view, show_error, workspace
-from workbench import lineage
+from workbench.engine import lineage
 from workbench.errors import WorkbenchError
-from workbench.query import browse
-from workbench.query_limits import APP_LIMITS, human
+from workbench.query.query import browse
+from workbench.query.query_limits import APP_LIMITS, human
 
 ws = workspace()
 page("Browse")

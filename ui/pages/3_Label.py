@@ -5,7 +5,7 @@ Shortcuts are Streamlit's own (`st.button(shortcut=...)`, which ignores keys typ
 field): 1 A better, 2 B better, 3 tie, 4 both bad, Q / W strength slightly / clearly,
 ← previous, → next, S skip, U undo, Ctrl+Enter save a ranking.
 
-Every label is written by `workbench.labels` in the button's callback, before the page is
+Every label is written by `workbench.labeling.labels` in the button's callback, before the page is
 drawn again: a closed tab loses nothing.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.common import annotator, conversation, page, response, show_error, workspace
-from workbench import labels, queues
 from workbench.errors import WorkbenchError
+from workbench.labeling import labels, queues
 
 CHOICE_TEXT = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
 

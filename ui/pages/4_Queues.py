@@ -7,8 +7,8 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, show_error, versions, workspace
-from workbench import labels, queues
 from workbench.errors import WorkbenchError
+from workbench.labeling import labels, queues
 
 ORDER_HELP = ("random: a drawn order · sequential: the dataset's row order · uncertain: the "
               "judge's smallest |margin| first · flips: pairs whose llm_pairwise verdict "

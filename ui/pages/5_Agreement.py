@@ -10,8 +10,8 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, row_view, show_error, workspace
-from workbench import agreement, judge_report, judge_signals, labels, queues
 from workbench.errors import WorkbenchError
+from workbench.labeling import agreement, judge_report, judge_signals, labels, queues
 
 ws = workspace()
 page("Agreement")

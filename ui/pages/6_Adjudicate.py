@@ -7,8 +7,8 @@ import polars as pl
 import streamlit as st
 
 from ui.common import page, row_view, show_error, workspace
-from workbench import labels, queues
 from workbench.errors import WorkbenchError
+from workbench.labeling import labels, queues
 
 ws = workspace()
 page("Adjudicate")

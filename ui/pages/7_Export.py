@@ -9,10 +9,10 @@ from pathlib import Path
 import streamlit as st
 
 from ui.common import page, pick_version, show_error, workspace
-from workbench import labels
 from workbench.errors import WorkbenchError
 from workbench.io.export import FORMATS, REASONING_MODES, TRL_LAYOUTS, export_dataset
 from workbench.io.export_folder import check_folder_name
+from workbench.labeling import labels
 
 ws = workspace()
 page("Export")

@@ -18,12 +18,12 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from workbench.batches import apply_batch
-from workbench.checkpoints import write_batch
-from workbench.positional import BatchStream
+from workbench.engine.batches import apply_batch
+from workbench.engine.checkpoints import write_batch
+from workbench.engine.positional import BatchStream
+from workbench.engine.source import ROW, NotAView, Source
+from workbench.engine.step_notes import StepNotes
 from workbench.schema import CONTENT
-from workbench.source import ROW, NotAView, Source
-from workbench.step_notes import StepNotes
 from workbench.transform import DROP, Context
 
 EXECUTORS = ("local", "ray")
@@ -180,7 +180,7 @@ def thin(batch: pl.DataFrame, out: pl.DataFrame, kind: str) -> pl.DataFrame:
     ids), whose content columns are nulled on kept rows (the view reads them from its base;
     dropped rows are kept whole). Checked: ids row by row, and a few rows' content hash;
     `NotAView` otherwise (the runner then runs the step again, writing rows in full)."""
-    from workbench.finalize import CHECKED_PER_PART, ids_are_content
+    from workbench.engine.finalize import CHECKED_PER_PART, ids_are_content
 
     checked = CHECKED_PER_PART * max(1, out.height // 1000)
     if (out.height != batch.height or "id" not in out.columns

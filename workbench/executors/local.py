@@ -7,6 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
+from workbench.engine.finalize import CHECK_EVERY
+from workbench.engine.parts import prefetch
+from workbench.engine.positional import BatchStream
 from workbench.executors import (
     Progress,
     StepJob,
@@ -15,9 +18,6 @@ from workbench.executors import (
     run_batches_lazily,
     run_global,
 )
-from workbench.finalize import CHECK_EVERY
-from workbench.parts import prefetch
-from workbench.positional import BatchStream
 from workbench.transform import Context
 
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from workbench.engine.positional import BatchStream
 from workbench.errors import PipelineError, WorkbenchError
 from workbench.executors import Progress, StepJob, new_context, run_batch, run_global
-from workbench.positional import BatchStream
 from workbench.transform import Context
 
 INSTALL_HINT = ("--executor ray needs Ray Data: pip install 'preference-workbench[ray]' "

@@ -26,7 +26,7 @@ def dataset_card(
 ) -> str:
     """The card's YAML `configs` name the files actually written, so `load_dataset(DIR)` finds
     them (for hf exports: the Arrow shards save_to_disk writes under each split's folder).
-    `pass_rates` (workbench.stats.pass_rates of the exported rows) adds the pass@k histogram."""
+    `pass_rates` (workbench.algorithms.stats.pass_rates of the exported rows) adds the pass@k histogram."""
     columns = next(iter(splits.values())).columns
     sizes = "\n".join(f"- `{name}`: {part.height} rows" for name, part in splits.items())
     lines = [

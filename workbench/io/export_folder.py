@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from workbench.crashpoints import crashpoint
+from workbench.engine.crashpoints import crashpoint
 from workbench.errors import WorkbenchError
 
 MARKER = "workbench_export.json"

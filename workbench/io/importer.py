@@ -1,7 +1,7 @@
 """`workbench import`: a file or HF dataset in, a validated dataset version out, or nothing.
 
 The source is read and converted a chunk at a time (`iter_load`) and given content-hash
-ids as it streams past (`workbench.finalize`), written into one file in a scratch folder
+ids as it streams past (`workbench.engine.finalize`), written into one file in a scratch folder
 that becomes the version's file (`Workspace.publish_parts` links it), so memory holds a
 chunk, not the file. The layout is detected on the first chunk; errors name the real line/record.
 Reasoning traces, in whichever common layout they come, move to their own columns
@@ -18,15 +18,16 @@ from typing import Any
 
 import polars as pl
 
-from workbench import parts, schema
-from workbench.atomic import file_sha256
-from workbench.crashpoints import crashpoint
-from workbench.diskfull import writing
+from workbench import schema
+from workbench.engine import parts
+from workbench.engine.crashpoints import crashpoint
+from workbench.engine.diskfull import writing
+from workbench.engine.finalize import DATA_DIR, finalize
 from workbench.errors import InputError
-from workbench.finalize import DATA_DIR, finalize
 from workbench.io import layouts
 from workbench.io.layout_traces import with_traces
 from workbench.io.read import CHUNK_ROWS, detect_format, iter_raw
+from workbench.store.atomic import file_sha256
 from workbench.workspace import DatasetVersion, Workspace, check_name
 
 LOCATION_COLUMNS = ("_line", "_record")

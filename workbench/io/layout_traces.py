@@ -8,7 +8,7 @@ Found after a layout has converted a chunk (`with_traces`), in this order of pre
   lists (preference pairs);
 - a top-level column: `reasoning_content` or `thinking` (sft), or the workbench's own
   `reasoning` / `chosen_reasoning` / `rejected_reasoning`;
-- a `<think>` block at the start of the reply text (workbench.reasoning.split).
+- a `<think>` block at the start of the reply text (workbench.algorithms.reasoning.split).
 
 The trace goes to the trace column, the reply keeps the answer only; the source columns the
 trace came from are dropped. Traces of earlier assistant turns inside a prompt are not kept:
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from workbench.algorithms.reasoning import TEXT_COLUMNS, split_columns, trace_column
 from workbench.errors import InputError
 from workbench.io.layout_base import struct_fields
-from workbench.reasoning import TEXT_COLUMNS, split_columns, trace_column
 
 TRACE_FIELDS = ("reasoning_content", "reasoning", "thinking")
 # the raw columns whose last message is a text column's reply, per text column

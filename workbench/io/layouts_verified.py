@@ -7,7 +7,7 @@ GRPO columns: `prompt` (conversational messages; GRPOTrainer renders them with t
 json_schema; `match` too for regex) or `tests` plus `entry_point` (code), each taken from
 the column `verify` read, and `pass_rate` when the rows have one.
 GRPOTrainer passes every column but `prompt` to reward functions as keyword lists, which is
-how `workbench.rewards.verified_reward` finds them. One row per distinct prompt and truth:
+how `workbench.algorithms.rewards.verified_reward` finds them. One row per distinct prompt and truth:
 pairs made from one prompt would otherwise weight it several times.
 """
 
@@ -85,9 +85,9 @@ def grpo_card_lines(columns: list[str]) -> list[str]:
     held = [c for c in ("checker", *REWARD_COLUMNS, "match", "pass_rate") if c in columns]
     return ["## Reward", "",
             f"Columns besides `prompt`: {', '.join(f'`{c}`' for c in held)}. GRPOTrainer passes "
-            "them to reward functions; `workbench.rewards.verified_reward` applies the named "
+            "them to reward functions; `workbench.algorithms.rewards.verified_reward` applies the named "
             "checker (1.0 when the completion passes, else 0.0), as `verify` did:", "",
-            "```python", "from workbench.rewards import verified_reward",
+            "```python", "from workbench.algorithms.rewards import verified_reward",
             "trainer = GRPOTrainer(model=..., reward_funcs=verified_reward, train_dataset=...)",
             "```", ""]
 

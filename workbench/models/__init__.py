@@ -6,11 +6,13 @@ imported only when a pipeline asks for that backend.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import threading
 from typing import TYPE_CHECKING, Any
+
+from workbench.models.backends import BACKENDS as BACKENDS  # the one table of backends
+from workbench.models.backends import backend, backend_class
 
 if TYPE_CHECKING:
     from workbench.models.base import Backend
@@ -19,14 +21,6 @@ if TYPE_CHECKING:
 # idle OpenMP threads sleep instead of spinning on a core a neighbour needs (before torch
 # loads; see cpu_threads)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-# backend name -> (module, class)
-BACKENDS: dict[str, tuple[str, str]] = {
-    "transformers": ("workbench.models.transformers_backend", "TransformersBackend"),
-    "vllm": ("workbench.models.vllm_backend", "VLLMBackend"),
-    "openai": ("workbench.models.openai_backend", "OpenAIBackend"),
-    "reward": ("workbench.models.reward_backend", "RewardBackend"),
-}
 
 _loaded: dict[str, Backend] = {}
 _lock = threading.Lock()
@@ -45,14 +39,9 @@ def load_backend(spec: ModelSpec) -> Backend:
     key = _spec_key(spec)
     with _lock:
         if key not in _loaded:
-            if spec.backend != "openai":  # a client of a server: nothing to load here
+            if backend(spec.backend).loads_model:
                 refuse_if_models_off(f"{spec.backend} model {spec.model!r}")
-            if spec.backend not in BACKENDS:
-                raise ValueError(
-                    f"unknown backend {spec.backend!r} (choose from {', '.join(BACKENDS)})"
-                )
-            module_name, class_name = BACKENDS[spec.backend]
-            cls = getattr(importlib.import_module(module_name), class_name)
+            cls = backend_class(spec.backend)
             try:
                 _loaded[key] = cls(spec.model, **spec.options)
             except TypeError as error:

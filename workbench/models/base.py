@@ -72,7 +72,7 @@ class SamplingParams:
 class Generation:
     """One sample. `reasoning` is a trace the server returned apart from the text (an
     OpenAI-compatible `reasoning_content`); a `<think>` block inside `text` is split off by
-    the steps that keep answers (workbench.reasoning)."""
+    the steps that keep answers (workbench.algorithms.reasoning)."""
 
     text: str
     finish_reason: str  # "stop" (EOS or a stop string) or "length"

@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from workbench.atomic import atomic_file, file_lock, file_sha256
+from workbench.store.atomic import atomic_file, file_lock, file_sha256
 
 _MEMO_FILE = "file-digests.json"
-# The lineage a trained policy folder carries (workbench.loop_train): it says where the
+# The lineage a trained policy folder carries (workbench.loops.loop_train): it says where the
 # weights came from, changes no output, and holds their digest, so it is left out of it.
 LINEAGE_FILE = "workbench-lineage.json"
 

@@ -55,18 +55,9 @@ never stored in config or in the fingerprint.
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import math
-import os
-import random
-import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
-
-import httpx
 
 from workbench.models.base import (
     CallFailed,
@@ -77,27 +68,10 @@ from workbench.models.base import (
     TokenLogprobs,
 )
 from workbench.models.fingerprint import text_digest
+from workbench.models.openai_scoring import Scorer
+from workbench.models.openai_transport import RequestFailed, Transport, first_choice
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_RETRY_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
-# Tokenize routes at the server root: path -> (text field, other fields). Both answer
-# {"tokens": [ids]}: llama-cpp-python's /extras/tokenize and llama.cpp server's /tokenize.
-_TOKENIZE_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
-    "/extras/tokenize": ("input", {}),
-    "/tokenize": ("content", {"add_special": False}),
-}
-
-
-class _RequestFailed(Exception):
-    """One request failed for good (after retries, or with a status that retrying won't fix)."""
-
-    def __init__(self, message: str, status: int | None = None, unsupported: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.unsupported = unsupported
-
 
 class OpenAIBackend:
     """A model behind an OpenAI-compatible server, called over HTTP with retries.
@@ -168,55 +142,30 @@ class OpenAIBackend:
                 "openai backend: endpoint=completions without chat_template; chat prompts will fail"
             )
         self.model = model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
-            "/"
-        )
-        self.api_key_env = api_key_env
-        self.concurrency = concurrency
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.timeout = timeout
+        self.transport = Transport(base_url, api_key_env, concurrency, max_retries, backoff,
+                                   max_backoff, timeout, dict(extra_body or {}))
+        self.scorer = Scorer(self.transport, model, logprobs_method, top_logprobs)
+        self.base_url = self.transport.base_url
         self.endpoint = endpoint
         self.chat_template = chat_template
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.top_logprobs = top_logprobs
         self.logprobs_method = logprobs_method
         self._schema_format = schema_format
-        self._method: str | None = None if logprobs_method == "auto" else logprobs_method
-        self.extra_body = dict(extra_body or {})
+        self.extra_body = self.transport.extra_body
         self.revision = revision
         self._template: Any = None
-        self._prompt_tokens: dict[str, int] = {}
-        self._prompt_ids: dict[str, list[int]] = {}
-        self._tokenize_path: str | None = None
-        # tokenize routes live at the server root, next to /v1
-        self._root_url = self.base_url.removesuffix("/v1")
-        self._lock = threading.Lock()
-        self._probe_lock = threading.Lock()
-        self._rng = random.Random()  # jitter only; never affects results
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            # an HTTP(S)_PROXY from the environment must not reroute a server on this machine
-            trust_env=httpx.URL(self.base_url).host not in ("127.0.0.1", "localhost", "::1"),
-        )
-        self._pool = ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="openai-backend"
-        )
+
+    @property
+    def _method(self) -> str | None:
+        """The scoring way in use (`grammar` or `echo`; None until probed)."""
+        return self.scorer.method
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
         """Free the connection pool and worker threads."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        self.transport.close()
 
     def __enter__(self) -> OpenAIBackend:
         return self
@@ -256,7 +205,7 @@ class OpenAIBackend:
             seed = params.seed if seeds is None else seeds[i]
             for k in range(params.n):
                 jobs.append(self._generation_job(prompt, params, k, seed))
-        flat = self._run(jobs)
+        flat = self.transport.run(jobs)
         out: list[list[Generation] | CallFailed] = []
         for i in range(len(prompts)):
             samples = flat[i * params.n : (i + 1) * params.n]
@@ -271,9 +220,9 @@ class OpenAIBackend:
         if len(prompts) != len(continuations):
             raise ValueError("logprobs: prompts and continuations differ in length")
         texts = [self._raw_text(p, "logprobs") for p in prompts]
-        return self._run(
+        return self.transport.run(
             [
-                lambda t=t, c=c: self._score_continuation(t, c)
+                lambda t=t, c=c: self.scorer.score(t, c)
                 for t, c in zip(texts, continuations, strict=True)
             ]
         )
@@ -284,7 +233,7 @@ class OpenAIBackend:
         """Log-prob of each candidate as the next token; -inf when not in the server's top-k."""
         texts = [self._raw_text(p, "next_token_distribution") for p in prompts]
         cands = list(candidates)
-        return self._run([lambda t=t: self._next_token(t, cands) for t in texts])
+        return self.transport.run([lambda t=t: self.scorer.next_token(t, cands) for t in texts])
 
     def hidden_states(
         self, prompts: Sequence[Prompt], continuations: Sequence[str]
@@ -323,10 +272,10 @@ class OpenAIBackend:
 
         def job() -> Generation:
             if params.json_schema is None:
-                data = self._post(path, body)
+                data = self.transport.post(path, body)
             else:
                 data = self._post_with_schema(path, body, params.json_schema)
-            choice = _first_choice(data)
+            choice = first_choice(data)
             trace = None
             if path == "/chat/completions":
                 message = choice.get("message") or {}
@@ -357,185 +306,13 @@ class OpenAIBackend:
                  "json_object": {"type": "json_object", "schema": schema}}
         chosen = self._schema_format if self._schema_format != "auto" else "json_schema"
         try:
-            return self._post(path, {**body, "response_format": forms[chosen]})
-        except _RequestFailed as exc:
+            return self.transport.post(path, {**body, "response_format": forms[chosen]})
+        except RequestFailed as exc:
             refused = exc.status in (400, 422, 500) and "json_object" in str(exc)
             if self._schema_format != "auto" or not refused:
                 raise
             self._schema_format = "json_object"
-            return self._post(path, {**body, "response_format": forms["json_object"]})
-
-    def _score_continuation(self, prompt: str, continuation: str) -> TokenLogprobs:
-        if not continuation:
-            return TokenLogprobs(total=0.0)
-        if self._scoring_method() == "grammar":
-            return self._score_by_grammar(prompt, continuation)
-        return self._score_by_echo(prompt, continuation)
-
-    def _scoring_method(self) -> str:
-        """`grammar` if the server tokenizes and honours token grammars (probed once), else `echo`."""
-        if self._method is not None:
-            return self._method
-        with self._probe_lock:
-            if self._method is None:
-                probe = " zq7 vexil-9!"  # no model writes this unforced
-                try:
-                    honoured = self._score_by_grammar("Hi", probe).tokens != []
-                except _RequestFailed as exc:
-                    if exc.status is None and not exc.unsupported:
-                        raise  # the server is unreachable: decide later, not now
-                    honoured = False  # no tokenize route, or grammars rejected or ignored
-                self._method = "grammar" if honoured else "echo"
-                log.info("openai backend: scoring continuations by %s", self._method)
-            return self._method
-
-    def _score_by_grammar(self, prompt: str, continuation: str) -> TokenLogprobs:
-        ids = self._continuation_ids(prompt, continuation)
-        data = self._post(
-            "/completions",
-            {
-                "model": self.model,
-                "prompt": prompt,
-                # token-level GBNF: exactly these tokens, then end of text
-                "grammar": "root ::= " + " ".join(f"<[{i}]>" for i in ids),
-                "max_tokens": len(ids) + 1,
-                "temperature": 0.0,
-                "logprobs": 1,
-            },
-        )
-        choice = _first_choice(data)
-        lp = choice.get("logprobs") or {}
-        values = lp.get("token_logprobs") or []
-        if choice.get("text") != continuation or len(values) != len(ids):
-            raise _RequestFailed(
-                "grammar-forced scoring: the server generated "
-                f"{str(choice.get('text'))[:80]!r} ({len(values)} tokens) instead of the "
-                f"continuation ({len(ids)} tokens); does it honour `grammar`? "
-                "set logprobs_method: echo otherwise",
-                unsupported=True,
-            )
-        if any(v is None for v in values):
-            raise _RequestFailed("grammar-forced scoring: the server returned no token_logprobs")
-        floats = [float(v) for v in values]
-        tokens = [str(t) for t in lp.get("tokens") or []]
-        return TokenLogprobs(total=math.fsum(floats), tokens=tokens, logprobs=floats)
-
-    def _continuation_ids(self, prompt: str, continuation: str) -> list[int]:
-        """The continuation's token ids as the joined text tokenizes (apart if the edge merges)."""
-        with self._lock:
-            p_ids = self._prompt_ids.get(prompt)
-        if p_ids is None:
-            p_ids = self._tokenize(prompt)
-            with self._lock:
-                if len(self._prompt_ids) > 10_000:
-                    self._prompt_ids.clear()
-                self._prompt_ids[prompt] = p_ids
-        joint = self._tokenize(prompt + continuation)
-        if joint[: len(p_ids)] == p_ids and len(joint) > len(p_ids):
-            return joint[len(p_ids) :]
-        return self._tokenize(continuation)  # a token spans the edge: tokenize apart
-
-    def _tokenize(self, text: str) -> list[int]:
-        """Token ids from the server: llama-cpp-python's /extras/tokenize or llama.cpp's /tokenize."""
-        paths = [self._tokenize_path] if self._tokenize_path else list(_TOKENIZE_ROUTES)
-        for path in paths:
-            key, extra = _TOKENIZE_ROUTES[path]
-            body = {key: text, **extra}
-            url = self._root_url + path
-            try:
-                data = self._post(url, body)
-            except _RequestFailed as exc:
-                if exc.status in (400, 404, 405, 422) and self._tokenize_path is None:
-                    continue  # not this server's route; try the next
-                raise
-            tokens = data.get("tokens")
-            if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
-                continue
-            self._tokenize_path = path
-            return tokens
-        raise _RequestFailed(
-            "the server has no tokenize endpoint (/extras/tokenize or /tokenize)", unsupported=True
-        )
-
-    def _score_by_echo(self, prompt: str, continuation: str) -> TokenLogprobs:
-        full = prompt + continuation
-        data = self._post(
-            "/completions",
-            {
-                "model": self.model,
-                "prompt": full,
-                "echo": True,
-                "logprobs": 1,
-                "max_tokens": 1,
-                "temperature": 0.0,
-            },
-        )
-        choice = _first_choice(data)
-        lp = choice.get("logprobs") or {}
-        tokens = list(lp.get("tokens") or [])
-        values = list(lp.get("token_logprobs") or [])
-        offsets = list(lp.get("text_offset") or [])
-        usage = data.get("usage") or {}
-        if not values or "prompt_tokens" not in usage:
-            raise _RequestFailed(
-                "server returned no echoed token_logprobs/usage; it does not support "
-                "echo with logprobs on /completions"
-            )
-        if len(offsets) == len(values):  # drop generated entries: they start at the text's end
-            while offsets and offsets[-1] >= len(full):
-                offsets.pop(), values.pop(), tokens.pop()
-        else:
-            generated = int(usage.get("completion_tokens") or 0)
-            if generated:
-                tokens, values = tokens[:-generated], values[:-generated]
-        k = int(usage["prompt_tokens"]) - self._count_prompt_tokens(prompt)
-        if k <= 0 or k > len(values):
-            raise _RequestFailed(
-                f"cannot locate the continuation: {k} continuation tokens, {len(values)} echoed"
-            )
-        cont_values = values[-k:]
-        if any(v is None for v in cont_values):
-            raise _RequestFailed("the continuation starts the text (no log-prob there)")
-        floats = [float(v) for v in cont_values]
-        return TokenLogprobs(
-            total=math.fsum(floats), tokens=[str(t) for t in tokens[-k:]], logprobs=floats
-        )
-
-    def _count_prompt_tokens(self, prompt: str) -> int:
-        """Tokens of the prompt alone as the server counts them (one cheap request, cached)."""
-        with self._lock:
-            if prompt in self._prompt_tokens:
-                return self._prompt_tokens[prompt]
-        data = self._post(
-            "/completions",
-            {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0},
-        )
-        usage = data.get("usage") or {}
-        if "prompt_tokens" not in usage:
-            raise _RequestFailed(
-                "server reports no usage.prompt_tokens; cannot split prompt and continuation"
-            )
-        n = int(usage["prompt_tokens"])
-        with self._lock:
-            if len(self._prompt_tokens) > 10_000:
-                self._prompt_tokens.clear()
-            self._prompt_tokens[prompt] = n
-        return n
-
-    def _next_token(self, prompt: str, candidates: list[str]) -> dict[str, float]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "prompt": prompt,
-            "max_tokens": 1,
-            "logprobs": self.top_logprobs,
-            "temperature": 0.0,
-        }
-        top = _first_top_logprobs(self._post("/completions", body))
-        if top is None:  # nothing generated: the model picked end-of-text first
-            top = _first_top_logprobs(self._post("/completions", {**body, "min_tokens": 1}))
-        if top is None:
-            raise _RequestFailed("server returned no top_logprobs for the next token")
-        return {c: float(top[c]) if c in top else -math.inf for c in candidates}
+            return self.transport.post(path, {**body, "response_format": forms["json_object"]})
 
     # -- prompts ---------------------------------------------------------------------------
 
@@ -573,87 +350,9 @@ class OpenAIBackend:
             messages=messages, add_generation_prompt=add_generation_prompt, **kwargs
         )
 
-    # -- transport -------------------------------------------------------------------------
-
-    def _run(self, jobs: list[Callable[[], Any]]) -> list[Any]:
-        """Run jobs on the pool; a job that raises becomes CallFailed, in input order."""
-
-        def guarded(job: Callable[[], Any]) -> Any:
-            try:
-                return job()
-            except _RequestFailed as exc:
-                return CallFailed(error=str(exc))
-            except Exception as exc:  # a malformed answer must not sink the batch either
-                return CallFailed(error=f"{type(exc).__name__}: {exc}")
-
-        if len(jobs) == 1:
-            return [guarded(jobs[0])]
-        return list(self._pool.map(guarded, jobs))
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries on 429, 5xx, connection errors and timeouts (honours Retry-After)."""
-        payload = {**self.extra_body, **body}
-        last, status = "", None
-        for attempt in range(self.max_retries + 1):
-            retry_after: float | None = None
-            status = None
-            try:
-                resp = self._client.post(path, json=payload)
-            except httpx.TransportError as exc:  # connect errors, timeouts, dropped connections
-                last = f"{type(exc).__name__}: {exc or 'no detail'}"
-            else:
-                if resp.status_code == 200:
-                    try:
-                        data = resp.json()
-                    except ValueError as exc:
-                        raise _RequestFailed(f"POST {path}: invalid JSON in answer: {exc}") from exc
-                    if not isinstance(data, dict):
-                        raise _RequestFailed(f"POST {path}: unexpected answer {str(data)[:200]}")
-                    return data
-                status = resp.status_code
-                last = f"HTTP {status}: {resp.text[:300]}"
-                if resp.status_code not in _RETRY_STATUS and resp.status_code < 500:
-                    raise _RequestFailed(f"POST {path}: {last}", status=resp.status_code)
-                retry_after = _retry_after_seconds(resp.headers.get("retry-after"))
-            if attempt == self.max_retries:
-                break
-            delay = min(self.max_backoff, self.backoff * 2**attempt) * (
-                0.5 + 0.5 * self._rng.random()
-            )
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, self.max_backoff))
-            log.debug("POST %s failed (%s); retry %d in %.2fs", path, last, attempt + 1, delay)
-            time.sleep(delay)
-        url = path if "://" in path else self.base_url + path
-        raise _RequestFailed(
-            f"POST {url} failed after {self.max_retries + 1} attempts: {last}", status=status
-        )
-
 
 def _is_prefill(messages: list[dict[str, Any]]) -> bool:
     return bool(messages) and messages[-1].get("role") == "assistant"
-
-
-def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
-    choices = data.get("choices")
-    if not choices or not isinstance(choices[0], dict):
-        raise _RequestFailed(f"answer has no choices: {str(data)[:200]}")
-    return choices[0]
-
-
-def _first_top_logprobs(data: dict[str, Any]) -> dict[str, float] | None:
-    """The first position's top log-probs, from the legacy dict or the newer list shape."""
-    lp = _first_choice(data).get("logprobs") or {}
-    tops = lp.get("top_logprobs") or []
-    if not tops or tops[0] is None:
-        return None
-    first = tops[0]
-    if isinstance(first, dict):
-        return {str(k): float(v) for k, v in first.items()}
-    out: dict[str, float] = {}
-    for entry in first:  # [{"token": ..., "logprob": ...}, ...]
-        out.setdefault(str(entry["token"]), float(entry["logprob"]))
-    return out
 
 
 def _trace(message: dict[str, Any]) -> str | None:
@@ -670,18 +369,3 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut at the earliest stop string, in case the server left it in."""
     hits = [i for s in stop if s and (i := text.find(s)) >= 0]
     return (text[: min(hits)], True) if hits else (text, False)
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: either a number or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

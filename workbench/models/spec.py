@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-BackendName = Literal["transformers", "vllm", "openai", "reward"]
-
-# What each backend can do, known without loading anything, so validation fails before a run.
-BACKEND_CAPABILITIES: dict[str, frozenset[str]] = {
-    "transformers": frozenset({"generate", "logprobs", "next_token_distribution", "hidden_states"}),
-    "vllm": frozenset({"generate", "logprobs", "next_token_distribution"}),
-    "openai": frozenset({"generate", "logprobs", "next_token_distribution"}),
-    "reward": frozenset({"reward"}),
-}
+from workbench.models.backends import backend, backend_class
 
 
 class ModelSpec(BaseModel):
@@ -22,24 +14,26 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: BackendName = "transformers"
+    backend: str = "transformers"
     model: str = "embedded"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        backend(name)  # one table of names: workbench.models.backends
+        return name
 
 
 def check_options(spec: ModelSpec) -> None:
     """Check `options` against the backend's constructor before anything loads: an unknown
     name (a typo) or a value of the wrong type is a ValueError naming the option."""
-    import importlib
     import inspect
     import typing
 
     from pydantic import TypeAdapter, ValidationError
 
-    from workbench.models import BACKENDS
-
-    module_name, class_name = BACKENDS[spec.backend]
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = backend_class(spec.backend)
     params = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
               if name not in ("self", "model") and p.kind is not p.VAR_KEYWORD}
     hints = typing.get_type_hints(cls.__init__)

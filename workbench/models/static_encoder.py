@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from workbench.atomic import atomic_dir, file_lock
+from workbench.store.atomic import atomic_dir, file_lock
 
 RECIPE_VERSION = 1
 DEFAULT_DIMS = 256

@@ -16,7 +16,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from workbench.atomic import atomic_dir, file_lock
+from workbench.store.atomic import atomic_dir, file_lock
 
 NAME = "tiny:embedded"
 # The embedded config with these entries replaced: about 3.2M parameters, most of them the

@@ -1,0 +1,1 @@
+"""Helpers of the transforms (templates, taxonomies, document sources): no transform is registered here."""

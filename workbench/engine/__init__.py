@@ -1,0 +1,1 @@
+"""Running a pipeline: steps, checkpoints, views over Parquet parts, lineage."""

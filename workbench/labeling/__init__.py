@@ -1,0 +1,1 @@
+"""People and judges labeling pairs: labels, annotators, queues, agreement."""

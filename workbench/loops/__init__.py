@@ -1,0 +1,1 @@
+"""On-policy rounds: config, the loop, training a round, its report."""

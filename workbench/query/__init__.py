@@ -1,0 +1,1 @@
+"""SQL and expressions typed by people: parsing, limits, the locked-down connection."""

@@ -1,0 +1,1 @@
+"""The workspace's storage: the DuckDB catalog, atomic files and locks, gc."""
