@@ -11,8 +11,8 @@ import pytest
 import torch
 from real_tokenizers import llama3_tokenizer
 
+from transforms._support.magpie_templates import load_registry
 from transforms.magpie import FIRST_TOKEN
-from transforms.magpie_templates import load_registry
 from workbench.models.base import SamplingParams
 from workbench.models.first_token import (
     BANNED,
