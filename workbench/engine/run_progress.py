@@ -28,6 +28,9 @@ class StepBar:
 
     def start(self, label: str, total: int) -> None:
         self.label, self._printed = label, 0.0
+        if self.plain:  # at once: a model step may spend seconds loading before its first call
+            print(f"  {label}: started", file=sys.stderr, flush=True)
+            self._printed = time.monotonic()
         if self.progress is not None:
             self.task = self.progress.add_task(label, total=total)
 
