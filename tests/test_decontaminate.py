@@ -78,8 +78,8 @@ def test_threshold_is_strict_and_short_instances_match_exactly(tmp_path: Path):
     out, _ = run(frame, shipped=[], benchmarks=[{"path": str(bench), "name": "m"}],
                  threshold=0.4)
     assert out["contaminated_by"].to_list() == ["m:q1", None, "m:q2"]
-    with pytest.raises(ValueError, match="unknown shipped benchmark 'mmlu'"):
-        get("decontaminate")({"shipped": ["mmlu"]})
+    with pytest.raises(ValueError, match="unknown shipped benchmark 'alpaca_eval'"):
+        get("decontaminate")({"shipped": ["alpaca_eval"]})
 
 
 def test_real_contaminated_set_and_mmlu_from_shared(shared: Path):
