@@ -78,13 +78,13 @@ def test_threshold_is_strict_and_short_instances_match_exactly(tmp_path: Path):
     out, _ = run(frame, shipped=[], benchmarks=[{"path": str(bench), "name": "m"}],
                  threshold=0.4)
     assert out["contaminated_by"].to_list() == ["m:q1", None, "m:q2"]
-    with pytest.raises(ValueError, match="unknown shipped benchmark 'mmlu'"):
-        get("decontaminate")({"shipped": ["mmlu"]})
+    with pytest.raises(ValueError, match="unknown shipped benchmark 'alpaca_eval'"):
+        get("decontaminate")({"shipped": ["alpaca_eval"]})
 
 
 def test_real_contaminated_set_and_mmlu_from_shared(shared: Path):
-    """Every Tulu-1 human-eval prompt is an AlpacaEval instruction (SOURCES.md); MMLU is read
-    from ../shared (its copy has no license file, so it is not shipped)."""
+    """Every Tulu-1 human-eval prompt is an AlpacaEval instruction (SOURCES.md); MMLU's original
+    headerless CSVs in ../shared load through a glob (the shipped copy keeps the questions)."""
     tulu = load(shared / "open_instruct/eval_instances_tulu_1.jsonl")[0]
     with open(shared / "mmlu/test/astronomy_test.csv", newline="") as f:
         question = next(csv.reader(f))[0]

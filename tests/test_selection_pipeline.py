@@ -38,8 +38,8 @@ def test_reasons_reports_and_card(tmp_path: Path, ws):
     assert dropped["duplicate_of"].is_not_null().all() and (dropped["similarity"] > 0.6).all()
     logs = ws.step_logs(result.run_id)
     assert logs[1]["detail"]["report"]["dropped"] == dropped.height
-    assert set(logs[2]["detail"]["report"]["benchmarks"]) == {"mt_bench", "gsm8k", "humaneval",
-                                                               "ifeval"}
+    assert set(logs[2]["detail"]["report"]["benchmarks"]) == {
+        "mt_bench", "gsm8k", "humaneval", "ifeval", "mmlu", "math", "bbh", "truthfulqa"}
     report = logs[3]["detail"]["report"]
     assert report["n"] == bias.rows_in == bias.rows_out
     lineage = ws.resolve("selected").lineage

@@ -6,11 +6,13 @@ contaminated when max over its documents and all instances of that score is > th
 (strict, as in open-instruct's `search.py`). Documents are the user turns of a message column
 (open-instruct indexes user turns only), or the whole text of a string column.
 
-Tokens are lowercased word runs (`\\w+`): case, whitespace and punctuation do not matter.
+Tokens (`tokenizer:`) are lowercased word runs (`words`, `\\w+`: case, whitespace and
+punctuation do not matter) or spaCy-style English tokens (`spacy_like`, punctuation and
+contraction pieces count, as in the reference, whose test instances are tokenized by spaCy).
 Exact n-gram sets replace Elasticsearch's top-100 phrase hits, so this finds a superset of its
 matches. An instance or document with fewer than n tokens is compared by exact normalised
-match instead. Benchmarks: the prompt sets shipped in `data/benchmarks/` (see SOURCES.md
-there) and any JSONL, JSON, CSV or Parquet file named in `benchmarks:`.
+match instead. Benchmarks: the sets shipped in `data/benchmarks/` (provenance and licenses in
+`data/SOURCES.md`) and any JSONL, JSON, CSV or Parquet file named in `benchmarks:`.
 """
 
 from __future__ import annotations
@@ -23,19 +25,24 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator
 
-from workbench.algorithms.ngrams import ngram_table, whole_keys
+from workbench.algorithms.ngrams import Unit, ngram_table, whole_keys
 from workbench.errors import InputError
 from workbench.io.read import read_raw
 from workbench.transform import DROP, Context, StepConfig, transform
 
 BENCHMARK_DIR = Path(__file__).resolve().parent.parent / "data" / "benchmarks"
-# name: (file in data/benchmarks, text field, item id field)
+# name: (file in data/benchmarks, text field, item id field); the fields Tulu 3 queries
 SHIPPED: dict[str, tuple[str, str, str | None]] = {
     "mt_bench": ("mt_bench_questions.jsonl", "turns", "question_id"),
     "gsm8k": ("gsm8k_test.jsonl", "question", None),
     "humaneval": ("humaneval.jsonl.gz", "prompt", "task_id"),
     "ifeval": ("ifeval_input_data.jsonl", "prompt", "key"),
+    "mmlu": ("mmlu_test_questions.jsonl.gz", "question", "id"),
+    "math": ("math_test_problems.jsonl.gz", "problem", "id"),
+    "bbh": ("bbh_inputs.jsonl.gz", "input", "id"),
+    "truthfulqa": ("truthfulqa_questions.jsonl.gz", "question", "id"),
 }
+TOKENIZERS: dict[str, Unit] = {"words": "word", "spacy_like": "spacy_like"}
 TEXT_FIELDS = ("prompt", "question", "instruction", "input", "turns")
 ID_FIELDS = ("question_id", "task_id", "key", "id")
 
@@ -59,6 +66,9 @@ class DecontaminateConfig(StepConfig):
                                "message lists give one document per user turn")
     n: int = Field(8, ge=1, description="n-gram length in tokens")
     threshold: float = Field(0.5, ge=0, le=1, description="contaminated iff overlap > this")
+    tokenizer: Literal["words", "spacy_like"] = Field(
+        "words", description="words: lowercased \\w+ runs; spacy_like: spaCy-style English "
+        "tokens, punctuation included (workbench/algorithms/spacy_like.py)")
     action: Literal["drop", "flag"] = Field("drop", description="flag: keep rows, mark "
                                             "`contaminated`")
 
@@ -83,7 +93,7 @@ def decontaminate(frame: pl.LazyFrame, config: DecontaminateConfig,
         raise ValueError(f"no column {missing[0]!r} (columns: {', '.join(data.columns)})")
     instances = load_benchmarks(config, ctx)
     docs = _documents(data, config.columns)
-    hits = overlaps(docs, instances, config.n)
+    hits = overlaps(docs, instances, config.n, TOKENIZERS[config.tokenizer])
     best = (hits.sort(["row", "score", "instance"], descending=[False, True, False])
             .unique("row", keep="first", maintain_order=True))
     over = best.filter(pl.col("score") > config.threshold)
@@ -165,10 +175,11 @@ def _documents(data: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     return pl.concat(parts).filter(pl.col("text").is_not_null())
 
 
-def overlaps(docs: pl.DataFrame, instances: pl.DataFrame, n: int) -> pl.DataFrame:
+def overlaps(docs: pl.DataFrame, instances: pl.DataFrame, n: int,
+             unit: Unit = "word") -> pl.DataFrame:
     """Per (training row, instance) with any overlap: the best score over the row's docs."""
-    doc_grams, doc_len = ngram_table(docs["text"], n)
-    inst_grams, inst_len = ngram_table(instances["text"], n)
+    doc_grams, doc_len = ngram_table(docs["text"], n, unit)
+    inst_grams, inst_len = ngram_table(instances["text"], n, unit)
     doc_row = docs["row"].to_numpy()
     matched = (inst_grams.rename({"row": "instance"})
                .join(doc_grams.select(pl.col("row").alias("doc"), "key").unique(),
@@ -183,21 +194,21 @@ def overlaps(docs: pl.DataFrame, instances: pl.DataFrame, n: int) -> pl.DataFram
     lengths = pl.DataFrame({"instance": np.arange(len(inst_len)), "tokens": inst_len})
     scored = covered.join(lengths, on="instance").select(
         "doc", "instance", (pl.col("covered") / pl.col("tokens")).alias("score"))
-    short = _exact_short(docs, doc_len, instances, inst_len, n)
+    short = _exact_short(docs, doc_len, instances, inst_len, n, unit)
     owners = pl.DataFrame({"doc": np.arange(len(doc_row)), "row": doc_row})
     return (pl.concat([scored, short]).join(owners, on="doc")
             .group_by("row", "instance").agg(pl.col("score").max()))
 
 
 def _exact_short(docs: pl.DataFrame, doc_len: np.ndarray, instances: pl.DataFrame,
-                 inst_len: np.ndarray, n: int) -> pl.DataFrame:
+                 inst_len: np.ndarray, n: int, unit: Unit) -> pl.DataFrame:
     """Instances with fewer than n tokens match a document with the same normalised text."""
     short = np.flatnonzero((inst_len > 0) & (inst_len < n))
     small = np.flatnonzero((doc_len > 0) & (doc_len < n))
     if len(short) == 0 or len(small) == 0:
         return pl.DataFrame(schema={"doc": pl.Int64, "instance": pl.Int64, "score": pl.Float64})
-    inst = pl.DataFrame({"instance": short, "key": whole_keys(instances["text"][short])})
-    doc = pl.DataFrame({"doc": small, "key": whole_keys(docs["text"][small])})
+    inst = pl.DataFrame({"instance": short, "key": whole_keys(instances["text"][short], unit)})
+    doc = pl.DataFrame({"doc": small, "key": whole_keys(docs["text"][small], unit)})
     return (doc.join(inst, on="key").select(pl.col("doc").cast(pl.Int64),
                                             pl.col("instance").cast(pl.Int64),
                                             pl.lit(1.0).alias("score")))
@@ -215,6 +226,7 @@ def _report(instances: pl.DataFrame, hits: pl.DataFrame, over: pl.DataFrame,
              .join(items, on="benchmark", how="left").fill_null(0))
     return {
         "n": config.n, "threshold": config.threshold, "action": config.action,
+        "tokenizer": config.tokenizer,
         "contaminated_rows": over.height,
         "benchmarks": {r["benchmark"]: {"instances": r["len"], "rows_hit": r["len_rows"],
                                         "items_hit": r["items_hit"]}
