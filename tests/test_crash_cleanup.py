@@ -164,7 +164,14 @@ KILLS = [
 ]
 
 
-@pytest.mark.parametrize(("command", "point"), KILLS, ids=[str(p) for _, p in KILLS])
+# one point per command in the fast tier; the whole matrix in `make test`
+FAST_KILLS = {("import", "publish.after_rename"), ("run", "checkpoint.batch_written#2"),
+              ("export", "export.after_aside")}
+
+
+@pytest.mark.parametrize(("command", "point"), [
+    pytest.param(c, p, id=str(p), marks=() if (c, p) in FAST_KILLS else pytest.mark.slow)
+    for c, p in KILLS])
 def test_kill_then_gc_leaves_nothing_and_the_rerun_matches(reference: dict[str, Path],
                                                            tmp_path: Path, command: str,
                                                            point: str | float):

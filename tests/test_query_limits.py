@@ -67,6 +67,7 @@ def test_memory_sizes_parse_or_fail_clearly():
             parse_memory(bad)
 
 
+@pytest.mark.slow  # subprocesses end to end: `make test` only
 def test_cli_timeout_exits_1_with_the_message(hh: Workspace):
     started = time.monotonic()
     result = cli("sql", HUGE, "--timeout", "5", workspace=hh.root, timeout=60)
@@ -78,6 +79,7 @@ def test_cli_timeout_exits_1_with_the_message(hh: Workspace):
     assert small.returncode == 1 and "needs more than 64 MB of memory" in small.stderr
 
 
+@pytest.mark.slow  # subprocesses end to end: `make test` only
 def test_ctrl_c_cancels_the_query(hh: Workspace):
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "--workspace",
                              str(hh.root), "sql", HUGE], cwd=ROOT, stderr=subprocess.PIPE,

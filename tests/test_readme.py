@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import ROOT
 
 
@@ -53,6 +54,7 @@ def run_ui(args: list[str], cwd: Path, env: dict[str, str]) -> None:
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # subprocesses end to end: `make test` only
 def test_readme_commands_run_from_a_fresh_clone(tmp_path: Path):
     clone = tmp_path / "clone"
     shutil.copytree(ROOT / "data", clone / "data")  # what a fresh clone has besides code

@@ -146,6 +146,7 @@ def test_reasoning_traces_of_sft_and_candidates(ws):
     assert out["verify_detail"][0][0] == "does not fully match /Hello/"
 
 
+@pytest.mark.slow  # subprocesses end to end: `make test` only
 def test_humaneval_canonical_solutions_all_pass_and_replaced_bodies_fail_in_a_run(ws):
     with gzip.open(DATA / "benchmarks" / "humaneval.jsonl.gz", "rt") as lines:
         problems = [json.loads(line) for line in lines]
