@@ -42,13 +42,13 @@ demo: setup
 	@echo "  workbench -w $(WORKSPACE) export demo_preferences --out exports/demo   # a dataset TRL loads as it is"
 
 test: setup test-deps
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 	$(BIN)/ruff check .
 
 # the inner loop: no model loads (WORKBENCH_NO_MODELS makes one fail the test), no server
 # processes, no browser; under 3 minutes on 2 cores
 test-fast: setup
-	WORKBENCH_NO_MODELS=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) -m "not slow and not gpu and not server"
+	WORKBENCH_NO_MODELS=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal -m "not slow and not gpu and not server"
 	$(BIN)/ruff check .
 
 lint: setup
