@@ -33,6 +33,8 @@ def test_names_parse():
         static_encoder.parse("static@x")
 
 
+# distilling loads MiniLM: slow on a machine without the distilled cache
+@pytest.mark.slow
 def test_distilled_once_and_reused():
     first = static_encoder.ensure_distilled()
     stamp = (first / "vectors.npy").stat().st_mtime_ns
@@ -42,6 +44,8 @@ def test_distilled_once_and_reused():
     assert vectors.shape == (30522, 256) and np.isfinite(vectors).all()
 
 
+# distilling loads MiniLM: slow on a machine without the distilled cache
+@pytest.mark.slow
 def test_vectors_are_unit_length_and_batch_independent(prompts: list[str]):
     encoder = static_encoder.load("static")
     together = encoder.encode(prompts + ["", "   "])
@@ -78,6 +82,8 @@ def test_near_copies_are_found_and_order_follows_the_teacher(prompts: list[str])
     assert student[top].mean() > np.quantile(student, 0.9)
 
 
+# distilling loads MiniLM: slow on a machine without the distilled cache
+@pytest.mark.slow
 def test_embed_step_with_the_static_encoder_feeds_dedup(ws, prompts: list[str]):
     texts = prompts[:40] + [prompts[0].upper(), prompts[1] + "  "]
     ws.write_dataset("qs", pl.DataFrame({"prompt": [[{"role": "user", "content": t}]
