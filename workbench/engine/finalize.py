@@ -101,38 +101,40 @@ def _write(batches: Batches, kind: str, out: Path, where: str, columns: pl.Schem
     changed = False  # some row's id changed: every part then carries `parent_id`
     written: list[Path] = []
     offset = dropped_parts = 0
-    for index, batch in enumerate(batches()):
-        kept, dropped, counts = split_drops(batch)
-        if index == 0:  # missing or mistyped columns are named before any row
-            schema.validate(pl.DataFrame(schema=kept.schema), kind, where=where, ids=False)
-        for reason, n in counts.items():
-            result.dropped[reason] = result.dropped.get(reason, 0) + n
-        if dropped is not None:
-            parts.write_part(dropped, out / DROPPED_DIR, dropped_parts)
-            dropped_parts += 1
-        schema.validate(kept, kind, where=where, ids=False, offset=offset)
-        if keep:
-            _check_ids(kept, kind)
-            kept = schema.canonical_order(kept, kind)
-        else:
-            kept, changed_here = _hashed_ids(kept, kind, numbering)
-            changed = changed or changed_here
-            if changed and "parent_id" not in kept.columns:
-                kept = kept.with_columns(pl.lit(None, pl.String).alias("parent_id"))
-        if one_file and index == 0:
-            (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
-            written.append(out / DATA_DIR / parts.PART.format(0))
-            single = parts.FileWriter(written[0], kept.schema)
-        if single is not None and kept.schema != single.columns:  # wider: parts from here
-            single.close()
-            single = None
+    with parts.Writes() as writes:  # a batch compresses while the next is hashed
+        for index, batch in enumerate(batches()):
+            kept, dropped, counts = split_drops(batch)
+            if index == 0:  # missing or mistyped columns are named before any row
+                schema.validate(pl.DataFrame(schema=kept.schema), kind, where=where, ids=False)
+            for reason, n in counts.items():
+                result.dropped[reason] = result.dropped.get(reason, 0) + n
+            if dropped is not None:
+                writes.submit(parts.write, dropped,
+                              _part_path(out / DROPPED_DIR, dropped_parts))
+                dropped_parts += 1
+            schema.validate(kept, kind, where=where, ids=False, offset=offset)
+            if keep:
+                _check_ids(kept, kind)
+                kept = schema.canonical_order(kept, kind)
+            else:
+                kept, changed_here = _hashed_ids(kept, kind, numbering)
+                changed = changed or changed_here
+                if changed and "parent_id" not in kept.columns:
+                    kept = kept.with_columns(pl.lit(None, pl.String).alias("parent_id"))
+            if one_file and index == 0:
+                written.append(_part_path(out / DATA_DIR, 0))
+                single = parts.FileWriter(written[0], kept.schema)
+            if single is not None and kept.schema != single.columns:  # wider: parts from here
+                writes.submit(single.close)
+                single = None
+            if single is not None:
+                writes.submit(single.write, kept)
+            elif kept.height or index == 0:
+                written.append(_part_path(out / DATA_DIR, index))
+                writes.submit(parts.write, kept, written[-1], codec)
+            offset += kept.height
         if single is not None:
-            single.write(kept)
-        elif kept.height or index == 0:
-            written.append(parts.write_part(kept, out / DATA_DIR, index, codec))
-        offset += kept.height
-    if single is not None:
-        single.close()
+            writes.submit(single.close)
     if not written:  # no batch at all: an empty part keeps the schema
         empty = pl.DataFrame(schema={c: t for c, t in (columns or {}).items() if c != DROP})
         schema.validate(empty, kind, where=where, ids=False)
@@ -143,6 +145,11 @@ def _write(batches: Batches, kind: str, out: Path, where: str, columns: pl.Schem
     result.columns = _conform(written, codec)
     result.rows_out = offset
     return result
+
+
+def _part_path(folder: Path, index: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / parts.PART.format(index)
 
 
 def _check_ids(kept: pl.DataFrame, kind: str) -> None:

@@ -262,6 +262,40 @@ class FileWriter:
         self.close()
 
 
+class Writes:
+    """Writes run in order on one background thread, at most `depth` waiting: compressing
+    a batch (pyarrow and polars release the GIL) overlaps with making the next one. An error
+    in a write is raised by the next `submit` or by `wait`; use it as a context manager so
+    that a caller's error still waits for the writes already queued."""
+
+    def __init__(self, depth: int = 1) -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="writes")
+        self.pending: deque[Future[Any]] = deque()
+        self.depth = depth
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> None:
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(function, *args))
+
+    def wait(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def __enter__(self) -> Writes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.wait()
+            else:  # the caller's error wins; queued writes still finish before it leaves
+                for future in self.pending:
+                    future.exception()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 def map_ahead(function: Callable[[T], U], items: Iterable[T], workers: int = 2) -> Iterator[U]:
     """`function` over `items` on `workers` threads, in order, with at most `workers` items
     taken ahead (memory holds a few batches, not the stream)."""

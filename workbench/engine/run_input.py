@@ -62,6 +62,8 @@ def resolve_input(pipeline: Pipeline, ws: Workspace, store: CheckpointStore,
         shutil.rmtree(target, ignore_errors=True)
         with writing(target, f"staging the input {path}"), atomic_dir(target) as tmp:
             loading = iter_load(path, limit=limit)
+            if digest is not None:
+                loading.known_digest(digest)
             finalize(lambda: parts.prefetch(iter(loading)), loading.kind, tmp, where=str(path),
                      batch_rows=PART_ROWS)
             meta = {"kind": loading.kind, "lineage": loading.lineage()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from workbench.store.atomic import file_sha256
 from workbench.workspace import DatasetVersion, Workspace, check_name
 
 LOCATION_COLUMNS = ("_line", "_record")
+_DIGESTS = ThreadPoolExecutor(1, thread_name_prefix="file-sha256")
 Problem = tuple[str, int]  # ("line N: what is wrong", how many rows of the chunk)
 
 
@@ -61,7 +63,7 @@ class Loading:
         self.rows = 0
         self._left = limit
         self._seen: pl.Schema | None = None
-        self._sha256: str | None = None
+        self._sha256: Future[str] | None = None
         self._raw = iter_raw(self.path, csv_columns=csv_columns, chunk_rows=chunk_rows)
         self._ahead: pl.DataFrame | None = None
         first = next(self._raw, None)  # readers yield at least one frame, or raise
@@ -90,15 +92,24 @@ class Loading:
         finally:
             self._raw.close()
 
+    def digest_ahead(self) -> None:
+        """Start hashing the file on a thread of its own, while its rows are read."""
+        if self._sha256 is None and self.path.is_file():
+            self._sha256 = _DIGESTS.submit(file_sha256, self.path)
+
+    def known_digest(self, sha256: str) -> None:
+        """The file's digest, already computed by the caller (not hashed again)."""
+        self._sha256 = Future()
+        self._sha256.set_result(sha256)
+
     def lineage(self) -> dict[str, Any]:
         """Where the rows came from: the keys every import records."""
-        if self._sha256 is None and self.path.is_file():
-            self._sha256 = file_sha256(self.path)
+        self.digest_ahead()
         return {
             "source": str(self.path),
             "format": detect_format(self.path) if self.path.exists() else "hub",
             "layout": self.layout.name,
-            "sha256": self._sha256,
+            "sha256": None if self._sha256 is None else self._sha256.result(),
             "mapping": self.mapping,
             "rows": self.rows,
         }
@@ -242,6 +253,7 @@ def import_path(
     staging = workspace.cache_dir / "tmp"
     with writing(staging, f"staging {path}"), workspace.scratch() as scratch:
         loading = iter_load(path, mapping, layout, csv_columns, chunk_rows=chunk_rows)
+        loading.digest_ahead()
         finalize(lambda: parts.prefetch(iter(loading)), loading.kind, scratch / "final",
                  where=str(path), batch_rows=chunk_rows or CHUNK_ROWS, one_file=True)
         crashpoint("import.staged")
