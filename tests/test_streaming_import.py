@@ -5,6 +5,7 @@ failure leaves neither a version nor a scratch folder behind."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def test_the_bundled_hh_file_in_chunks_of_7_is_the_whole_file_dataset(ws):
     assert (version.kind, version.rows) == (kind, whole.height) == ("preference", 600)
     assert version.lineage["import"] == lineage
     assert set(lineage) == {"source", "format", "layout", "sha256", "mapping", "rows"}
+    assert lineage["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # hashed on a thread
     assert leftovers(ws) == [version.path]
 
 

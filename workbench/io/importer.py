@@ -11,8 +11,9 @@ Reasoning traces, in whichever common layout they come, move to their own column
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ from workbench.store.atomic import file_sha256
 from workbench.workspace import DatasetVersion, Workspace, check_name
 
 LOCATION_COLUMNS = ("_line", "_record")
-_DIGESTS = ThreadPoolExecutor(1, thread_name_prefix="file-sha256")
 Problem = tuple[str, int]  # ("line N: what is wrong", how many rows of the chunk)
 
 
@@ -95,7 +95,7 @@ class Loading:
     def digest_ahead(self) -> None:
         """Start hashing the file on a thread of its own, while its rows are read."""
         if self._sha256 is None and self.path.is_file():
-            self._sha256 = _DIGESTS.submit(file_sha256, self.path)
+            self._sha256 = _digest_on_a_thread(self.path)
 
     def known_digest(self, sha256: str) -> None:
         """The file's digest, already computed by the caller (not hashed again)."""
@@ -180,6 +180,20 @@ class Loading:
 
 class _Located(Exception):
     """A bad row, worded '<line or record>: <problem>'; `_worded` adds the file."""
+
+
+def _digest_on_a_thread(path: Path) -> Future[str]:
+    """The file's sha256 from a daemon thread (an interrupted import does not wait for it)."""
+    future: Future[str] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(file_sha256(path))
+        except BaseException as exc:  # handed to whoever asks for the digest
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name="file-sha256").start()
+    return future
 
 
 @contextlib.contextmanager
