@@ -111,6 +111,27 @@ def test_toy_embeddings_hand_computed():
     assert out.filter(pl.col("id") == "d")[DROP].item() == "deita_select: beyond the budget of 2 rows"
 
 
+def test_report_names_the_representation_the_embed_step_recorded():
+    """τ means something else for MiniLM than for deita's CLM states: the report says which."""
+    from transforms.embed import EmbedConfig, _made_by
+
+    frame = pl.DataFrame({"id": ["a", "b"], "deita_score": [2.0, 1.0],
+                          "embedding": [[1.0, 0.0], [0.0, 1.0]]})
+
+    def representation(rows: pl.DataFrame) -> str:
+        ctx = Context()
+        get("deita_select")({})(rows.lazy(), ctx).collect()
+        return ctx.notes["report"]["representation"]
+
+    assert representation(frame) == "unknown ('embedding' was not made by an embed step)"
+    for config, want in [
+        (EmbedConfig(), "sentence:all-MiniLM-L6-v2 (over column prompt)"),
+        (EmbedConfig(model="scorer"),
+         "clm:scorer (last-token hidden state of the whole conversation in vicuna_v1.1)"),
+    ]:
+        assert representation(frame.with_columns(_made_by(config))) == want
+
+
 def test_select_needs_numbers_and_vectors():
     frame = pl.DataFrame({"id": ["a"], "deita_score": ["high"], "embedding": [[1.0, 0.0]]})
     with pytest.raises(ValueError, match="not numbers"):

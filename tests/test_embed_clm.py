@@ -72,6 +72,8 @@ def test_last_token_state_equals_an_independent_forward(ws, tmp_path: Path) -> N
     out = run_pipeline(spec, ws, progress=False)
     rows = ws.read("embedded_rows")
     assert out.steps[2].rows_out == rows.height == 3
+    assert rows["embedding_encoder"].unique().to_list() == [
+        "clm:default (last-token hidden state of the whole conversation in vicuna_v1.1)"]
     path = resolve_model_path("embedded")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

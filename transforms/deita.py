@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from transforms.embed import encoder_column
 from workbench.algorithms.diversity import (
     NOT_REACHED,
     SELECTED,
@@ -142,6 +143,16 @@ class DeitaSelectConfig(StepConfig):
                             "when > threshold with an earlier row of its batch, kept or not")
 
 
+def _representation(data: pl.DataFrame, embedding: str) -> str:
+    """How the vectors were made, as the `embed` step recorded it: τ means something else
+    for a sentence encoder than for deita's CLM states (docs/methods.md §3.3)."""
+    column = encoder_column(embedding)
+    if column not in data.columns:
+        return f"unknown ({embedding!r} was not made by an embed step)"
+    made = data[column].drop_nulls().unique(maintain_order=True).to_list()
+    return " + ".join(made) if made else "unknown"
+
+
 @transform("deita_select", scope="global", keeps_content=True)
 def deita_select(frame: pl.LazyFrame, config: DeitaSelectConfig, ctx: Context) -> pl.LazyFrame:
     """The selected rows in selection order; every other row is dropped with its reason, the
@@ -165,6 +176,7 @@ def deita_select(frame: pl.LazyFrame, config: DeitaSelectConfig, ctx: Context) -
         "selected": len(chosen.order), "similar": int((chosen.status == SIMILAR).sum()),
         "beyond_budget": int((chosen.status == NOT_REACHED).sum()),
         "threshold": config.threshold, "budget": config.budget,
+        "representation": _representation(data, config.embedding),
     })
     status, twin = pl.Series(chosen.status[positions]), twin[positions]
     twin_id = data["id"].gather(np.maximum(twin, 0))

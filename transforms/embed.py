@@ -66,7 +66,25 @@ def embed(frame: pl.LazyFrame, config: EmbedConfig, ctx: Context) -> pl.LazyFram
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
     column = pl.Series(config.output, vectors, dtype=pl.Array(pl.Float32, dim)).cast(
         pl.List(pl.Float32))
-    return data.with_columns(column).lazy()
+    return data.with_columns(column, _made_by(config)).lazy()
+
+
+def encoder_column(output: str) -> str:
+    """The column that says how `output`'s vectors were made (`deita_select` reports it)."""
+    return f"{output}_encoder"
+
+
+def _made_by(config: EmbedConfig) -> pl.Expr:
+    """What made the vectors, on every row, so that a step reading them later (in this run or
+    another, on a published dataset) can say which representation its threshold applies to."""
+    if config.model is not None:
+        text = ("the whole conversation in vicuna_v1.1" if config.render == "vicuna"
+                else f"column {config.column}")
+        made = f"clm:{config.model} (last-token hidden state of {text})"
+    else:
+        name = {"embedded": "all-MiniLM-L6-v2"}.get(config.encoder, config.encoder)
+        made = f"sentence:{name} (over column {config.column})"
+    return pl.lit(made, pl.String).alias(encoder_column(config.output))
 
 
 def _conversation(schema: pl.Schema, config: EmbedConfig) -> pl.Expr:
@@ -101,4 +119,5 @@ def _with_states(data: pl.DataFrame, texts: list[str], config: EmbedConfig,
                               for v in unit], pl.String)
     if DROP in data.columns:
         failed = data[DROP].fill_null(failed)
-    return data.with_columns(pl.Series(config.output, unit, pl.List(pl.Float32)), failed)
+    return data.with_columns(pl.Series(config.output, unit, pl.List(pl.Float32)), failed,
+                             _made_by(config))
