@@ -69,6 +69,17 @@ def test_a_bad_loop_names_the_field(data: dict, wants: str, tmp_path: Path):
     assert wants in str(err.value)
 
 
+def test_built_in_training_without_trl_is_refused_before_round_one(tmp_path: Path, monkeypatch):
+    """TRL is the `train` extra: without it a loop that trains with `dpo` is refused when it
+    is read, not after its first round was generated; a `command` trainer needs no TRL."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "trl" else real(name, *a))
+    with pytest.raises(LoopError, match=r"field 'train.dpo'.*needs TRL.*\[train\]"):
+        build_loop(loop(), source="loop.yaml", base_dir=tmp_path)
+    build_loop(loop(train={"command": "python train.py {export} {output}"}), base_dir=tmp_path)
+
+
 def test_a_round_pipeline_that_writes_its_own_prompts_needs_no_input(tmp_path: Path):
     steps = [{"magpie": {"model": "policy", "n": 4}},
              {"sample_responses": {"model": "policy", "n": 2}},

@@ -62,6 +62,14 @@ class DPOSpec(_Strict):
     bf16: bool = Field(False)
     lora: LoraSpec | None = Field(None, description="train LoRA adapters (needs peft)")
 
+    @model_validator(mode="after")
+    def _trl_installed(self) -> DPOSpec:
+        if importlib.util.find_spec("trl") is None:  # refused before round 1, not after it
+            raise ValueError("the built-in DPO training needs TRL, which is not installed: "
+                             "`pip install 'preference-workbench[train]'` (or `pip install "
+                             "trl`), or train with a `command`")
+        return self
+
     @field_validator("lora")
     @classmethod
     def _peft_installed(cls, value: LoraSpec | None) -> LoraSpec | None:
