@@ -112,7 +112,7 @@ def test_datasets_page_shows_the_pass_rate_histogram(ws: Workspace):
     app = ok(page("1_Datasets"))
     app.selectbox(key="dataset_name").set_value("checked").run()
     shown = texts(ok(app))
-    assert "Pass rate (verify)" in shown and "4 rows with a pass rate" in shown
+    assert "Pass rate (verify)" in shown and "4 prompts with a pass rate" in shown
 
 
 def test_browse_search_filter_sort_and_row_view(ws: Workspace):

@@ -148,8 +148,12 @@ def test_pass_rates_bin_by_value_or_in_tenths():
     few = pass_rates(pl.LazyFrame({"pass_rate": [0.0, 0.25, 0.25, 1.0, None]}))
     assert few.rows() == [(0.0, 0.0, 1), (0.25, 0.25, 2), (1.0, 1.0, 1)]
     many = pass_rates(pl.LazyFrame({"pass_rate": [i / 20 for i in range(21)]}))
-    assert many["rows"].to_list() == [2] * 9 + [3] and many["bin"][-1] == pytest.approx(0.9)
+    assert many["prompts"].to_list() == [2] * 9 + [3] and many["bin"][-1] == pytest.approx(0.9)
     assert pass_rates(pl.LazyFrame({"x": [1]})).height == 0
+    # verified pairs: several rows to a prompt, each prompt counted once
+    prompt = [[{"role": "user", "content": q}] for q in ("a", "a", "a", "b", "c", "c")]
+    pairs = pl.LazyFrame({"prompt": prompt, "pass_rate": [0.5, 0.5, 0.5, 0.25, 0.5, 0.5]})
+    assert pass_rates(pairs).rows() == [(0.25, 0.25, 1), (0.5, 0.5, 2)]
 
 
 def test_grpo_export_needs_a_checker_and_a_truth(ws, tmp_path: Path):

@@ -114,9 +114,9 @@ if passes.height:
     st.subheader("Pass rate (verify)")
     st.altair_chart(alt.Chart(passes.to_pandas()).mark_bar(size=18).encode(
         x=alt.X("bin:Q", title="share of sampled responses that passed",
-                scale=alt.Scale(domain=[0, 1])), y="rows:Q",
-        tooltip=["bin", "bin_end", "rows"]).properties(height=200), width="stretch")
-    st.caption(f"{int(passes['rows'].sum()):,} rows with a pass rate; keep a band with "
+                scale=alt.Scale(domain=[0, 1])), y="prompts:Q",
+        tooltip=["bin", "bin_end", "prompts"]).properties(height=200), width="stretch")
+    st.caption(f"{int(passes['prompts'].sum()):,} prompts with a pass rate; keep a band with "
                "`filter: {where: {pass_rate: {min: 0.2, max: 0.8}}}`")
 
 mix = summary["mix"]

@@ -78,21 +78,27 @@ def score_histogram(ws: Workspace, version: DatasetVersion, bins: int = 30) -> p
 
 
 def pass_rates(scan: pl.LazyFrame, bins: int = 10) -> pl.DataFrame:
-    """Rows by `pass_rate` (verify's share of passing samples): one bin per value when there
-    are at most `bins` + 1 of them (k samples give k + 1 values), else `bins` equal bins over
-    [0, 1] with 1.0 in the last; columns bin, bin_end, rows. Empty without `pass_rate`."""
-    empty = pl.DataFrame(schema={"bin": pl.Float64, "bin_end": pl.Float64, "rows": pl.UInt32})
-    if "pass_rate" not in scan.collect_schema():
+    """Prompts by `pass_rate` (verify's share of passing samples; a prompt's rows share it, so
+    verified pairs, several to a prompt, count each prompt once): one bin per value when
+    there are at most `bins` + 1 of them (k samples give k + 1 values), else `bins` equal bins
+    over [0, 1] with 1.0 in the last; columns bin, bin_end, prompts. Empty without
+    `pass_rate`."""
+    empty = pl.DataFrame(schema={"bin": pl.Float64, "bin_end": pl.Float64, "prompts": pl.UInt32})
+    schema = scan.collect_schema()
+    if "pass_rate" not in schema:
         return empty
+    if "prompt" in schema:  # one per prompt: a hash of the prompt (8 bytes a row), first row
+        scan = scan.select(pl.col("prompt").hash().alias("_p"), "pass_rate").unique(
+            subset=["_p"], keep="first")
     rates = scan.select(pl.col("pass_rate").cast(pl.Float64)).drop_nulls()
-    counts = rates.group_by("pass_rate").agg(pl.len().alias("rows")).sort("pass_rate").collect()
+    counts = rates.group_by("pass_rate").agg(pl.len().alias("prompts")).sort("pass_rate").collect()
     if counts.height <= bins + 1:
         return counts.select(pl.col("pass_rate").alias("bin"), pl.col("pass_rate").alias("bin_end"),
-                             pl.col("rows").cast(pl.UInt32))
+                             pl.col("prompts").cast(pl.UInt32))
     width = 1.0 / bins
     start = (pl.col("pass_rate").clip(0, 1) // width).clip(0, bins - 1) * width
-    return (counts.group_by(start.alias("bin")).agg(pl.col("rows").sum().cast(pl.UInt32))
-            .sort("bin").select("bin", (pl.col("bin") + width).alias("bin_end"), "rows"))
+    return (counts.group_by(start.alias("bin")).agg(pl.col("prompts").sum().cast(pl.UInt32))
+            .sort("bin").select("bin", (pl.col("bin") + width).alias("bin_end"), "prompts"))
 
 
 def pass_rate_histogram(ws: Workspace, version: DatasetVersion, bins: int = 10) -> pl.DataFrame:

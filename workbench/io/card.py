@@ -72,15 +72,16 @@ def dataset_card(
 
 
 def pass_rate_lines(bins: pl.DataFrame) -> list[str]:
-    """The card's pass-rate section: rows per pass rate, as a table and a bar of #s."""
-    total = int(bins["rows"].sum())
-    most = max(1, int(bins["rows"].max()))
+    """The card's pass-rate section: prompts per pass rate, as a table and a bar of #s."""
+    total = int(bins["prompts"].sum())
+    most = max(1, int(bins["prompts"].max()))
     lines = ["## Pass rate (verify)", "",
-             f"Rows by the share of their sampled responses that passed the checker "
-             f"({total} rows with a pass rate).", "", "| pass rate | rows | |", "|---|---|---|"]
-    for low, high, rows in bins.iter_rows():
+             f"Prompts by the share of their sampled responses that passed the checker "
+             f"({total} prompts with a pass rate).", "", "| pass rate | prompts | |",
+             "|---|---|---|"]
+    for low, high, prompts in bins.iter_rows():
         label = f"{low:.2f}" if low == high else f"{low:.2f}–{high:.2f}"
-        lines.append(f"| {label} | {rows} | {'#' * max(1, round(20 * rows / most))} |")
+        lines.append(f"| {label} | {prompts} | {'#' * max(1, round(20 * prompts / most))} |")
     return [*lines, ""]
 
 
