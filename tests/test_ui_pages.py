@@ -319,6 +319,32 @@ def test_agreement_page_shows_the_judge_report(ws: Workspace):
         assert metrics["flip rate"] == "n/a"  # scores: one order asked
         bins = next(d.value for d in app.dataframe if "decided" in d.value.columns)
         assert bins["n"].tolist() == [b["n"] for b in want["by_margin"]]
+    # one annotator's labels as the reference, cut points for the bins
+    app.selectbox(key="agr_against").set_value("labels").run()
+    app.selectbox(key="agr_policy").set_value("annotator:ann").run()
+    app.text_input(key="agr_bins").input("100,1000").run()
+    want = workspace_report(ws, "scored", "labels", "annotator:ann", bins=[100.0, 1000.0])
+    assert {m.label: m.value for m in ok(app).metric}["pairs"] == str(want["n"])
+    bins = next(d.value for d in app.dataframe if "decided" in d.value.columns)
+    assert bins["n"].tolist() == [b["n"] for b in want["by_margin"]] and len(bins) == 3
+
+
+def test_agreement_page_shows_the_judge_report_per_subset(ws: Workspace):
+    from workbench.labeling.judge_report import workspace_report
+
+    scored = ws.read("scored").drop("id")
+    ws.write_dataset("sourced", scored.with_columns(
+        pl.when(pl.int_range(pl.len()) % 3 == 0).then(pl.lit("red")).otherwise(pl.lit("blue"))
+        .alias("source")), "preference")
+    labels.label(ws, "sourced", ws.read("sourced")["id"][0], "ann", "a", True)
+    app = ok(page("5_Agreement"))
+    app.selectbox(key="agr_dataset").set_value("sourced").run()
+    app.selectbox(key="agr_against").set_value("chosen").run()
+    want = workspace_report(ws, "sourced", "chosen")
+    table = next(d.value for d in ok(app).dataframe if "source" in d.value.columns)
+    assert table["source"].tolist() == ["blue", "red"] == sorted(want["by_subset"])
+    assert table["pairs"].tolist() == [want["by_subset"][k]["n"] for k in ("blue", "red")]
+    assert sum(table["pairs"]) == want["n"] == 40
 
 
 def test_adjudicate_page_records_a_lead_label(ws: Workspace):

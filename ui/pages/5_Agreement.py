@@ -75,11 +75,25 @@ if report["kind"] == "preference":
     else:
         left, mid, right = st.columns(3)
         against = left.selectbox("against", judge_report.AGAINST, key="agr_against")
-        policy = mid.selectbox("label policy", ("majority", "latest"), key="agr_policy",
-                               disabled=against != "labels")
+        people = sorted(set(ws.latest_labels(name)["annotator"].to_list()))
+        policy = mid.selectbox("label policy",
+                               ("majority", "latest", *(f"annotator:{p}" for p in people)),
+                               key="agr_policy", disabled=against != "labels")
         which = right.selectbox("judge", judges, key="agr_judge")
+        left, right = st.columns(2)
+        bins_text = left.text_input("bins of |margin| (a count, or cut points 0.05,0.1)", "5",
+                                    key="agr_bins")
+        columns = [c for c, t in ws.scan(name).collect_schema().items()
+                   if t in (pl.String, pl.Categorical, pl.Boolean) and c not in (
+                       "id", "parent_id", "chosen", "rejected")]
+        default = next((c for c in judge_report.SUBSET_COLUMNS if c in columns), "(none)")
+        options = ["(none)", *columns]
+        subset = right.selectbox("per subset of", options, index=options.index(default),
+                                 key="agr_subset")
         try:
-            found = judge_report.workspace_report(ws, name, against, policy, which)
+            found = judge_report.workspace_report(
+                ws, name, against, policy, which, judge_report.parse_bins(bins_text),
+                "" if subset == "(none)" else subset)
         except WorkbenchError as exc:
             show_error(exc)
         else:
@@ -94,6 +108,14 @@ if report["kind"] == "preference":
             st.dataframe(pl.DataFrame(found["by_margin"]), hide_index=True)
             st.caption("Accuracy over pairs both decided, per bin of the judge's |margin|: "
                        "a confidence cut. Same as `workbench report judge`.")
+            if found["by_subset"]:
+                st.markdown(f"**Per {subset}**")
+                st.dataframe(pl.DataFrame([
+                    {subset: key, "pairs": part["n"], "accuracy": part["accuracy"],
+                     "kappa": part["kappa"], "flip rate": part["flip_rate"],
+                     "judge prefers longer": part["length_preference"]["judge"],
+                     "reference prefers longer": part["length_preference"]["reference"]}
+                    for key, part in found["by_subset"].items()]), hide_index=True)
 
 counts = report["counts"]
 if counts.height:
