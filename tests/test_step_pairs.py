@@ -158,8 +158,8 @@ def test_split_steps_keeps_the_text_and_cuts_at_markers_lines_or_sentences():
 
 @pytest.mark.slow
 def test_step_pairs_runs_on_the_embedded_model(ws, tmp_path: Path):
-    """Easy problems with a solution wrong at its last step, and two GSM8K problems: the small
-    model may or may not find correct continuations; whatever it emits keeps the structure."""
+    """Easy problems with a solution wrong at its last step, and two GSM8K problems: what the
+    small model emits keeps the structure."""
     easy = [("What is 3 + 4? Answer with the number only.", "3 + 4 = 8.\nThe answer is 8.", "7"),
             ("What is 2 + 2? Answer with the number only.", "2 + 2 = 5.\nThe answer is 5.", "4"),
             ("What is 5 + 1? Answer with the number only.", "5 + 1 = 7.\nThe answer is 7.", "6")]
@@ -172,7 +172,11 @@ def test_step_pairs_runs_on_the_embedded_model(ws, tmp_path: Path):
             "seed": 0, "models": {"default": {"backend": "transformers", "model": "embedded"}},
             "steps": [{"step_pairs": {"samples": 3, "max_new_tokens": 24, "max_steps": 6}}]}
     step = run_pipeline(build_pipeline(spec), ws, progress=False).steps[0]
-    out = ws.read("embedded_steps") if step.rows_out else pl.DataFrame()
+    # seeded: the model finds a correct next step for two of the easy sums (2 records, 3
+    # rows dropped for no verifying continuation, on 1 or 2 torch threads); at least one
+    # record, so the checks below cannot pass on an empty output
+    assert step.rows_out >= 1
+    out = ws.read("embedded_steps")
     assert step.rows_in == 5 and step.rows_out + sum(step.dropped.values()) >= 5
     assert set(step.dropped) <= {"no continuation from the question verifies",
                                    "every verifying continuation repeats the wrong step",
