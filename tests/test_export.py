@@ -213,7 +213,7 @@ def test_kto_export_of_pairs_matches_trl_unpairing(demo, tmp_path: Path):
 
 def test_kto_export_refuses_other_data(ws, shared: Path, tmp_path: Path):
     import_path(ws, shared / "llama_factory/alpaca_en_demo.json", "alpaca")  # sft, no label
-    import_path(ws, shared / "ifeval/input_data.jsonl", "ifeval")  # instruction
+    import_path(ws, DATA / "benchmarks/ifeval_input_data.jsonl", "ifeval")  # instruction
     for name in ("alpaca", "ifeval"):
         with pytest.raises(WorkbenchError, match="--trl kto needs a preference dataset"):
             export_dataset(ws, name, tmp_path / name, trl="kto")

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import ROOT, cache_entries, cli
+from conftest import DATA, ROOT, cache_entries, cli
 
 from workbench.errors import PipelineError
 from workbench.pipeline import build_pipeline
@@ -31,8 +31,8 @@ def gen_pipeline(input_path: str, **generate) -> dict:
 
 
 @pytest.fixture
-def prompts(tmp_path: Path, shared: Path) -> Path:
-    lines = (shared / "ifeval/input_data.jsonl").read_text().splitlines()[:10]
+def prompts(tmp_path: Path) -> Path:
+    lines = (DATA / "benchmarks/ifeval_input_data.jsonl").read_text().splitlines()[:10]
     path = tmp_path / "prompts.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -116,11 +116,11 @@ def test_missing_capability_is_a_validation_error():
     assert build_pipeline(spec).steps[0].name == "test_hidden_probe"
 
 
-def test_embed_step_writes_unit_vectors_later_steps_reuse(tmp_path: Path, shared: Path, ws):
+def test_embed_step_writes_unit_vectors_later_steps_reuse(tmp_path: Path, ws):
     from workbench.runner import run_pipeline
 
     spec = build_pipeline({
-        "name": "emb", "input": str(shared / "mt_bench/question.jsonl"), "batch_size": 16,
+        "name": "emb", "input": str(DATA / "benchmarks/mt_bench_questions.jsonl"), "batch_size": 16,
         "steps": [{"sample": {"n": 24}}, {"embed": {"column": "prompt"}},
                   {"sql": {"query": "SELECT *, list_inner_product(embedding, embedding) AS norm2 "
                                     "FROM input"}}],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import cli
+from conftest import DATA, cli
 
 from workbench.io.importer import import_path, load
 
@@ -93,12 +93,12 @@ def test_layout_details(shared: Path):
     assert tulu["models"][0].to_list() == ["tulu_65B", "chatgpt"]
 
 
-def test_ids_are_stable_content_hashes(shared: Path, tmp_path: Path):
-    a, _, _ = load(shared / "gsm8k/test.jsonl")
-    b, _, _ = load(shared / "gsm8k/test.jsonl")
+def test_ids_are_stable_content_hashes(tmp_path: Path):
+    a, _, _ = load(DATA / "benchmarks/gsm8k_test.jsonl")
+    b, _, _ = load(DATA / "benchmarks/gsm8k_test.jsonl")
     assert a["id"].to_list() == b["id"].to_list()
     # the same row in another file gets the same id; a changed row gets another
-    lines = (shared / "gsm8k/test.jsonl").read_text().splitlines()
+    lines = (DATA / "benchmarks/gsm8k_test.jsonl").read_text().splitlines()
     edited = json.loads(lines[1])
     edited["answer"] += " (edited)"
     (tmp_path / "slice.jsonl").write_text(lines[0] + "\n" + json.dumps(edited) + "\n")
@@ -165,8 +165,8 @@ def _assert_rejected(tmp_path: Path, path: Path, *expected: str) -> None:
     assert not any((workspace / "datasets").iterdir())
 
 
-def test_broken_jsonl_line(tmp_path: Path, shared: Path):
-    lines = (shared / "gsm8k/test.jsonl").read_text().splitlines()[:5]
+def test_broken_jsonl_line(tmp_path: Path):
+    lines = (DATA / "benchmarks/gsm8k_test.jsonl").read_text().splitlines()[:5]
     lines[3] = lines[3][:40]  # truncated record on line 4
     path = tmp_path / "broken.jsonl"
     path.write_text("\n".join(lines) + "\n")

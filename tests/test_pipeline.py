@@ -165,10 +165,10 @@ def test_sigkill_mid_step_then_resume_gives_same_rows(tmp_path: Path, shared: Pa
     assert log[0]["detail"]["reused_batches"] >= done_before
 
 
-def test_a_second_concurrent_run_is_refused(tmp_path: Path, shared: Path):
+def test_a_second_concurrent_run_is_refused(tmp_path: Path):
     from workbench.store.atomic import file_lock
 
-    path = write(tmp_path, {"name": "busy", "input": str(shared / "gsm8k/test.jsonl"),
+    path = write(tmp_path, {"name": "busy", "input": str(DATA / "benchmarks/gsm8k_test.jsonl"),
                             "steps": [{"sample": {"n": 5}}], "output": "o"})
     ws = tmp_path / "ws"
     with file_lock(ws / "cache" / "checkpoints" / "busy" / ".lock"):  # as a live run holds it

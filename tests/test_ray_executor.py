@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import ROOT, cli
+from conftest import DATA, ROOT, cli
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
@@ -24,8 +24,8 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same kernels in both executors' mod
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path, shared: Path) -> Path:
-    lines = (shared / "ifeval/input_data.jsonl").read_text().splitlines()[:12]
+def pipeline(tmp_path: Path) -> Path:
+    lines = (DATA / "benchmarks/ifeval_input_data.jsonl").read_text().splitlines()[:12]
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("\n".join(lines + lines[:2]) + "\n")  # two repeats for dedup
     path = tmp_path / "ray.yaml"

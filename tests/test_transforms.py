@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tests.conftest import DATA
 from workbench.io.importer import load
 from workbench.registry import get
 from workbench.transform import DROP, Context
@@ -17,8 +18,8 @@ def apply(name: str, frame: pl.DataFrame, seed: int = 0, **config) -> pl.DataFra
 
 
 @pytest.fixture
-def gsm(shared: Path) -> pl.DataFrame:
-    return load(shared / "gsm8k/test.jsonl")[0]
+def gsm() -> pl.DataFrame:
+    return load(DATA / "benchmarks/gsm8k_test.jsonl")[0]
 
 
 def test_filter_expressions_and_conditions(gsm):

@@ -62,6 +62,30 @@ def test_sft_rows_get_passed_and_detail_and_the_report_adds_up_over_batches(ws):
     assert result.steps[-1].rows_out == 30
 
 
+def test_every_answer_layout_through_verify_on_250_gsm8k_problems(ws):
+    """Acceptance 1 through the step: each problem's original GSM8K solution is the ground
+    truth; each of five answer layouts passes with the right value and fails with it changed."""
+    from tests.test_verify_math import LAYOUTS
+
+    rows = gsm8k(250)
+    prompts, responses, truths, wanted = [], [], [], []
+    for row in rows:
+        value = final(row["answer"])
+        for layout in LAYOUTS:
+            for n, right in ((value, True), (value + 7, False)):
+                prompts.append(prompt(row["question"]))
+                responses.append(layout.format(n=n))
+                truths.append(row["answer"])
+                wanted.append(right)
+    ws.write_dataset("layouts", pl.DataFrame({"prompt": prompts, "response": responses,
+                                              "answer": truths}), "sft")
+    _, out, detail = run(ws, "layouts", [{"verify": {"checker": "math", "answer": "answer"}}])
+    assert out.height == 2500
+    wrong = out.filter(pl.col("passed") != pl.Series(wanted))
+    assert wrong.select("response", "verify_detail").rows() == []
+    assert (detail["report"]["passed"], detail["report"]["failed"]) == (1250, 1250)
+
+
 def test_candidates_get_a_pass_rate_and_the_histogram_counts_prompts(ws):
     rows = gsm8k(12)
     # row i has i % 5 right answers out of 4 candidates (4 means all right)
