@@ -193,19 +193,45 @@ def test_humaneval_canonical_solutions_all_pass_and_replaced_bodies_fail_in_a_ru
     assert (detail["report"]["checked"], detail["report"]["passed"]) == (328, 164)
 
 
-def test_a_harmful_program_does_not_stop_the_run(ws):
-    frame = pl.DataFrame({
-        "prompt": [prompt("Write f.")] * 3,
-        "response": ["def f():\n    return 1\n", "import os\nwhile True:\n    os.fork()\n",
-                     "def f():\n    while True:\n        pass\n"],
-        "tests": ["assert f() == 1"] * 3,
-    })
+def test_harmful_programs_fail_with_their_reason_and_the_run_completes(ws, tmp_path):
+    """Acceptance 2 through the step: programs that fork, loop, allocate 10 GB, write outside
+    their folder or open a connection each fail with their reason within the time limit,
+    nothing is written or reached, and the run completes with every row checked."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    target = tmp_path / "outside.txt"
+    programs = [
+        ("def f():\n    return 1\n", ("all tests passed",)),
+        ("import os\nwhile True:\n    os.fork()\n", ("process creation refused",)),
+        ("def f():\n    while True:\n        pass\n", ("timeout after 2s", "CPU time limit (2s)")),
+        ("block = bytearray(10 * 1024 ** 3)\n", ("memory limit",)),
+        (f"open({str(target)!r}, 'w').write('x')\n", ("write outside sandbox refused",)),
+        (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n",
+         ("network refused",)),
+    ]
+    frame = pl.DataFrame({"prompt": [prompt("Write f.")] * len(programs),
+                          "response": [code for code, _ in programs],
+                          "tests": ["assert f() == 1"] * len(programs)})
     ws.write_dataset("progs", frame, "sft")
-    _, out, _ = run(ws, "progs", [{"verify": {"checker": "code", "tests": "tests",
-                                              "timeout_s": 2}}])
-    assert out["passed"].to_list() == [True, False, False]
-    assert "process creation refused" in out["verify_detail"][1]
-    assert out["verify_detail"][2] in ("timeout after 2s", "CPU time limit (2s)")
+    _, out, detail = run(ws, "progs", [{"verify": {"checker": "code", "tests": "tests",
+                                                   "timeout_s": 2}}])
+    try:
+        server.accept()[0].close()
+        reached = True
+    except BlockingIOError:
+        reached = False
+    finally:
+        server.close()
+    assert out["passed"].to_list() == [True] + [False] * (len(programs) - 1)
+    for detail_text, (_, reasons) in zip(out["verify_detail"], programs, strict=True):
+        assert any(reason in detail_text for reason in reasons), detail_text
+    assert not target.exists() and not reached
+    assert detail["report"]["checked"] == len(programs)
 
 
 def test_config_and_column_errors_name_the_step_and_column(ws):
