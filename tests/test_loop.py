@@ -11,7 +11,6 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import DATA, ROOT, cli
+from conftest import DATA, ROOT, cache_entries, cli
 
 from workbench.errors import LoopError
 from workbench.loops.loop_config import build_loop, load_loop
@@ -189,11 +188,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def state(root: Path) -> dict:
     return json.loads((root / "loops" / "spin_tiny" / "state.json").read_text())
-
-
-def cache_entries(root: Path) -> int:
-    with sqlite3.connect(root / "cache" / "calls.sqlite") as con:
-        return con.execute("SELECT count(*) FROM calls").fetchone()[0]
 
 
 def rows_of(root: Path, name: str) -> pl.DataFrame:
