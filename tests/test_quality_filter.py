@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from conftest import DATA
 
-from transforms.quality_filter import repetition_ratio
+from transforms.quality_filter import repeated_ngram_shares
 from workbench.io.importer import load
 from workbench.registry import get
 from workbench.transform import DROP, Context
@@ -68,6 +68,6 @@ def test_preference_rows_check_both_answers_and_tokens():
     assert {"chosen under 5 tokens", "rejected over 150 tokens"} <= reasons
 
 
-def test_repetition_ratio():
-    ratios = repetition_ratio(pl.Series(["a b c d e f", "a b c a b c a b c", "", "x y"]), 3)
+def test_repeated_ngram_shares():
+    ratios = repeated_ngram_shares(pl.Series(["a b c d e f", "a b c a b c a b c", "", "x y"]), 3)
     assert ratios.tolist() == [0.0, 4 / 7, 0.0, 0.0]

@@ -23,7 +23,7 @@ from transforms.short_to_long import (
     parse_questions,
     question_prompt,
     refusal,
-    repetition_ratio,
+    repeated_word_share,
 )
 from workbench.io.layouts_longpo import longpo_messages, longpo_records
 from workbench.pipeline import build_pipeline
@@ -80,7 +80,7 @@ def test_repetition_filter_matches_the_reference():
     for threshold in (0.5, 0.9, 0.95):
         got = frame.select(meaningless("r", threshold))["r"].to_list()
         assert got == [reference_meaningless(t, threshold) for t in TEXTS]
-    ratios = frame.select(repetition_ratio("r"))["r"].to_list()
+    ratios = frame.select(repeated_word_share("r"))["r"].to_list()
     assert ratios[3] == 0.75 and math.isclose(ratios[4], 5 / 6) and ratios[5] == 2 / 8
 
 

@@ -155,7 +155,7 @@ def _text_checks(texts: pl.DataFrame, config: QualityFilterConfig
             wanted.append(("tokens", tokens > config.max_tokens,
                            f"{{field}} over {config.max_tokens} tokens"))
     if config.max_repetition is not None:
-        ratio = pl.lit(pl.Series(repetition_ratio(texts["text"], config.repetition_n)))
+        ratio = pl.lit(pl.Series(repeated_ngram_shares(texts["text"], config.repetition_n)))
         wanted.append(("repetition", ratio > config.max_repetition,
                        f"{{field}} repetition above {config.max_repetition:g}"))
     if config.refusals:
@@ -172,7 +172,7 @@ def _text_checks(texts: pl.DataFrame, config: QualityFilterConfig
     return texts.with_columns(**columns), checks
 
 
-def repetition_ratio(texts: pl.Series, n: int = 3) -> np.ndarray:
+def repeated_ngram_shares(texts: pl.Series, n: int = 3) -> np.ndarray:
     """Share of each text's word n-grams that repeat an earlier n-gram of the same text."""
     grams, _ = ngram_table(texts, n)
     stats = grams.group_by("row").agg(pl.len().alias("total"), pl.col("key").n_unique().alias("distinct"))

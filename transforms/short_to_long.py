@@ -320,7 +320,7 @@ def meaningless(column: str, threshold: float, min_word_length: int = 3) -> pl.E
     return (total == 0) | (repeated / total > threshold) | (long < 2)
 
 
-def repetition_ratio(column: str) -> pl.Expr:
+def repeated_word_share(column: str) -> pl.Expr:
     """The repetition ratio alone (occurrences of repeated words / words), for inspection."""
     words = (pl.col(column).str.to_lowercase().str.replace_all(r"[^\w\s]", "")
              .str.extract_all(r"\S+"))

@@ -10,7 +10,7 @@ EMPTY = "empty output"
 REPETITION = "degenerate repetition"
 
 
-def repetition_ratio(text: str, n: int = 4) -> float:
+def repeated_4gram_share(text: str, n: int = 4) -> float:
     """Share of repeated word n-grams: 0 for varied text, near 1 for a loop."""
     words = text.split()
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
@@ -21,6 +21,6 @@ def garbage(text: str | None, max_repetition: float = 0.6, min_words: int = 24) 
     """The reason a generated text is unusable, or None when it is fine."""
     if text is None or not text.strip():
         return EMPTY
-    if len(text.split()) >= min_words and repetition_ratio(text) > max_repetition:
+    if len(text.split()) >= min_words and repeated_4gram_share(text) > max_repetition:
         return REPETITION
     return None
