@@ -120,6 +120,7 @@ MODEL_FREE = {  # every flagged transform that calls no model, with options for 
     "ches_filter": {"by": "ches_score", "drop_fraction": 0.3},
     "deita_select": {"budget": 200, "threshold": 0.5},
     "dedup_embedding": {"threshold": 0.5},
+    "verify": {"checker": "regex", "answer": "pattern"},  # adds passed and detail columns
 }
 WITH_MODELS = {"embed", "judge", "ches_score", "deita_score", "magpie_tags", "magpie_neighbors",
                "rationale"}  # checked as they run (a few rows a part are hashed)
@@ -156,7 +157,8 @@ def _scored_hh() -> pl.DataFrame:
     return frame.with_columns(
         pl.Series("ches_score", rng.random(frame.height)),
         pl.Series("deita_score", rng.random(frame.height)),
-        pl.Series("embedding", vectors.astype(np.float32).tolist(), pl.List(pl.Float32)))
+        pl.Series("embedding", vectors.astype(np.float32).tolist(), pl.List(pl.Float32)),
+        pl.lit(r"\bthe\b").alias("pattern"))
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_FREE))

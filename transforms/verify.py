@@ -75,7 +75,7 @@ class VerifyConfig(StepConfig):
         return ("sft", "candidates", "preference")
 
 
-@transform("verify", scope="row", version=checkers_digest())
+@transform("verify", scope="row", version=checkers_digest(), keeps_content=True)
 def verify(frame: pl.LazyFrame, config: VerifyConfig, ctx: Context) -> pl.LazyFrame:
     """Check each response against the ground truth; passed, pass_rate and a detail."""
     data = frame.collect()
