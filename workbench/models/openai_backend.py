@@ -59,6 +59,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
+from workbench.models.backends import BACKENDS
 from workbench.models.base import (
     CallFailed,
     CapabilityError,
@@ -100,9 +101,7 @@ class OpenAIBackend:
     """
 
     backend: ClassVar[str] = "openai"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"generate", "logprobs", "next_token_distribution"}
-    )
+    capabilities: ClassVar[frozenset[str]] = BACKENDS["openai"].capabilities  # the table's
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from workbench.models.backends import BACKENDS
 from workbench.models.base import CallFailed, CapabilityError, Message
 from workbench.models.fingerprint import tokenizer_digest
 from workbench.models.transformers_backend import (
@@ -27,7 +28,7 @@ from workbench.models.transformers_backend import (
 
 class RewardBackend:
     backend: ClassVar[str] = "reward"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"reward"})
+    capabilities: ClassVar[frozenset[str]] = BACKENDS["reward"].capabilities  # the table's
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "float32",
                  batch_size: int = 4, max_length: int = 4096,

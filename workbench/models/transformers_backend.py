@@ -24,8 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from workbench.models.backends import BACKENDS
 from workbench.models.base import (
-    CAPABILITIES,
     CallFailed,
     Generation,
     Prompt,
@@ -143,7 +143,7 @@ class TransformersBackend:
     """A causal LM loaded with transformers; every method is batched (`batch_size` rows)."""
 
     backend: ClassVar[str] = "transformers"
-    capabilities: ClassVar[frozenset[str]] = frozenset(CAPABILITIES)
+    capabilities: ClassVar[frozenset[str]] = BACKENDS["transformers"].capabilities  # the table's
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from workbench.errors import WorkbenchError
+from workbench.models.backends import BACKENDS
 from workbench.models.base import (
     CallFailed,
     CapabilityError,
@@ -65,9 +66,7 @@ class VLLMBackend:
     """vLLM `LLM` engine; generation, prompt log-probs and top-k next-token log-probs."""
 
     backend: ClassVar[str] = "vllm"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"generate", "logprobs", "next_token_distribution"}
-    )
+    capabilities: ClassVar[frozenset[str]] = BACKENDS["vllm"].capabilities  # the table's
 
     def __init__(
         self,
