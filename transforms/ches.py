@@ -26,7 +26,15 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
-from workbench.transform import DROP, QUARANTINED, Context, ModelName, StepConfig, transform
+from workbench.transform import (
+    DROP,
+    QUARANTINED,
+    Context,
+    ModelName,
+    ModelStep,
+    StepConfig,
+    transform,
+)
 
 VARIANTS = {"definition": "sum_predicting_states", "paper_script": "sum_with_last_state"}
 
@@ -45,7 +53,7 @@ def ches(plus: np.ndarray, n_plus: np.ndarray, minus: np.ndarray,
     return cross - own, np.where((n_plus > 0) & (n_minus > 0), normalized, np.nan)
 
 
-class ChesScoreConfig(StepConfig):
+class ChesScoreConfig(ModelStep):
     model: ModelName = Field("default", description="the policy you will train (hidden_states)")
     variant: Literal["sum_predicting_states", "sum_with_last_state"] = Field(
         "sum_predicting_states", description="sum_predicting_states (alias definition): the "

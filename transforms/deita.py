@@ -34,7 +34,15 @@ from workbench.algorithms.diversity import (
     greedy_select,
 )
 from workbench.algorithms.scores import DIGITS_1_6, expected_score, falls_back
-from workbench.transform import DROP, QUARANTINED, Context, ModelName, StepConfig, transform
+from workbench.transform import (
+    DROP,
+    QUARANTINED,
+    Context,
+    ModelName,
+    ModelStep,
+    StepConfig,
+    transform,
+)
 
 # deita's Llama_Scorer templates, character for character (two spaces after the query, a
 # leading space before " #Question#", a space before "\n##Quality", a trailing space).
@@ -45,7 +53,7 @@ QUALITY_TEMPLATE = ("You are a helpful assistant. Please identify the quality sc
                     "#Response#:\n{output} \n##Quality: ")
 
 
-class DeitaScoreConfig(StepConfig):
+class DeitaScoreConfig(ModelStep):
     model: ModelName = Field("default", description="a causal LM under `models:` (a deita scorer "
                        "where it loads, else any, e.g. the embedded model)")
     scores: list[Literal["complexity", "quality"]] = Field(

@@ -11,12 +11,18 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from workbench.transform import DROP, QUARANTINED, Context, ModelName, StepConfig, transform
+from workbench.transform import (
+    DROP,
+    QUARANTINED,
+    Context,
+    ModelName,
+    ModelStep,
+    transform,
+)
 
 
-class GrapeConfig(StepConfig):
+class GrapeConfig(ModelStep):
     model: ModelName = Field("default", description="the base model you will fine-tune")
-    batch_size: int = Field(8, ge=1)
 
 
 @transform("grape_select", scope="row", consumes="candidates", produces="sft",

@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from workbench.algorithms.reasoning import join as join_trace
 from workbench.algorithms.reasoning import trace_column
-from workbench.transform import Context, ModelName, StepConfig, transform
+from workbench.transform import Context, ModelName, ModelStep, transform
 
 RUBRIC = (
     "Please act as an impartial judge and rate the quality of the assistant's response to the "
@@ -55,7 +55,7 @@ PAIRWISE = (
 )
 
 
-class JudgeConfig(StepConfig):
+class JudgeConfig(ModelStep):
     method: Literal["expected_score", "llm_json", "reward_model", "density_ratio",
                     "llm_pairwise"] = Field("expected_score")
     model: ModelName = Field("default", description="the judge (or the strong model for density_ratio)")
@@ -76,7 +76,6 @@ class JudgeConfig(StepConfig):
     rubric: str | None = Field(None, description="prompt with {conversation}, {response}, {scale}")
     prefill: str = Field("", description="expected_score: text the judge's answer starts with")
     max_new_tokens: int = Field(192, ge=8, description="llm_json: judge output length")
-    batch_size: int = Field(8, ge=1)
     include_reasoning: bool = Field(False, description="judge a response's reasoning trace "
                                     "too, shown before its answer in <think> tags (default: "
                                     "the answer alone)")

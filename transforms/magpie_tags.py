@@ -19,7 +19,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from workbench.transform import Context, ModelName, StepConfig, transform
+from workbench.transform import Context, ModelName, ModelStep, transform
 
 DIFFICULTY = '''
 # Instruction 
@@ -125,12 +125,11 @@ GENERATOR_COLUMN = {"difficulty": "difficulty_generator", "quality": "quality_ge
 Tag = Literal["difficulty", "quality", "category", "language", "length"]
 
 
-class MagpieTagsConfig(StepConfig):
+class MagpieTagsConfig(ModelStep):
     model: ModelName = Field("default", description="the tagger (a name under `models:`)")
     tags: list[Tag] = Field(default_factory=lambda: ["difficulty", "quality", "category",
                                                      "language", "length"])
     max_new_tokens: int = Field(1024, ge=8, description="reference: 1024")
-    batch_size: int = Field(8, ge=1)
 
 
 def parse_tag_reply(text: str | None) -> tuple[dict | None, str | None]:
