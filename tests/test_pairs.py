@@ -131,6 +131,23 @@ def test_verified_pairs_carry_each_side_s_reasoning_trace():
     assert (row["chosen_reasoning"], row["rejected_reasoning"]) == ("two and two", "two and three")
 
 
+def test_verified_pairs_rank_by_the_answer_unless_the_trace_is_included():
+    """Two passing answers: "4" thought long, "It is 4." thought briefly; one failing."""
+    frame = verified([["4", "It is 4.", "5"]], [[True, True, False]]).with_columns(
+        pl.Series("reasoning", [["two and two, carry nothing, check twice: four", "2+2", "hm"]]))
+    by_answer = kept(apply(frame, method="verified")).row(0, named=True)
+    assert (by_answer["chosen"], by_answer["chosen_reasoning"]) == (
+        "4", "two and two, carry nothing, check twice: four")
+    whole = kept(apply(frame, method="verified", include_reasoning=True)).row(0, named=True)
+    assert (whole["chosen"], whole["chosen_reasoning"]) == ("It is 4.", "2+2")
+    # the same answer with another trace is another response only when traces count
+    twice = verified([["4", "4", "5"]], [[True, True, False]]).with_columns(
+        pl.Series("reasoning", [["long thought here", "short", "x"]]))
+    assert kept(apply(twice, method="verified", pairs_per_prompt=5)).height == 1
+    assert kept(apply(twice, method="verified", pairs_per_prompt=5,
+                      include_reasoning=True)).height == 2
+
+
 def test_verified_needs_a_passed_column():
     with pytest.raises(ValueError, match="run verify first"):
         apply(candidates([["a", "b"]], [[1.0, 2.0]]), method="verified")

@@ -12,7 +12,8 @@ model's (SPIN).
 - `verified`: chosen = a response that passed `verify`, rejected = one of the same prompt that
   failed (columns `passed`, list per candidate); never two passing or two failing. `prefer`
   orders each side (shortest passing and longest failing first, or candidate order), and a
-  prompt gives up to `pairs_per_prompt` pairs, best-ranked sides first.
+  prompt gives up to `pairs_per_prompt` pairs, best-ranked sides first. Lengths and sameness
+  are the answers' unless `include_reasoning` adds each response's trace.
 
 Each side's reasoning trace, where the rows have one (`reasoning`, parallel to `responses`;
 for SPIN the response's trace and `<generated>_reasoning`), goes to `chosen_reasoning` /
@@ -45,6 +46,10 @@ class PairsConfig(StepConfig):
         "shortest_passing_longest_failing",
         description="verified: which passing and failing responses pair first (shortest "
                     "passing with longest failing, or candidate order)")
+    include_reasoning: bool = Field(
+        False, description="verified: measure each response with its reasoning trace (the "
+        "`reasoning` list) for `prefer`, and tell responses apart by trace too; by default "
+        "only the answers count")
 
     def accepted_kinds(self) -> tuple[str, ...]:
         """Checked before a run: scored candidates, or sft rows for sft_vs_generated."""
@@ -162,20 +167,27 @@ def _verified(frame: pl.LazyFrame, config: PairsConfig) -> pl.LazyFrame:
     base = frame.with_columns(pl.int_range(pl.len()).alias("_row"))
     schema = base.collect_schema()
     details = "verify_detail" in schema
+    traced = config.include_reasoning and "reasoning" in schema
     slots = base.select(
         "_row", pl.col("responses").alias("_text"), pl.col("passed").alias("_passed"),
         *([pl.col("verify_detail").alias("_detail")] if details else []),
+        *([pl.col("reasoning").alias("_trace")] if traced else []),
         pl.int_ranges(pl.col("responses").list.len()).alias("_slot"),
-    ).explode("_text", "_passed", "_slot", *(["_detail"] if details else []))
-    slots = (slots.drop_nulls(["_text", "_passed"])
-             .unique(["_row", "_text"], keep="first", maintain_order=True)
-             .with_columns(pl.col("_text").str.len_chars().alias("_len")))
+    ).explode("_text", "_passed", "_slot", *(["_detail"] if details else []),
+              *(["_trace"] if traced else []))
+    # what is measured and told apart: the answer, or (include_reasoning) trace and answer
+    whole = (pl.concat_str(pl.col("_trace").fill_null(""), pl.lit("\n"), pl.col("_text"))
+             if traced else pl.col("_text"))
+    slots = (slots.drop_nulls(["_text", "_passed"]).with_columns(whole.alias("_whole"))
+             .unique(["_row", "_whole"], keep="first", maintain_order=True)
+             .with_columns(pl.col("_whole").str.len_chars().alias("_len")))
     shortest = config.prefer == "shortest_passing_longest_failing"
     passing = _ranked(slots.filter(pl.col("_passed")), ["_len", "_slot"] if shortest else ["_slot"],
                       [False, False] if shortest else [False])
     failing = _ranked(slots.filter(~pl.col("_passed")), ["_len", "_slot"] if shortest else ["_slot"],
                       [True, False] if shortest else [False])
-    crossed = passing.join(failing, on="_row", suffix="_r").filter(pl.col("_text") != pl.col("_text_r"))
+    crossed = passing.join(failing, on="_row", suffix="_r").filter(
+        pl.col("_whole") != pl.col("_whole_r"))
     picked = (crossed.sort("_row", pl.col("_rank") + pl.col("_rank_r"), "_rank", "_rank_r")
               .with_columns(pl.int_range(1, pl.len() + 1).over("_row").alias("pair_number"))
               .filter(pl.col("pair_number") <= config.pairs_per_prompt))
