@@ -163,6 +163,11 @@ def test_rounds_table_reads_each_rounds_latest_version(ws):
     assert table["policy"].to_list() == ["r0/policy@abcdef12", "r1/policy@abcdef12"]
     assert table["train_loss"].is_null().all()  # no state file: no training known
     assert rounds_table(ws, "none").height == 0
+    # a round judged by llm_pairwise and paired without a margin column: the judge's margin
+    judged = pairs(["x", "y"], [0.0, 0.0]).drop("margin").with_columns(
+        pl.Series("p_chosen", [0.9, 0.3]), pl.Series("position_flip", [False, True]))
+    ws.write_dataset("j-r1", judged, "preference", lineage(1, "j"))
+    assert rounds_table(ws, "j")["margin_mean"].to_list() == [pytest.approx(0.1)]
 
 
 # two SPIN rounds on the tiny model ----------------------------------------------------------

@@ -50,11 +50,18 @@ def rounds_table(ws: Workspace, name: str) -> pl.DataFrame:
 
 
 def _columns(ws: Workspace, version: DatasetVersion) -> dict[str, Any]:
-    """Means over the round's rows, where it has the column: margin, side lengths, passes."""
+    """Means over the round's rows, where it has the column: margin (a pairing step's, else
+    the judge's as the judge report reads it: llm_pairwise's p_chosen − 0.5, or the score
+    gap), side lengths, passes."""
+    from workbench.labeling import judge_signals
+
     columns = set(version.columns)
     exprs = []
+    judges = judge_signals.available(dict.fromkeys(columns))
     if "margin" in columns:
         exprs.append(pl.col("margin").cast(pl.Float64).mean().alias("margin_mean"))
+    elif judges:
+        exprs.append(judge_signals.Judge(judges[0]).margin().mean().alias("margin_mean"))
     for side in ("chosen", "rejected"):
         if side in columns:
             exprs.append(pl.col(side).str.len_chars().mean().alias(f"{side}_chars"))
