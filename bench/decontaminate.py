@@ -1,5 +1,6 @@
 """`decontaminate` against every shipped benchmark: rows per second at 10k and 100k rows, and
-a ratio against a straightforward reference of §7.5 run side by side on the same rows.
+a ratio against a straightforward reference of docs/methods.md §7.5 run side by side on the
+same rows.
 
 Rows come from bench/synth.py (real sentences of GSM8K, IFEval and HH-RLHF joined three at a
 time, so many rows quote part of a benchmark question). The reference is what one would write
@@ -28,8 +29,9 @@ WORD = re.compile(r"\w+")
 
 
 def reference(texts: list[str], instances: list[str], n: int, threshold: float) -> list[bool]:
-    """§7.5 by hand: score(i, d) = |tokens of i covered by an n-gram d shares| / |tokens of i|;
-    a short text (fewer than n tokens) matches only by exact normalised text."""
+    """docs/methods.md §7.5 by hand: score(i, d) = |tokens of i covered by an n-gram d
+    shares| / |tokens of i|; a short text (fewer than n tokens) matches only by exact
+    normalised text."""
     inst_tokens = [WORD.findall(t.lower()) for t in instances]
     index: dict[tuple[str, ...], list[tuple[int, int]]] = defaultdict(list)
     short: dict[tuple[str, ...], list[int]] = defaultdict(list)

@@ -98,8 +98,8 @@ def detect_family(rendered: str, families: dict[str, Family]) -> Family:
 
     Candidates are the families whose markers all appear in the rendering; among them the one
     whose pre-query template is the longest prefix of it wins, else the one with the most
-    markers (Llama-3.1's system block makes its template no prefix; §1.9). Ties keep the
-    registry's order. Raises with what was seen when nothing fits.
+    markers (Llama-3.1's system block makes its template no prefix; docs/methods.md §1.2).
+    Ties keep the registry's order. Raises with what was seen when nothing fits.
     """
     head = rendered.split(PROBE)[0]
     candidates = [f for f in families.values() if all(m in rendered for m in f.markers)]

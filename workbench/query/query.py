@@ -74,9 +74,10 @@ def browse_file(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[pl.DataFrame, int]:
-    """`browse` over one Parquet file of the workspace that is not a dataset version (a
-    step's `dropped.parquet`), under the same lockdown: the file is handed to the sandbox as
-    an Arrow dataset named `rows`, the typed clauses may also read the datasets."""
+    """`browse` over Parquet rows of the workspace that are not a dataset version (one file,
+    or a folder of parts such as a step's `dropped/`), under the same lockdown: the file or
+    folder is handed to the sandbox as an Arrow dataset named `rows`, the typed clauses may
+    also read the datasets."""
     import pyarrow.dataset as ds
 
     if limit < 0 or offset < 0:
