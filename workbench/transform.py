@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from workbench.models.cache import CallCache
     from workbench.workspace import Workspace
 
+    # what a transform returns: a LazyFrame, or (global steps only) a BatchStream that
+    # attaches per-row values to the input as it streams past; executors accept both
+    StepOutput = pl.LazyFrame | BatchStream
+
 DROP = "_drop_reason"
 QUARANTINED = "model call failed"  # drop reason prefix of rows whose model call failed
 Scope = Literal["row", "global"]
@@ -266,7 +270,7 @@ class Transform(Protocol):
     Config: ClassVar[type[StepConfig]]
     config: StepConfig
 
-    def __call__(self, frame: pl.LazyFrame, ctx: Context) -> pl.LazyFrame | BatchStream:
+    def __call__(self, frame: pl.LazyFrame, ctx: Context) -> StepOutput:
         """A LazyFrame, or (global steps only) a `positional.BatchStream`, which attaches
         per-row values to the input as it streams past; executors accept both."""
 
@@ -286,8 +290,8 @@ def transform(
     version: str | int | None = None,
     keeps_content: bool = False,
     stateless: bool = False,
-) -> Callable[[Callable[..., pl.LazyFrame]], type]:
-    """Turn `fn(frame, config, ctx) -> frame` into a registered Transform class.
+) -> Callable[[Callable[..., StepOutput]], type]:
+    """Turn `fn(frame, config, ctx) -> StepOutput` into a registered Transform class.
 
     `scope` has no default: a global step (dedup, selection) that forgot it would silently run
     per batch. The config class is `config`, or else read from the annotation of the
@@ -310,7 +314,7 @@ def transform(
         raise ValueError(f"transform {name!r}: only a row step that calls no model is stateless")
     from workbench.registry import register
 
-    def wrap(fn: Callable[..., pl.LazyFrame]) -> type:
+    def wrap(fn: Callable[..., StepOutput]) -> type:
         config_cls = config or get_type_hints(fn)[list(inspect.signature(fn).parameters)[1]]
         untyped = [f for f in config_cls.model_fields if (f == "model" or f.endswith("_model"))
                    and f not in model_fields(config_cls)]
@@ -323,7 +327,7 @@ def transform(
                 config = config_cls.model_validate(config or {})
             self.config = config
 
-        def __call__(self: Any, frame: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
+        def __call__(self: Any, frame: pl.LazyFrame, ctx: Context) -> StepOutput:
             return fn(frame, self.config, ctx)
 
         def output_kind(self: Any, input_kind: str) -> str:
