@@ -35,8 +35,9 @@ class ScriptedBackend:
             text = self.reply(list(prompt))
             if text is FAIL:
                 out.append(CallFailed("scripted failure"))
-            else:
-                out.append([Generation(text, "stop", 10, len(text.split()))
+            else:  # a (text, finish_reason) pair scripts a reply cut off at the cap
+                text, finish = text if isinstance(text, tuple) else (text, "stop")
+                out.append([Generation(text, finish, 10, len(text.split()))
                             for _ in range(params.n)])
         return out
 

@@ -176,6 +176,38 @@ def test_each_skill_refines_well_formed_replies(name: str, ws, monkeypatch):
             prompt[0]["role"] == "user"
 
 
+def test_finish_reasons_are_recorded_and_cut_off_rows_are_filtered(ws, monkeypatch):
+    """Each row says why its passage, instruction and response ended; a refined row whose
+    answer was cut at the cap is dropped by quality_filter with its reason."""
+    skill = load_skills()["reading_comprehension"]
+    agent = next(a.name for a in skill.content_agents if not a.identity)
+    good, bad = list(skill.types)[:2]
+    base = well_formed(skill, bad)
+
+    def reply(prompt: list[dict[str, str]]):
+        text = base(prompt)
+        return (text, "length") if text == NO_ANSWER else text  # unanswerable answers cut
+
+    backend = ScriptedBackend(reply, "skills-finish")
+    spec = build_pipeline({
+        "name": "ai-finish", "seed": 0, "models": {"default": install(monkeypatch, backend)},
+        "steps": [{"agentinstruct": {
+            "documents": [str(ALICE)], "skill": "reading_comprehension",
+            "tokenizer": "estimate", "chunk_tokens": 128, "max_chunks": 1,
+            "content_agents": [agent], "types": [good, bad], "types_per_chunk": 2, "rounds": 1,
+            "goals_per_item": len(skill.goals), "max_per_chunk": 20}},
+            {"quality_filter": {}}],
+        "output": "instructions"})
+    result = run_pipeline(spec, ws, progress=False)
+    rows = ws.read("instructions")
+    assert rows.height > 0
+    for column in ("passage_finish_reason", "instruction_finish_reason", "finish_reason"):
+        assert rows[column].to_list() == ["stop"] * rows.height, column
+    cut = sum(bool(UNANSWERABLE.search(g)) for g in skill.goals)
+    assert cut >= 1 and sum(result.steps[1].dropped.values()) == cut
+    assert all("length" in reason or "truncat" in reason for reason in result.steps[1].dropped)
+
+
 def test_a_seed_left_unrefined_in_a_refined_chunk_is_a_dropped_row(ws, monkeypatch,
                                                                  tmp_path: Path):
     (tmp_path / "d.txt").write_text("The rabbit ran past Alice with a watch in its paw.")

@@ -63,6 +63,7 @@ def test_sampled_candidates_judged_paired_and_explained(ws, tmp_path: Path):
         assert row["chosen"] != row["rejected"] and row["chosen_score"] > row["rejected_score"]
         assert len(row["responses"]) == len(row["scores"]) >= 2
         assert row["rationale"].strip()
+        assert row["rationale_finish_reason"] in ("stop", "length")  # why it ended, recorded
         user = row["prompt"][-1]["content"]
         above, below = ((row["chosen"], row["rejected"]) if row["rationale_chosen_above"]
                         else (row["rejected"], row["chosen"]))

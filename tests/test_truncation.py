@@ -37,6 +37,32 @@ def test_instructions_cut_at_a_small_cap_are_dropped_and_counted(ws):
     assert out.height == 0 or (out["instruction_finish_reason"] == "stop").all()
 
 
+def test_magpie_answers_and_later_turns_record_why_they_ended(ws):
+    """Magpie's own answers carry `finish_reason`, and a multi-turn conversation every
+    generated turn's (`turns_finish_reason`); answers cut at a small cap are dropped."""
+    _, made = run(ws, [{"magpie": {"n": 4, "max_new_tokens": 48, "responses": True,
+                                   "response_max_new_tokens": 4}}])
+    answered = made.filter(made["response"].is_not_null())
+    assert answered.height >= 1
+    # four tokens end almost no answer
+    assert answered["finish_reason"].to_list().count("length") >= 1
+    assert set(answered["finish_reason"]) <= {"stop", "length"}
+    result, out = run(ws, [{"magpie": {"n": 4, "max_new_tokens": 48, "responses": True,
+                                       "response_max_new_tokens": 4}},
+                           {"quality_filter": {}}])
+    filtered = result.steps[1]
+    assert filtered.dropped.get("truncated (finish_reason length)", 0) >= 1
+    assert out.height == 0 or (out["finish_reason"] == "stop").all()
+    _, turns = run(ws, [{"magpie": {"n": 3, "max_new_tokens": 48, "responses": True,
+                                    "response_max_new_tokens": 8, "turns": 2,
+                                    "followup_max_new_tokens": 24}}])
+    assert turns["response"].is_not_null().sum() >= 1
+    for row in turns.filter(turns["response"].is_not_null()).iter_rows(named=True):
+        # answer 1, user turn 2, answer 2; the last is the response's
+        assert len(row["turns_finish_reason"]) == 3
+        assert row["turns_finish_reason"][-1] == row["finish_reason"]
+
+
 def test_cut_off_samples_are_removed_and_rows_without_two_finished_ones_dropped(ws, tmp_path: Path):
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in [

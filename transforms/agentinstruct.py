@@ -115,6 +115,11 @@ class Item:
     suggestion: str | None = None
     editor_answer: str | None = None
     response: str | None = None
+    # why each generated text ended ("stop", or "length" when cut at max_new_tokens):
+    # quality_filter drops rows whose instruction or response was cut off
+    passage_finish_reason: str | None = None
+    instruction_finish_reason: str | None = None
+    finish_reason: str | None = None
     raw_output: str | None = None
     drop: str | None = None
 
@@ -167,6 +172,7 @@ class Flow:
 
         self.config, self.ctx, self.skill = config, ctx, skill
         self.seed = config.seed_or(ctx)
+        self.finished: dict[str, str | None] = {}  # "KEY#stage" -> the call's finish_reason
         self.params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
                                      max_new_tokens=config.max_new_tokens, seed=self.seed)
         self.answer_params = replace(self.params, max_new_tokens=config.answer_max_new_tokens
@@ -205,7 +211,8 @@ class Flow:
             if reason:
                 self._drop(item, reason, text)
             else:
-                done.append(replace(item, passage=text))
+                done.append(replace(item, passage=text,
+                                    passage_finish_reason=self._ended(item, "content")))
         return _ordered(verbatim + done, planned)
 
     # flow 2 -----------------------------------------------------------------------------------
@@ -241,8 +248,10 @@ class Flow:
             if reason:
                 self._drop(item, reason, text)
                 continue
+            ended = self._ended(item, "seed")  # question and answer come from one reply
             seeds.append(replace(item, question=parsed["question"], answer=parsed["answer"],
-                                 seed_question=parsed["question"], seed_answer=parsed["answer"]))
+                                 seed_question=parsed["question"], seed_answer=parsed["answer"],
+                                 instruction_finish_reason=ended, finish_reason=ended))
         return seeds
 
     # flow 3 -----------------------------------------------------------------------------------
@@ -284,7 +293,8 @@ class Flow:
             refined.append(replace(item, question=parsed["question"],
                                    passage=parsed.get("passage") or item.passage,
                                    answer=parsed.get("answer"),
-                                   editor_answer=parsed.get("answer")))
+                                   editor_answer=parsed.get("answer"),
+                                   instruction_finish_reason=self._ended(item, "edit")))
         refined_chunks = {_chunk_key(i) for i in refined}
         kept = [i for i in items if _chunk_key(i) not in refined_chunks]  # the reference quirk
         parents = {i.key.rsplit("/", 1)[0] for i in refined}
@@ -305,7 +315,8 @@ class Flow:
             if reason:
                 self._drop(item, reason, text)
             else:
-                fresh[item.key] = replace(item, response=text)
+                fresh[item.key] = replace(item, response=text,
+                                          finish_reason=self._ended(item, "answer"))
         out = []
         for item in items:
             if item.refinement_round == 0:
@@ -339,9 +350,13 @@ class Flow:
         results = self.ctx.call(self.config.model, "generate", prompts, params or self.params,
                                 row_ids=keys, sample_ids=keys, batch_size=self.config.batch_size)
         texts: list[str | None] = []
-        for result in results:
+        for key, result in zip(keys, results, strict=True):
             texts.append(None if result is None else result[0].text.strip())
+            self.finished[key] = None if result is None else result[0].finish_reason
         return texts
+
+    def _ended(self, item: Item, stage: str) -> str | None:
+        return self.finished.get(f"{item.key}#{stage}")
 
     def _cap(self, planned: list[Item]) -> list[Item]:
         """At most `max_per_chunk` items per chunk, drawn with the seed; the rest dropped."""

@@ -169,6 +169,8 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
                                          for text in out["instruction"]]
     reasons: list[str | None] = list(out[DROP])
     traces: list[str | None] = [None] * out.height  # of each conversation's latest answer
+    # why each generated turn ended (user turns after the first, and answers), in order
+    finishes: list[list[str | None]] = [[] for _ in range(out.height)]
     backend = ctx.model(config.model)
 
     def add_turn(role: str, turn: int, params: SamplingParams, render: Any, empty: str) -> None:
@@ -182,6 +184,7 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
         parts = iter(split)
         for i, result in zip(todo, got, strict=True):
             text = result[0].text.strip() if result else ""
+            finishes[i].append(result[0].finish_reason if result else None)
             if result and role == "assistant":  # the answer goes on; its trace is kept apart
                 traces[i], text = next(parts)
                 text = text.strip()
@@ -204,10 +207,16 @@ def _conversations(out: pl.DataFrame, config: MagpieConfig, ctx: Context, family
                  for chat in chats]
     if any(t is not None for t in traces):
         out = out.with_columns(pl.Series("reasoning", traces, dtype=pl.String))
+    if config.turns > 1:  # every generated turn's, so a turn cut off anywhere shows
+        out = out.with_columns(pl.Series("turns_finish_reason", finishes,
+                                         dtype=pl.List(pl.String)))
     return out.with_columns(
         pl.Series("prompt", prompts, dtype=pl.List(pl.Struct({"role": pl.String,
                                                                "content": pl.String}))),
         pl.Series("response", responses, dtype=pl.String),
+        pl.Series("finish_reason", [f[-1] if f and r is not None else None
+                                    for f, r in zip(finishes, responses, strict=True)],
+                  dtype=pl.String),
         pl.Series(DROP, reasons, dtype=pl.String),
         pl.struct(pl.lit(answer.temperature).alias("temperature"),
                   pl.lit(answer.top_p).alias("top_p"),

@@ -85,6 +85,8 @@ def rationale(frame: pl.LazyFrame, config: RationaleConfig, ctx: Context) -> pl.
                for r, t in zip(results, texts, strict=True)]
     return data.with_columns(
         pl.Series("rationale", texts, pl.String),
+        pl.Series("rationale_finish_reason", [r[0].finish_reason if r else None
+                                              for r in results], pl.String),
         pl.Series("rationale_prompt", conditioning, pl.String),
         pl.Series("rationale_shown_first", ["chosen" if f else "rejected" for f in chosen_first],
                   pl.String),
